@@ -1,0 +1,97 @@
+//! The application: shared state, the router with its layers, and `run`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::cards::Cards;
+use crate::config::Config;
+use crate::domain::Pass;
+use crate::passes::apple::Signers;
+use crate::storage::Store;
+
+/// Request bodies above this are refused before a handler runs. Template uploads carry up to
+/// three base64 images of at most 5 MB each.
+const BODY_LIMIT: usize = 24 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub cards: Arc<Cards>,
+}
+
+impl AppState {
+    /// Opens the signers named by the configuration and wires the services over `store`.
+    pub fn new(config: Config, store: Store) -> anyhow::Result<AppState> {
+        let signers = Signers::from_config(&config.apple, &config.data_dir)
+            .context("loading the Apple signing identity")?;
+        let cards = Cards::new(store.clone(), signers, config.web_service_url());
+        Ok(AppState {
+            config: Arc::new(config),
+            store,
+            cards: Arc::new(cards),
+        })
+    }
+
+    /// The plain-GET link that downloads a member's pass; the token is the pass's own secret.
+    pub fn pass_url(&self, pass: &Pass) -> String {
+        format!(
+            "{}/passes/{}.pkpass?token={}",
+            self.config.public_base(),
+            pass.serial_number,
+            pass.authentication_token
+        )
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::api::router())
+        .merge(crate::web::router())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // The span names the route, never the full URI: query strings carry pass tokens.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+            tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("unmatched"))
+        }))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,221 @@
+//! Card service: turns stored programs, templates and members into signed passes.
+//! The API and the public download route both go through it; it holds the signers and the
+//! per-template-version image cache.
+
+use std::sync::Arc;
+
+use crate::domain::{Invalid, Member, NewMember, Pass, Program, Template, TemplateDesign};
+use crate::passes::apple::bundle::{self, BundleError};
+use crate::passes::apple::images::{self, ImageKind};
+use crate::passes::apple::pass_json::{self, PassContent};
+use crate::passes::apple::{AssetCache, PreparedAssets, SignError, Signers};
+use crate::secret::constant_time_eq;
+use crate::storage::{StorageError, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+}
+
+pub struct Cards {
+    store: Store,
+    signers: Signers,
+    assets: AssetCache,
+    web_service_url: String,
+}
+
+/// A signed `.pkpass` and the pass it was built from.
+pub struct SignedPass {
+    pub pass: Pass,
+    pub bytes: Vec<u8>,
+}
+
+impl Cards {
+    pub fn new(store: Store, signers: Signers, web_service_url: String) -> Cards {
+        Cards {
+            store,
+            signers,
+            assets: AssetCache::default(),
+            web_service_url,
+        }
+    }
+
+    pub fn signers(&self) -> &Signers {
+        &self.signers
+    }
+
+    /// Refuses a program whose identifiers no configured identity can sign for: such passes
+    /// would be refused by Wallet without a word (`apple-wallet.md` §9.1).
+    pub fn check_program_signable(
+        &self,
+        pass_type_identifier: &str,
+        team: &str,
+    ) -> Result<(), CardError> {
+        match self.signers.identity_for(pass_type_identifier, team) {
+            Ok(_) => Ok(()),
+            Err(e @ SignError::Mismatch { .. }) => {
+                Err(Invalid::one("pass_type_identifier", e.to_string()).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Validates a design, renders its uploads, and stores it as a new template.
+    /// An icon is required: Wallet opens no pass without `icon.png`.
+    pub async fn create_template(
+        &self,
+        program_id: &str,
+        name: &str,
+        design: TemplateDesign,
+        uploads: Vec<(ImageKind, Vec<u8>)>,
+    ) -> Result<Template, CardError> {
+        let mut problems = Vec::new();
+        let design = design
+            .validate()
+            .map_err(|e| problems.extend(e.problems))
+            .ok();
+        if name.trim().is_empty() {
+            problems.push(
+                Invalid::one("name", "name must not be empty")
+                    .problems
+                    .remove(0),
+            );
+        }
+        if !uploads.iter().any(|(k, _)| *k == ImageKind::Icon) {
+            problems.push(
+                Invalid::one(
+                    "images.icon",
+                    "images.icon is required: Apple Wallet does not open a pass without icon.png",
+                )
+                .problems
+                .remove(0),
+            );
+        }
+        let rendered = render_uploads(uploads).await;
+        let files = match rendered {
+            Ok(files) => files,
+            Err(e) => {
+                problems.extend(e.problems);
+                Vec::new()
+            }
+        };
+        match design {
+            Some(design) if problems.is_empty() => Ok(self
+                .store
+                .insert_template(program_id, name, &design, &files)
+                .await?),
+            _ => Err(Invalid { problems }.into()),
+        }
+    }
+
+    /// Replaces one image of a template (a new template version).
+    pub async fn replace_image(
+        &self,
+        template_id: &str,
+        kind: ImageKind,
+        bytes: Vec<u8>,
+    ) -> Result<Template, CardError> {
+        let files = render_uploads(vec![(kind, bytes)]).await?;
+        Ok(self
+            .store
+            .replace_template_images(template_id, &files)
+            .await?)
+    }
+
+    /// Creates a member and their pass on the program's newest template.
+    pub async fn create_member(
+        &self,
+        program: &Program,
+        new: &NewMember,
+    ) -> Result<(Member, Pass), CardError> {
+        new.validate()?;
+        let Some(template) = self.store.latest_template(&program.id).await? else {
+            return Err(Invalid::one(
+                "program_id",
+                "the program has no card template yet; create one first",
+            )
+            .into());
+        };
+        Ok(self.store.insert_member(program, &template, new).await?)
+    }
+
+    /// The signed pass with this serial, if `token` is its authentication token.
+    /// An unknown serial and a wrong token are the same `None`, so tokens cannot be probed.
+    pub async fn pkpass_with_token(
+        &self,
+        serial: &str,
+        token: &str,
+    ) -> Result<Option<SignedPass>, CardError> {
+        let pass = match self.store.get_pass(serial).await {
+            Ok(p) => p,
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if !constant_time_eq(pass.authentication_token.as_bytes(), token.as_bytes()) {
+            return Ok(None);
+        }
+        let bytes = self.pkpass(&pass).await?;
+        Ok(Some(SignedPass { pass, bytes }))
+    }
+
+    /// Builds and signs the pass as it stands now.
+    pub async fn pkpass(&self, pass: &Pass) -> Result<Vec<u8>, CardError> {
+        let member = self.store.get_member(&pass.member_id).await?;
+        let program = self.store.get_program(&member.program_id).await?;
+        let template = self.store.get_template(&pass.template_id).await?;
+        let assets = self.assets_for(&template).await?;
+        let identity = self
+            .signers
+            .identity_for(&program.pass_type_identifier, &program.team_identifier)?;
+        let json = pass_json::render(&PassContent {
+            program: &program,
+            template: &template,
+            member: &member,
+            pass,
+            web_service_url: &self.web_service_url,
+        });
+        Ok(bundle::build(&json, &assets, &identity)?)
+    }
+
+    async fn assets_for(&self, template: &Template) -> Result<Arc<PreparedAssets>, CardError> {
+        if let Some(a) = self.assets.get(&template.id, template.version) {
+            return Ok(a);
+        }
+        let files = self.store.template_images(&template.id).await?;
+        let prepared = Arc::new(PreparedAssets::new(template.version, files));
+        self.assets.put(&template.id, prepared.clone());
+        Ok(prepared)
+    }
+}
+
+/// Decodes and resizes uploads off the async threads; image work takes tens of milliseconds.
+async fn render_uploads(
+    uploads: Vec<(ImageKind, Vec<u8>)>,
+) -> Result<Vec<(String, Vec<u8>)>, Invalid> {
+    tokio::task::spawn_blocking(move || {
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for (kind, bytes) in uploads {
+            match images::process(kind, &bytes) {
+                Ok(scaled) => files.extend(scaled),
+                Err(e) => problems.extend(
+                    Invalid::one(format!("images.{}", kind.name()), e.to_string()).problems,
+                ),
+            }
+        }
+        if problems.is_empty() {
+            Ok(files)
+        } else {
+            Err(Invalid { problems })
+        }
+    })
+    .await
+    .expect("image rendering panicked")
+}

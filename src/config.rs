@@ -1,0 +1,180 @@
+//! Settings: embedded defaults, then an optional TOML file, then `TESSERA_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// The commented example printed by `tessera gen-config`.
+pub const EXAMPLE: &str = include_str!("../config/example.toml");
+
+/// Environment variables with the `TESSERA_` prefix that are not configuration keys.
+const NOT_CONFIG: &[&str] = &["TEST_POSTGRES_URL", "CONFIG"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub log: String,
+    pub apple: AppleConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppleConfig {
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    pub pkcs12: Option<PathBuf>,
+    pub pkcs12_password: Option<Secret>,
+    pub wwdr_certificate: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://./data/tessera.db".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            log: "info,tessera=info".into(),
+            apple: AppleConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults, then `file` (which must exist when given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("TESSERA_").ignore(NOT_CONFIG).split("__"));
+        Self::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            // figment's own message names the unknown or mistyped key and where it came from.
+            ConfigError(e.to_string())
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let url = self.public_url.trim_end_matches('/');
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ConfigError(format!(
+                "public_url must start with https:// or http://, got {:?}",
+                self.public_url
+            )));
+        }
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres:")
+            || self.database_url.starts_with("postgresql:"))
+        {
+            return Err(ConfigError(
+                "database_url must start with sqlite: or postgres:".into(),
+            ));
+        }
+        let a = &self.apple;
+        if a.pkcs12.is_some() && (a.certificate.is_some() || a.private_key.is_some()) {
+            return Err(ConfigError(
+                "apple: set either pkcs12 or certificate + private_key, not both".into(),
+            ));
+        }
+        if a.certificate.is_some() != a.private_key.is_some() {
+            return Err(ConfigError(
+                "apple: certificate and private_key must be set together".into(),
+            ));
+        }
+        if (a.pkcs12.is_some() || a.certificate.is_some()) && a.wwdr_certificate.is_none() {
+            return Err(ConfigError(
+                "apple.wwdr_certificate is required with a signing identity (Apple's WWDR G4 intermediate)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The public base URL without a trailing slash.
+    pub fn public_base(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    /// The `webServiceURL` written into passes; devices append `/v1/...`.
+    pub fn web_service_url(&self) -> String {
+        format!("{}/passkit", self.public_base())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let parsed: Config = Figment::from(Toml::string(EXAMPLE)).extract().unwrap();
+        let defaults = Config::default();
+        assert_eq!(parsed.listen, defaults.listen);
+        assert_eq!(parsed.database_url, defaults.database_url);
+        assert_eq!(parsed.public_url, defaults.public_url);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_unknown_keys_are_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "t.toml",
+                "listen = \"127.0.0.1:9000\"\npublic_url = \"https://a.example\"",
+            )?;
+            jail.set_env("TESSERA_PUBLIC_URL", "https://b.example/");
+            jail.set_env("TESSERA_TEST_POSTGRES_URL", "postgres://ignored");
+            let c = Config::load(Some(Path::new("t.toml"))).unwrap();
+            assert_eq!(c.listen.port(), 9000);
+            assert_eq!(c.public_base(), "https://b.example");
+            assert_eq!(c.web_service_url(), "https://b.example/passkit");
+
+            jail.create_file("bad.toml", "listen = \"127.0.0.1:9000\"\nlisten_port = 3")?;
+            let err = Config::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listen_port"), "{err}");
+
+            jail.set_env("TESSERA_APPLE__CERT", "x");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("cert"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn half_an_identity_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_APPLE__CERTIFICATE", "/x/pass.pem");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("private_key"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,127 @@
+//! The demo program, template and member: `tessera demo` and `tessera serve --demo`.
+//! Seeding is idempotent: a second run finds what the first made.
+
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::cards::CardError;
+use crate::domain::template::{BarcodeSpec, Colors, Location};
+use crate::domain::{BarcodeFormat, FieldSpec, NewMember, NewProgram, TemplateDesign};
+use crate::passes::apple::images::{ImageKind, sample_png};
+
+const SLUG: &str = "demo";
+const MEMBER_EXTERNAL_ID: &str = "demo-member-1";
+const DEMO_POINTS: i64 = 1240;
+
+#[derive(Debug, Serialize)]
+pub struct DemoCard {
+    pub program_id: String,
+    pub member_id: String,
+    pub serial: String,
+    pub auth_token: String,
+    pub pass_type_identifier: String,
+    pub pass_url: String,
+}
+
+fn field(key: &str, label: &str, value: &str) -> FieldSpec {
+    FieldSpec {
+        key: key.into(),
+        label: Some(label.into()),
+        value: value.into(),
+        change_message: None,
+        text_alignment: None,
+    }
+}
+
+/// A complete storeCard design showing every placeholder; also the benchmark's and tests' fixture.
+pub fn design() -> TemplateDesign {
+    let mut points = field("points", "POINTS", "{{balance}}");
+    points.change_message = Some("You now have %@ points".into());
+    TemplateDesign {
+        description: "Tessera Coffee loyalty card".into(),
+        logo_text: Some("Tessera Coffee".into()),
+        colors: Colors {
+            background: "#3c414c".into(),
+            foreground: "#ffffff".into(),
+            label: "#c8c8c8".into(),
+        },
+        header_fields: vec![field("program", "CARD", "{{program_name}}")],
+        primary_fields: vec![points],
+        secondary_fields: vec![field("member", "MEMBER", "{{member_name}}")],
+        auxiliary_fields: vec![field("number", "NUMBER", "{{external_id}}")],
+        back_fields: vec![field(
+            "terms",
+            "Terms",
+            "Points are worth nothing but warm feelings. Card {{barcode}}.",
+        )],
+        barcode: BarcodeSpec {
+            format: BarcodeFormat::Qr,
+            show_value: true,
+        },
+        locations: vec![Location {
+            latitude: 52.3731,
+            longitude: 4.8922,
+            relevant_text: Some("Coffee is near".into()),
+        }],
+    }
+}
+
+/// Demo uploads, larger than Wallet's @3x sizes so resizing is exercised.
+pub fn images() -> Vec<(ImageKind, Vec<u8>)> {
+    vec![
+        (ImageKind::Icon, sample_png(180, 180, [60, 65, 76])),
+        (ImageKind::Logo, sample_png(480, 150, [200, 120, 40])),
+        (ImageKind::Strip, sample_png(1125, 432, [90, 60, 40])),
+    ]
+}
+
+/// Finds or creates the demo program, its template and a member with some points.
+pub async fn seed(state: &AppState) -> Result<DemoCard, CardError> {
+    let store = &state.store;
+    let program = match store.find_program_by_slug(SLUG).await? {
+        Some(p) => p,
+        None => {
+            let (ptid, team) = state.cards.signers().default_identifiers();
+            let new = NewProgram {
+                slug: SLUG.into(),
+                name: "Tessera Coffee".into(),
+                pass_type_identifier: ptid,
+                team_identifier: team,
+                organization_name: "Tessera Coffee".into(),
+            };
+            new.validate()?;
+            store.insert_program(&new).await?
+        }
+    };
+    if store.latest_template(&program.id).await?.is_none() {
+        state
+            .cards
+            .create_template(&program.id, "Demo card", design(), images())
+            .await?;
+    }
+    let member = match store
+        .find_member_by_external_id(&program.id, MEMBER_EXTERNAL_ID)
+        .await?
+    {
+        Some(m) => m,
+        None => {
+            let new = NewMember {
+                display_name: "Ada Lovelace".into(),
+                external_id: Some(MEMBER_EXTERNAL_ID.into()),
+            };
+            let (member, _) = state.cards.create_member(&program, &new).await?;
+            store
+                .adjust_points(&member.id, DEMO_POINTS, "demo seed")
+                .await?
+        }
+    };
+    let pass = store.pass_for_member(&member.id).await?;
+    Ok(DemoCard {
+        program_id: program.id,
+        member_id: member.id,
+        pass_url: state.pass_url(&pass),
+        serial: pass.serial_number,
+        auth_token: pass.authentication_token,
+        pass_type_identifier: pass.pass_type_identifier,
+    })
+}

@@ -1,0 +1,258 @@
+//! The loyalty domain: programs, card templates, members and their passes.
+//!
+//! Invariant: nothing here knows HTTP, SQL or a wallet's wire format; the rules here are plain
+//! functions over plain values so they can be unit- and property-tested.
+
+pub mod color;
+pub mod template;
+
+use std::fmt;
+
+pub use template::{BarcodeFormat, FieldSpec, TemplateDesign};
+
+/// One thing wrong with an input, named by the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+/// An input that breaks one or more rules; nothing was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Invalid {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.problems.iter().map(|p| p.message.clone()).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl Invalid {
+    pub fn one(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+        Invalid {
+            problems: vec![Problem {
+                field: field.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Collects problems while checking an input, so a caller sees all of them at once.
+#[derive(Default)]
+pub struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    pub fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+    pub fn check(&mut self, ok: bool, field: &str, message: impl FnOnce() -> String) {
+        if !ok {
+            self.fail(field, message());
+        }
+    }
+    pub fn finish(self) -> Result<(), Invalid> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Invalid {
+                problems: self.problems,
+            })
+        }
+    }
+}
+
+/// A loyalty program: one brand's card, issued under one Apple Pass Type ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub pass_type_identifier: String,
+    pub team_identifier: String,
+    pub organization_name: String,
+    pub created_at: i64,
+}
+
+/// A new program as asked for, before it has an id.
+#[derive(Debug, Clone)]
+pub struct NewProgram {
+    pub slug: String,
+    pub name: String,
+    pub pass_type_identifier: String,
+    pub team_identifier: String,
+    pub organization_name: String,
+}
+
+impl NewProgram {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let mut c = Checker::default();
+        c.check(is_slug(&self.slug), "slug", || {
+            format!(
+                "slug must be 1 to 64 lowercase letters, digits or '-', got {:?}",
+                self.slug
+            )
+        });
+        check_text(&mut c, "name", &self.name, 200);
+        check_text(&mut c, "organization_name", &self.organization_name, 200);
+        c.check(
+            is_pass_type_identifier(&self.pass_type_identifier),
+            "pass_type_identifier",
+            || {
+                format!(
+                    "pass_type_identifier must look like pass.com.example.loyalty, got {:?}",
+                    self.pass_type_identifier
+                )
+            },
+        );
+        c.check(
+            is_team_identifier(&self.team_identifier),
+            "team_identifier",
+            || {
+                format!(
+                    "team_identifier must be Apple's 10-character Team ID (A-Z, 0-9), got {:?}",
+                    self.team_identifier
+                )
+            },
+        );
+        c.finish()
+    }
+}
+
+/// A card template as stored: a versioned design; every change bumps `version`.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub id: String,
+    pub program_id: String,
+    pub name: String,
+    pub version: i64,
+    pub design: TemplateDesign,
+    pub updated_at: i64,
+}
+
+/// A holder of a program's card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: String,
+    pub program_id: String,
+    pub display_name: String,
+    pub external_id: Option<String>,
+    /// The value in the card's barcode: 128 random bits, so it cannot be guessed from another card.
+    pub barcode: String,
+    pub points: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub display_name: String,
+    pub external_id: Option<String>,
+}
+
+impl NewMember {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let mut c = Checker::default();
+        check_text(&mut c, "display_name", &self.display_name, 200);
+        if let Some(ext) = &self.external_id {
+            check_text(&mut c, "external_id", ext, 200);
+        }
+        c.finish()
+    }
+}
+
+/// A member's Apple Wallet pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// 128 random bits; appears in URLs.
+    pub serial_number: String,
+    pub member_id: String,
+    pub template_id: String,
+    pub pass_type_identifier: String,
+    /// At least 32 characters; shared only with the device holding the pass.
+    pub authentication_token: String,
+    pub created_at: i64,
+    /// Milliseconds since the epoch of the last change to anything the pass shows.
+    pub updated_at: i64,
+}
+
+pub fn check_text(c: &mut Checker, field: &str, value: &str, max: usize) {
+    if value.trim().is_empty() {
+        c.fail(field, format!("{field} must not be empty"));
+    } else if value.chars().count() > max {
+        c.fail(field, format!("{field} must be at most {max} characters"));
+    }
+}
+
+pub fn is_slug(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
+/// `pass.` followed by a reverse-DNS name, as Apple issues them.
+pub fn is_pass_type_identifier(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("pass.") else {
+        return false;
+    };
+    s.len() <= 255
+        && !rest.is_empty()
+        && rest.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+pub fn is_team_identifier(s: &str) -> bool {
+    s.len() == 10
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        assert!(is_pass_type_identifier("pass.com.example.loyalty"));
+        assert!(!is_pass_type_identifier("com.example.loyalty"));
+        assert!(!is_pass_type_identifier("pass."));
+        assert!(!is_pass_type_identifier("pass.com..x"));
+        assert!(is_team_identifier("ABCDE12345"));
+        assert!(!is_team_identifier("abcde12345"));
+        assert!(!is_team_identifier("ABCDE1234"));
+        assert!(is_slug("example-coffee"));
+        assert!(!is_slug("Example"));
+        assert!(!is_slug(""));
+    }
+
+    #[test]
+    fn new_program_reports_every_problem() {
+        let p = NewProgram {
+            slug: "ok".into(),
+            name: " ".into(),
+            pass_type_identifier: "com.x".into(),
+            team_identifier: "short".into(),
+            organization_name: "Org".into(),
+        };
+        let err = p.validate().unwrap_err();
+        let fields: Vec<_> = err.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["name", "pass_type_identifier", "team_identifier"]);
+    }
+}

@@ -1,0 +1,351 @@
+//! The storeCard design a template holds, and Apple's rules for it
+//! (`shared/spec/apple-wallet.md` §4: field limits, unique keys, `%@`, colours, locations).
+//!
+//! Field values may hold placeholders such as `{{balance}}`, filled per member when a pass is
+//! built. The design is stored as JSON: it is our own versioned document, not a wire format.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::color::Rgb;
+use super::{Checker, Invalid};
+
+/// Placeholders a field value may use, filled per member.
+pub const PLACEHOLDERS: &[&str] = &[
+    "balance",
+    "member_name",
+    "external_id",
+    "barcode",
+    "program_name",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDesign {
+    /// Read by VoiceOver and shown in Wallet's pass details.
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_text: Option<String>,
+    pub colors: Colors,
+    #[serde(default)]
+    pub header_fields: Vec<FieldSpec>,
+    #[serde(default)]
+    pub primary_fields: Vec<FieldSpec>,
+    #[serde(default)]
+    pub secondary_fields: Vec<FieldSpec>,
+    #[serde(default)]
+    pub auxiliary_fields: Vec<FieldSpec>,
+    #[serde(default)]
+    pub back_fields: Vec<FieldSpec>,
+    #[serde(default)]
+    pub barcode: BarcodeSpec,
+    #[serde(default)]
+    pub locations: Vec<Location>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Colors {
+    pub background: String,
+    pub foreground: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Text with optional `{{placeholder}}`s. Exactly `{{balance}}` becomes a number.
+    pub value: String,
+    /// Lock-screen message when the value changes; must contain `%@`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_alignment: Option<TextAlignment>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextAlignment {
+    Left,
+    Center,
+    Right,
+    Natural,
+}
+
+impl TextAlignment {
+    pub fn apple_name(self) -> &'static str {
+        match self {
+            TextAlignment::Left => "PKTextAlignmentLeft",
+            TextAlignment::Center => "PKTextAlignmentCenter",
+            TextAlignment::Right => "PKTextAlignmentRight",
+            TextAlignment::Natural => "PKTextAlignmentNatural",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BarcodeSpec {
+    pub format: BarcodeFormat,
+    /// Show the barcode value as text under the barcode, for manual entry at the till.
+    #[serde(default = "yes")]
+    pub show_value: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for BarcodeSpec {
+    fn default() -> Self {
+        BarcodeSpec {
+            format: BarcodeFormat::Qr,
+            show_value: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BarcodeFormat {
+    Qr,
+    Pdf417,
+    Aztec,
+    Code128,
+}
+
+impl BarcodeFormat {
+    pub fn apple_name(self) -> &'static str {
+        match self {
+            BarcodeFormat::Qr => "PKBarcodeFormatQR",
+            BarcodeFormat::Pdf417 => "PKBarcodeFormatPDF417",
+            BarcodeFormat::Aztec => "PKBarcodeFormatAztec",
+            BarcodeFormat::Code128 => "PKBarcodeFormatCode128",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relevant_text: Option<String>,
+}
+
+/// Apple's storeCard limits [CREATE]: 3 header, 1 primary, and 4 secondary plus auxiliary
+/// fields combined (the limit with a square barcode, the common case; we apply it always so a
+/// template never depends on its barcode format to display).
+const MAX_HEADER: usize = 3;
+const MAX_PRIMARY: usize = 1;
+const MAX_SECONDARY_AUXILIARY: usize = 4;
+const MAX_BACK: usize = 20;
+const MAX_LOCATIONS: usize = 10;
+
+impl TemplateDesign {
+    /// Checks every rule and returns the design with colours in Apple's `rgb()` form.
+    pub fn validate(mut self) -> Result<TemplateDesign, Invalid> {
+        let mut c = Checker::default();
+        super::check_text(&mut c, "description", &self.description, 500);
+        for (name, value) in [
+            ("background", &mut self.colors.background),
+            ("foreground", &mut self.colors.foreground),
+            ("label", &mut self.colors.label),
+        ] {
+            match Rgb::parse(value) {
+                Some(rgb) => *value = rgb.to_string(),
+                None => c.fail(
+                    format!("colors.{name}"),
+                    format!("colors.{name} must be a colour like #3c414c or rgb(60, 65, 76), got {value:?}"),
+                ),
+            }
+        }
+        let counts = [
+            ("header_fields", self.header_fields.len(), MAX_HEADER),
+            ("primary_fields", self.primary_fields.len(), MAX_PRIMARY),
+            ("back_fields", self.back_fields.len(), MAX_BACK),
+        ];
+        for (area, n, max) in counts {
+            c.check(n <= max, area, || {
+                format!(
+                    "a storeCard may have at most {max} {}, got {n}",
+                    area.replace('_', " ")
+                )
+            });
+        }
+        let combined = self.secondary_fields.len() + self.auxiliary_fields.len();
+        c.check(combined <= MAX_SECONDARY_AUXILIARY, "secondary_fields", || {
+            format!(
+                "a storeCard may have at most {MAX_SECONDARY_AUXILIARY} secondary+auxiliary fields, got {combined}"
+            )
+        });
+        let mut keys = HashSet::new();
+        for (area, field) in self.all_fields() {
+            check_field(&mut c, area, field, &mut keys);
+        }
+        c.check(self.locations.len() <= MAX_LOCATIONS, "locations", || {
+            format!(
+                "a pass may have at most {MAX_LOCATIONS} locations, got {}",
+                self.locations.len()
+            )
+        });
+        for (i, l) in self.locations.iter().enumerate() {
+            c.check(
+                (-90.0..=90.0).contains(&l.latitude) && (-180.0..=180.0).contains(&l.longitude),
+                "locations",
+                || {
+                    format!(
+                        "locations[{i}] must have latitude in -90..90 and longitude in -180..180"
+                    )
+                },
+            );
+        }
+        c.finish()?;
+        Ok(self)
+    }
+
+    /// Every field with the name of the area it sits in, front to back.
+    pub fn all_fields(&self) -> impl Iterator<Item = (&'static str, &FieldSpec)> {
+        [
+            ("header_fields", &self.header_fields),
+            ("primary_fields", &self.primary_fields),
+            ("secondary_fields", &self.secondary_fields),
+            ("auxiliary_fields", &self.auxiliary_fields),
+            ("back_fields", &self.back_fields),
+        ]
+        .into_iter()
+        .flat_map(|(area, fields)| fields.iter().map(move |f| (area, f)))
+    }
+}
+
+fn check_field(c: &mut Checker, area: &str, field: &FieldSpec, keys: &mut HashSet<String>) {
+    let at = format!("{area}.{}", field.key);
+    let key_ok = !field.key.is_empty()
+        && field.key.len() <= 64
+        && field
+            .key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !key_ok {
+        c.fail(
+            area,
+            format!(
+                "field key {:?} in {area} must be 1 to 64 letters, digits, '_' or '-'",
+                field.key
+            ),
+        );
+    } else if !keys.insert(field.key.clone()) {
+        // Keys are unique across the whole pass, not per area [CREATE].
+        c.fail(
+            &at,
+            format!(
+                "field key {:?} is used twice; keys must be unique across the pass",
+                field.key
+            ),
+        );
+    }
+    if let Some(msg) = &field.change_message
+        && !msg.contains("%@")
+    {
+        c.fail(
+            &at,
+            format!(
+                "changeMessage of field {:?} must contain %@, the new value",
+                field.key
+            ),
+        );
+    }
+    if field.text_alignment.is_some() && (area == "primary_fields" || area == "back_fields") {
+        c.fail(
+            &at,
+            format!(
+                "field {:?}: text_alignment is not allowed on {area}",
+                field.key
+            ),
+        );
+    }
+    if let Err(name) = check_placeholders(&field.value) {
+        c.fail(
+            &at,
+            format!(
+                "field {:?} uses unknown placeholder {{{{{name}}}}}; known: {}",
+                field.key,
+                PLACEHOLDERS.join(", ")
+            ),
+        );
+    }
+}
+
+/// Checks that every `{{name}}` in `text` is a known placeholder; `Err` names the first that is not.
+fn check_placeholders(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Ok(());
+        };
+        let name = after[..end].trim();
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(name.to_string());
+        }
+        rest = &after[end + 2..];
+    }
+    Ok(())
+}
+
+/// The values placeholders are filled with for one member.
+pub struct Substitutions<'a> {
+    pub balance: i64,
+    pub member_name: &'a str,
+    pub external_id: &'a str,
+    pub barcode: &'a str,
+    pub program_name: &'a str,
+}
+
+/// A filled field value: a number when the whole value is a numeric placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Number(i64),
+    Text(String),
+}
+
+impl Substitutions<'_> {
+    pub fn fill(&self, template: &str) -> FieldValue {
+        if template.trim() == "{{balance}}" {
+            return FieldValue::Number(self.balance);
+        }
+        let mut out = String::with_capacity(template.len() + 16);
+        let mut rest = template;
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                rest = &rest[start..];
+                break;
+            };
+            match after[..end].trim() {
+                "balance" => out.push_str(&self.balance.to_string()),
+                "member_name" => out.push_str(self.member_name),
+                "external_id" => out.push_str(self.external_id),
+                "barcode" => out.push_str(self.barcode),
+                "program_name" => out.push_str(self.program_name),
+                other => {
+                    out.push_str("{{");
+                    out.push_str(other);
+                    out.push_str("}}");
+                }
+            }
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        FieldValue::Text(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

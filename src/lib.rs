@@ -1,0 +1,14 @@
+//! Tessera: a self-hosted server that issues Apple Wallet (and, later, Google Wallet) loyalty
+//! cards and keeps them live. See ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod app;
+pub mod bench;
+pub mod cards;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod passes;
+pub mod secret;
+pub mod storage;
+pub mod web;

@@ -1,0 +1,205 @@
+//! The `tessera` command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tessera::app::{self, AppState};
+use tessera::config::{self, Config};
+use tessera::passes::apple::dev_certs::{self, DevAuthority};
+use tessera::storage::{Role, Store};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Self-hosted Apple Wallet and Google Wallet loyalty cards"
+)]
+struct Cli {
+    /// A TOML configuration file (see `tessera gen-config`).
+    #[arg(long, short, global = true, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Seed the demo program, template and member first, and log the demo pass link.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Bring the database schema up to date, then exit.
+    Migrate,
+    /// Print a commented example configuration.
+    GenConfig,
+    /// Create a throwaway root CA, intermediate and Pass Type ID certificate for local use.
+    DevCerts {
+        /// Folder to write the PEM files to.
+        #[arg(long, default_value = "./data/dev-certs")]
+        out: PathBuf,
+        #[arg(long, default_value = tessera::passes::apple::DEV_PASS_TYPE_IDENTIFIER)]
+        pass_type_id: String,
+        #[arg(long, default_value = tessera::passes::apple::DEV_TEAM_IDENTIFIER)]
+        team_id: String,
+    },
+    /// Seed the demo program, template and member (idempotently) and print the demo card as JSON.
+    Demo,
+    /// Manage API keys.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+    /// Measure throughput; prints JSON.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; the key is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        role: Role,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// Revoke a key by its id (the part after `tsk_` and before the next `_`).
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Signed passes per second on one core vs bare PKCS#7 signatures per second.
+    Passes {
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::GenConfig = cli.command {
+        print!("{}", config::EXAMPLE);
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::GenConfig => unreachable!("handled before loading the configuration"),
+        Command::Serve { demo } => serve(config, demo).await,
+        Command::Migrate => {
+            let store = Store::connect(&config.database_url)
+                .await
+                .context("connecting to the database")?;
+            store.close().await;
+            eprintln!("database is up to date");
+            Ok(())
+        }
+        Command::DevCerts {
+            out,
+            pass_type_id,
+            team_id,
+        } => {
+            let ca = DevAuthority::open_or_create(&out)?;
+            let pass = ca.write_pass_certificate(&pass_type_id, &team_id)?;
+            let dir = out.display();
+            println!(
+                "# Development certificates in {dir}: they verify against {dir}/{} only",
+                dev_certs::ROOT_CA_FILE
+            );
+            println!("# and never install on a real device. To use them as a configured identity:");
+            println!("[apple]");
+            println!("certificate = \"{}\"", pass.display());
+            println!("private_key = \"{dir}/{}\"", dev_certs::PASS_KEY_FILE);
+            println!(
+                "wwdr_certificate = \"{dir}/{}\"",
+                dev_certs::INTERMEDIATE_FILE
+            );
+            Ok(())
+        }
+        Command::Demo => {
+            let state = open(config).await?;
+            let card = tessera::demo::seed(&state).await?;
+            println!("{}", serde_json::to_string_pretty(&card)?);
+            state.store.close().await;
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Create { role, name }) => {
+            let store = Store::connect(&config.database_url).await?;
+            let (id, key) = tessera::api::auth::create_key(&store, &name, role).await?;
+            eprintln!(
+                "created {} key {id}; it is shown only this once:",
+                role.as_str()
+            );
+            println!("{key}");
+            store.close().await;
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
+            let store = Store::connect(&config.database_url).await?;
+            store.revoke_api_key(&id).await?;
+            eprintln!("revoked key {id}");
+            store.close().await;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Passes { seconds }) => {
+            let report =
+                tokio::task::spawn_blocking(move || tessera::bench::passes(seconds)).await??;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}
+
+async fn open(config: Config) -> anyhow::Result<AppState> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .context("connecting to the database")?;
+    AppState::new(config, store)
+}
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let state = open(config).await?;
+    match state.cards.signers() {
+        tessera::passes::apple::Signers::Dev(ca) => tracing::warn!(
+            root_ca = %ca.root_ca_path().display(),
+            "no Apple signing identity configured: signing with a development identity; \
+             these passes will NOT install on real devices (see certs.example/)"
+        ),
+        tessera::passes::apple::Signers::Configured(identity) => {
+            if let Some(days) = identity.days_until_expiry() {
+                if days < 90 {
+                    tracing::warn!(
+                        days,
+                        "the Pass Type ID or WWDR certificate expires soon; renew it before passes stop installing"
+                    );
+                }
+            }
+        }
+    }
+    if demo {
+        let card = tessera::demo::seed(&state)
+            .await
+            .context("seeding the demo")?;
+        tracing::info!(member_id = %card.member_id, "demo card ready: {}", card.pass_url);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, "tessera listening");
+    app::run(state.clone(), listener, app::shutdown_signal()).await?;
+    state.store.close().await;
+    Ok(())
+}

@@ -1,0 +1,601 @@
+//! The storage layer: the only place with SQL.
+//!
+//! One implementation serves SQLite (default, WAL) and PostgreSQL through sqlx's `Any` driver
+//! over a portable schema (text ids, BIGINT milliseconds, 0/1 booleans); the database URL picks
+//! the backend. Writes that must not interleave open `BEGIN IMMEDIATE` on SQLite, so a writer
+//! takes the lock up front instead of failing to upgrade a read lock halfway.
+
+mod rows;
+
+use std::str::FromStr;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+
+use crate::domain::{
+    Member, NewMember, NewProgram, Pass, Program, Template, TemplateDesign, now_ms,
+};
+use crate::secret::{random_barcode, random_token};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// API key roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Marketer,
+    Cashier,
+    Integration,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Marketer => "marketer",
+            Role::Cashier => "cashier",
+            Role::Integration => "integration",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Role, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "marketer" => Ok(Role::Marketer),
+            "cashier" => Ok(Role::Cashier),
+            "integration" => Ok(Role::Integration),
+            other => Err(format!(
+                "unknown role {other:?}; roles are admin, marketer, cashier, integration"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub secret_hash: String,
+    pub revoked: bool,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:...` or `postgres:...`) and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let store = Self::connect_without_migrating(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn connect_without_migrating(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                let url = prepare_sqlite_url(url)?;
+                // An in-memory database exists per connection, so it must have exactly one.
+                let max = if url.contains(":memory:") { 1 } else { 8 };
+                AnyPoolOptions::new()
+                    .max_connections(max)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = NORMAL",
+                                "PRAGMA foreign_keys = ON",
+                                "PRAGMA busy_timeout = 10000",
+                            ] {
+                                conn.execute(pragma).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .connect(url)
+                    .await?
+            }
+        };
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A write transaction: `BEGIN IMMEDIATE` on SQLite so concurrent writers queue on the
+    /// busy timeout instead of deadlocking on a lock upgrade.
+    async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    // ---- programs ----
+
+    pub async fn insert_program(&self, p: &NewProgram) -> Result<Program> {
+        let program = Program {
+            id: new_id(),
+            slug: p.slug.clone(),
+            name: p.name.clone(),
+            pass_type_identifier: p.pass_type_identifier.clone(),
+            team_identifier: p.team_identifier.clone(),
+            organization_name: p.organization_name.clone(),
+            created_at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO programs (id, slug, name, pass_type_identifier, team_identifier, organization_name, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&program.id)
+        .bind(&program.slug)
+        .bind(&program.name)
+        .bind(&program.pass_type_identifier)
+        .bind(&program.team_identifier)
+        .bind(&program.organization_name)
+        .bind(program.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, || format!("a program with slug {:?} exists already", p.slug)))?;
+        Ok(program)
+    }
+
+    pub async fn get_program(&self, id: &str) -> Result<Program> {
+        let row = sqlx::query("SELECT * FROM programs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        rows::program(&row.ok_or(StorageError::NotFound("program"))?)
+    }
+
+    pub async fn find_program_by_slug(&self, slug: &str) -> Result<Option<Program>> {
+        let row = sqlx::query("SELECT * FROM programs WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::program).transpose()
+    }
+
+    // ---- templates ----
+
+    /// Stores a validated design and its rendered images as version 1 of a new template.
+    pub async fn insert_template(
+        &self,
+        program_id: &str,
+        name: &str,
+        design: &TemplateDesign,
+        images: &[(String, Vec<u8>)],
+    ) -> Result<Template> {
+        let now = now_ms();
+        let template = Template {
+            id: new_id(),
+            program_id: program_id.into(),
+            name: name.into(),
+            version: 1,
+            design: design.clone(),
+            updated_at: now,
+        };
+        let design_json = serde_json::to_string(design).expect("design serialises");
+        let mut tx = self.write_tx().await?;
+        let exists = sqlx::query("SELECT 1 FROM programs WHERE id = $1")
+            .bind(program_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StorageError::NotFound("program"));
+        }
+        sqlx::query(
+            "INSERT INTO templates (id, program_id, name, version, design, created_at, updated_at)
+             VALUES ($1, $2, $3, 1, $4, $5, $5)",
+        )
+        .bind(&template.id)
+        .bind(program_id)
+        .bind(name)
+        .bind(design_json)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        upsert_images(&mut tx, &template.id, images).await?;
+        tx.commit().await?;
+        Ok(template)
+    }
+
+    pub async fn get_template(&self, id: &str) -> Result<Template> {
+        let row = sqlx::query("SELECT * FROM templates WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        rows::template(&row.ok_or(StorageError::NotFound("template"))?)
+    }
+
+    /// The program's most recently created template, which new members get.
+    pub async fn latest_template(&self, program_id: &str) -> Result<Option<Template>> {
+        let row = sqlx::query(
+            "SELECT * FROM templates WHERE program_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(program_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rows::template).transpose()
+    }
+
+    /// Replaces some of a template's image files and bumps its version; the passes that use
+    /// it are marked changed in the same transaction.
+    pub async fn replace_template_images(
+        &self,
+        template_id: &str,
+        images: &[(String, Vec<u8>)],
+    ) -> Result<Template> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let updated = sqlx::query(
+            "UPDATE templates SET version = version + 1, updated_at = $2 WHERE id = $1",
+        )
+        .bind(template_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StorageError::NotFound("template"));
+        }
+        upsert_images(&mut tx, template_id, images).await?;
+        sqlx::query("UPDATE passes SET updated_at = $2 WHERE template_id = $1")
+            .bind(template_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT * FROM templates WHERE id = $1")
+            .bind(template_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows::template(&row)
+    }
+
+    pub async fn template_images(&self, template_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT file_name, bytes FROM template_images WHERE template_id = $1 ORDER BY file_name")
+            .bind(template_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("file_name")?, r.try_get("bytes")?)))
+            .collect()
+    }
+
+    // ---- members and passes ----
+
+    /// Creates a member with an unguessable barcode and their pass on `template`, together.
+    pub async fn insert_member(
+        &self,
+        program: &Program,
+        template: &Template,
+        m: &NewMember,
+    ) -> Result<(Member, Pass)> {
+        let now = now_ms();
+        let member = Member {
+            id: new_id(),
+            program_id: program.id.clone(),
+            display_name: m.display_name.clone(),
+            external_id: m.external_id.clone(),
+            barcode: random_barcode(16),
+            points: 0,
+            created_at: now,
+        };
+        let pass = Pass {
+            serial_number: random_token(16),
+            member_id: member.id.clone(),
+            template_id: template.id.clone(),
+            pass_type_identifier: program.pass_type_identifier.clone(),
+            authentication_token: random_token(32),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO members (id, program_id, display_name, external_id, barcode, points, created_at)
+             VALUES ($1, $2, $3, $4, $5, 0, $6)",
+        )
+        .bind(&member.id)
+        .bind(&member.program_id)
+        .bind(&member.display_name)
+        .bind(&member.external_id)
+        .bind(&member.barcode)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict(e, || {
+                format!("a member with external_id {:?} exists already in this program", m.external_id.as_deref().unwrap_or(""))
+            })
+        })?;
+        sqlx::query(
+            "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&pass.serial_number)
+        .bind(&pass.member_id)
+        .bind(&pass.template_id)
+        .bind(&pass.pass_type_identifier)
+        .bind(&pass.authentication_token)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((member, pass))
+    }
+
+    pub async fn get_member(&self, id: &str) -> Result<Member> {
+        let row = sqlx::query("SELECT * FROM members WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        rows::member(&row.ok_or(StorageError::NotFound("member"))?)
+    }
+
+    pub async fn find_member_by_external_id(
+        &self,
+        program_id: &str,
+        external_id: &str,
+    ) -> Result<Option<Member>> {
+        let row = sqlx::query("SELECT * FROM members WHERE program_id = $1 AND external_id = $2")
+            .bind(program_id)
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::member).transpose()
+    }
+
+    pub async fn pass_for_member(&self, member_id: &str) -> Result<Pass> {
+        let row = sqlx::query("SELECT * FROM passes WHERE member_id = $1")
+            .bind(member_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        rows::pass(&row.ok_or(StorageError::NotFound("pass"))?)
+    }
+
+    pub async fn get_pass(&self, serial_number: &str) -> Result<Pass> {
+        let row = sqlx::query("SELECT * FROM passes WHERE serial_number = $1")
+            .bind(serial_number)
+            .fetch_optional(&self.pool)
+            .await?;
+        rows::pass(&row.ok_or(StorageError::NotFound("pass"))?)
+    }
+
+    /// Appends a manual ledger entry of `points` (negative to take away) and moves the balance
+    /// and the member's pass with it, in one transaction. Fails, writing nothing, if the balance
+    /// would go below zero.
+    pub async fn adjust_points(
+        &self,
+        member_id: &str,
+        points: i64,
+        reason: &str,
+    ) -> Result<Member> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        // The guard in the WHERE clause makes the check and the change one statement, so
+        // concurrent writers cannot both pass it.
+        let updated = sqlx::query(
+            "UPDATE members SET points = points + $2 WHERE id = $1 AND points + $2 >= 0",
+        )
+        .bind(member_id)
+        .bind(points)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            let row = sqlx::query("SELECT points FROM members WHERE id = $1")
+                .bind(member_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(match row {
+                None => StorageError::NotFound("member"),
+                Some(r) => StorageError::Conflict(format!(
+                    "the balance is {} points; it cannot go below zero",
+                    r.try_get::<i64, _>("points")?
+                )),
+            });
+        }
+        sqlx::query("INSERT INTO ledger_entries (id, member_id, kind, points, reason, created_at) VALUES ($1, $2, 'adjust', $3, $4, $5)")
+            .bind(new_id())
+            .bind(member_id)
+            .bind(points)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE passes SET updated_at = $2 WHERE member_id = $1")
+            .bind(member_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT * FROM members WHERE id = $1")
+            .bind(member_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows::member(&row)
+    }
+
+    /// The sum of a member's ledger entries (what the stored balance must always equal).
+    pub async fn ledger_sum(&self, member_id: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(points), 0) AS total FROM ledger_entries WHERE member_id = $1",
+        )
+        .bind(member_id)
+        .fetch_one(&self.pool)
+        .await?;
+        rows::int(&row, "total")
+    }
+
+    // ---- API keys ----
+
+    pub async fn insert_api_key(
+        &self,
+        id: &str,
+        name: &str,
+        role: Role,
+        secret_hash: &str,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO api_keys (id, name, role, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(name)
+            .bind(role.as_str())
+            .bind(secret_hash)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::api_key).transpose()
+    }
+
+    pub async fn revoke_api_key(&self, id: &str) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("active API key"));
+        }
+        Ok(())
+    }
+
+    /// Row counts of the main tables, for tests that prove a rejected request stored nothing.
+    pub async fn counts(&self) -> Result<[i64; 4]> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM programs) AS p, (SELECT COUNT(*) FROM templates) AS t,
+                    (SELECT COUNT(*) FROM members) AS m, (SELECT COUNT(*) FROM passes) AS s",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok([
+            rows::int(&row, "p")?,
+            rows::int(&row, "t")?,
+            rows::int(&row, "m")?,
+            rows::int(&row, "s")?,
+        ])
+    }
+}
+
+async fn upsert_images(
+    tx: &mut Transaction<'static, Any>,
+    template_id: &str,
+    images: &[(String, Vec<u8>)],
+) -> Result<()> {
+    for (name, bytes) in images {
+        sqlx::query("DELETE FROM template_images WHERE template_id = $1 AND file_name = $2")
+            .bind(template_id)
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO template_images (template_id, file_name, bytes) VALUES ($1, $2, $3)",
+        )
+        .bind(template_id)
+        .bind(name)
+        .bind(bytes.as_slice())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn conflict(e: sqlx::Error, message: impl FnOnce() -> String) -> StorageError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StorageError::Conflict(message()),
+        _ => StorageError::Database(e),
+    }
+}
+
+/// Makes sure a SQLite file's folder exists and that the file is created when missing.
+fn prepare_sqlite_url(url: &str) -> Result<String> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path.contains(":memory:") {
+        return Ok(url.to_string());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            StorageError::Database(sqlx::Error::Configuration(
+                format!("creating {}: {e}", parent.display()).into(),
+            ))
+        })?;
+    }
+    Ok(if url.contains("mode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}

@@ -1,0 +1,71 @@
+//! Row to domain mapping.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{ApiKeyRecord, Result, StorageError};
+use crate::domain::{Member, Pass, Program, Template};
+
+pub fn int(row: &AnyRow, col: &str) -> Result<i64> {
+    Ok(row.try_get::<i64, _>(col)?)
+}
+
+pub fn program(r: &AnyRow) -> Result<Program> {
+    Ok(Program {
+        id: r.try_get("id")?,
+        slug: r.try_get("slug")?,
+        name: r.try_get("name")?,
+        pass_type_identifier: r.try_get("pass_type_identifier")?,
+        team_identifier: r.try_get("team_identifier")?,
+        organization_name: r.try_get("organization_name")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub fn template(r: &AnyRow) -> Result<Template> {
+    let design: String = r.try_get("design")?;
+    Ok(Template {
+        id: r.try_get("id")?,
+        program_id: r.try_get("program_id")?,
+        name: r.try_get("name")?,
+        version: r.try_get("version")?,
+        design: serde_json::from_str(&design)
+            .map_err(|e| StorageError::Corrupt(format!("template design: {e}")))?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub fn member(r: &AnyRow) -> Result<Member> {
+    Ok(Member {
+        id: r.try_get("id")?,
+        program_id: r.try_get("program_id")?,
+        display_name: r.try_get("display_name")?,
+        external_id: r.try_get("external_id")?,
+        barcode: r.try_get("barcode")?,
+        points: r.try_get("points")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub fn pass(r: &AnyRow) -> Result<Pass> {
+    Ok(Pass {
+        serial_number: r.try_get("serial_number")?,
+        member_id: r.try_get("member_id")?,
+        template_id: r.try_get("template_id")?,
+        pass_type_identifier: r.try_get("pass_type_identifier")?,
+        authentication_token: r.try_get("authentication_token")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub fn api_key(r: &AnyRow) -> Result<ApiKeyRecord> {
+    let role: String = r.try_get("role")?;
+    Ok(ApiKeyRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: role.parse().map_err(StorageError::Corrupt)?,
+        secret_hash: r.try_get("secret_hash")?,
+        revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    })
+}

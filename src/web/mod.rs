@@ -1,0 +1,73 @@
+//! Public pages: the home page, health, and the pass download link customers open.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::app::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/healthz", get(health))
+        .route("/passes/{file}", get(download))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/home.html")]
+struct Home {
+    version: &'static str,
+    dev_signing: bool,
+}
+
+async fn home(State(state): State<AppState>) -> Home {
+    Home {
+        version: env!("CARGO_PKG_VERSION"),
+        dev_signing: state.cards.signers().is_dev(),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> StatusCode {
+    match state.store.counts().await {
+        Ok(_) => StatusCode::NO_CONTENT,
+        Err(e) => {
+            tracing::error!(error = %e, "health check: database unreachable");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Token {
+    token: Option<String>,
+}
+
+/// `GET /passes/<serial>.pkpass?token=<authentication token>`: a plain link that adds the card.
+/// A wrong token and an unknown serial both answer 404, so neither can be probed.
+async fn download(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    Query(q): Query<Token>,
+) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, "no such pass\n").into_response();
+    let (Some(serial), Some(token)) = (file.strip_suffix(".pkpass"), q.token) else {
+        return not_found();
+    };
+    match state.cards.pkpass_with_token(serial, &token).await {
+        Ok(Some(signed)) => crate::api::pkpass_response(signed.bytes, signed.pass.updated_at),
+        Ok(None) => not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "building a pass for download failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the pass could not be built; see the server log\n",
+            )
+                .into_response()
+        }
+    }
+}
