@@ -153,6 +153,15 @@ impl Store {
         Ok(())
     }
 
+    /// Runs one statement given as text, such as `CREATE DATABASE` for test set-up. Never pass
+    /// it user input.
+    pub async fn execute_admin(&self, statement: &str) -> Result<()> {
+        self.pool
+            .execute(sqlx::AssertSqlSafe(statement.to_string()))
+            .await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -473,7 +482,7 @@ impl Store {
     /// The sum of a member's ledger entries (what the stored balance must always equal).
     pub async fn ledger_sum(&self, member_id: &str) -> Result<i64> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(points), 0) AS total FROM ledger_entries WHERE member_id = $1",
+            "SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) AS total FROM ledger_entries WHERE member_id = $1",
         )
         .bind(member_id)
         .fetch_one(&self.pool)

@@ -1,1 +1,188 @@
+//! Snapshot and signature tests for the pass bundle, with a fixed template and member.
 
+use std::io::Read;
+
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreBuilder;
+
+use super::bundle::{self, PreparedAssets};
+use super::dev_certs::DevAuthority;
+use super::images;
+use super::pass_json::{self, PassContent};
+use crate::domain::{Member, Pass, Program, Template};
+
+fn fixture() -> (Program, Template, Member, Pass) {
+    let program = Program {
+        id: "p1".into(),
+        slug: "coffee".into(),
+        name: "Tessera Coffee".into(),
+        pass_type_identifier: "pass.com.example.loyalty".into(),
+        team_identifier: "ABCDE12345".into(),
+        organization_name: "Example Coffee".into(),
+        created_at: 0,
+    };
+    let template = Template {
+        id: "t1".into(),
+        program_id: "p1".into(),
+        name: "Default".into(),
+        version: 3,
+        design: crate::demo::design().validate().unwrap(),
+        updated_at: 0,
+    };
+    let member = Member {
+        id: "m1".into(),
+        program_id: "p1".into(),
+        display_name: "Ada \"Countess\" Lovelace".into(),
+        external_id: Some("crm-42".into()),
+        barcode: "RE53ZYGHVFO34H3IQMD42ST3UQ".into(),
+        points: 1240,
+        created_at: 0,
+    };
+    let pass = Pass {
+        serial_number: "2kg2ar5agz77wdrlchpyrjbscq".into(),
+        member_id: "m1".into(),
+        template_id: "t1".into(),
+        pass_type_identifier: "pass.com.example.loyalty".into(),
+        authentication_token: "ew6ugopudgfxt6e5elqupzm3lbg5wd6cajgsnd5a23xo7b2mddua".into(),
+        created_at: 0,
+        updated_at: 0,
+    };
+    (program, template, member, pass)
+}
+
+fn assets() -> PreparedAssets {
+    let mut files = Vec::new();
+    for (kind, bytes) in crate::demo::images() {
+        files.extend(images::process(kind, &bytes).unwrap());
+    }
+    files.push((".DS_Store".into(), b"junk".to_vec()));
+    PreparedAssets::new(3, files)
+}
+
+fn render() -> Vec<u8> {
+    let (program, template, member, pass) = fixture();
+    pass_json::render(&PassContent {
+        program: &program,
+        template: &template,
+        member: &member,
+        pass: &pass,
+        web_service_url: "https://passes.example.com/passkit",
+    })
+}
+
+fn pretty(bytes: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    serde_json::to_string_pretty(&v).unwrap()
+}
+
+#[test]
+fn pass_json_snapshot() {
+    insta::assert_snapshot!("pass_json", pretty(&render()));
+}
+
+#[test]
+fn manifest_snapshot_lists_every_file_but_hidden_ones() {
+    let assets = assets();
+    assert!(!assets.contains(".DS_Store"));
+    insta::assert_snapshot!(
+        "manifest_json",
+        pretty(&bundle::manifest(&render(), &assets))
+    );
+}
+
+#[test]
+fn bundle_is_flat_signed_and_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevAuthority::open_or_create(dir.path()).unwrap();
+    let identity = ca
+        .identity("pass.com.example.loyalty", "ABCDE12345")
+        .unwrap();
+    let json = render();
+    let zip_bytes = bundle::build(&json, &assets(), &identity).unwrap();
+
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).unwrap();
+    let mut names: Vec<String> = zip.file_names().map(|n| n.unwrap().to_string()).collect();
+    names.sort();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.contains('/') && !n.starts_with('.')),
+        "{names:?}"
+    );
+    assert!(names.contains(&"icon@3x.png".to_string()) && names.contains(&"signature".to_string()));
+    let mut read = |name: &str| {
+        let mut buf = Vec::new();
+        zip.by_name(name).unwrap().read_to_end(&mut buf).unwrap();
+        buf
+    };
+    let manifest = read("manifest.json");
+    let signature = read("signature");
+    assert_eq!(read("pass.json"), json);
+
+    let pkcs7 = Pkcs7::from_der(&signature).unwrap();
+    let root = openssl::x509::X509::from_pem(&std::fs::read(ca.root_ca_path()).unwrap()).unwrap();
+    let mut store = X509StoreBuilder::new().unwrap();
+    store.add_cert(root).unwrap();
+    let store = store.build();
+    let certs = Stack::new().unwrap();
+    pkcs7
+        .verify(&certs, &store, Some(&manifest), None, Pkcs7Flags::BINARY)
+        .unwrap();
+    // A manifest changed by one byte must not verify.
+    let mut tampered = manifest.clone();
+    tampered[5] ^= 1;
+    assert!(
+        pkcs7
+            .verify(&certs, &store, Some(&tampered), None, Pkcs7Flags::BINARY)
+            .is_err()
+    );
+}
+
+#[test]
+fn configured_identity_refuses_other_pass_types_and_reads_legacy_pkcs12() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevAuthority::open_or_create(dir.path()).unwrap();
+    let cert = ca
+        .write_pass_certificate("pass.com.example.loyalty", "ABCDE12345")
+        .unwrap();
+    let key = dir.path().join(super::dev_certs::PASS_KEY_FILE);
+    let wwdr = dir.path().join(super::dev_certs::INTERMEDIATE_FILE);
+    let pem = super::SigningIdentity::from_pem_files(&cert, &key, &wwdr).unwrap();
+    assert_eq!(pem.pass_type_identifier(), "pass.com.example.loyalty");
+    assert_eq!(pem.team_identifier(), "ABCDE12345");
+    let err = pem
+        .check_matches("pass.com.other", "ABCDE12345")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not match the signing certificate"),
+        "{err}"
+    );
+
+    // A Keychain-style export: RC2-40 encryption, which OpenSSL 3 reads only with the legacy provider.
+    let p12 = dir.path().join("legacy.p12");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-legacy",
+            "-passout",
+            "pass:s3cret",
+            "-in",
+        ])
+        .arg(&cert)
+        .arg("-inkey")
+        .arg(&key)
+        .arg("-out")
+        .arg(&p12)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let from_p12 = super::SigningIdentity::from_pkcs12_file(&p12, "s3cret", &wwdr).unwrap();
+    assert_eq!(from_p12.pass_type_identifier(), "pass.com.example.loyalty");
+    let wrong = super::SigningIdentity::from_pkcs12_file(&p12, "nope", &wwdr)
+        .unwrap_err()
+        .to_string();
+    assert!(wrong.contains("wrong password"), "{wrong}");
+}

@@ -1,0 +1,137 @@
+//! The `tessera` binary as a user runs it.
+
+use std::process::Command;
+
+fn tessera(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    c.current_dir(dir).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TESSERA_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn demo_prints_the_card_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = tessera(dir.path()).arg("demo").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    for key in [
+        "member_id",
+        "serial",
+        "auth_token",
+        "pass_type_identifier",
+        "pass_url",
+    ] {
+        assert!(
+            first[key].as_str().is_some_and(|s| !s.is_empty()),
+            "{key} in {first}"
+        );
+    }
+    assert!(first["auth_token"].as_str().unwrap().len() >= 32);
+    assert!(
+        first["pass_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:8080/passes/")
+    );
+    assert_eq!(run(), first);
+    assert!(
+        dir.path().join("data/tessera.db").exists(),
+        "default SQLite database"
+    );
+    assert!(
+        dir.path().join("data/dev-certs/root-ca.pem").exists(),
+        "dev identity in the data dir"
+    );
+}
+
+#[test]
+fn config_errors_name_the_key_and_gen_config_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera(dir.path()).arg("gen-config").output().unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("t.toml"), &out.stdout).unwrap();
+    let ok = tessera(dir.path())
+        .args(["--config", "t.toml", "migrate"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let bad = tessera(dir.path())
+        .arg("migrate")
+        .env("TESSERA_LISTN", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("listn"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[test]
+fn dev_certs_writes_a_usable_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera(dir.path())
+        .args([
+            "dev-certs",
+            "--out",
+            "c",
+            "--pass-type-id",
+            "pass.com.x.y",
+            "--team-id",
+            "ABCDE12345",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = String::from_utf8(out.stdout).unwrap();
+    assert!(config.contains("certificate = \"c/pass.pem\""), "{config}");
+    let subject = Command::new("openssl")
+        .args(["x509", "-in", "c/pass.pem", "-noout", "-subject"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let subject = String::from_utf8_lossy(&subject.stdout);
+    assert!(
+        subject.contains("UID = pass.com.x.y") && subject.contains("OU = ABCDE12345"),
+        "{subject}"
+    );
+    let verify = Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            "c/root-ca.pem",
+            "-untrusted",
+            "c/wwdr-dev.pem",
+            "c/pass.pem",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

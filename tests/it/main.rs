@@ -1,0 +1,7 @@
+//! The one integration test binary (one link step instead of one per file).
+
+mod api;
+mod cli;
+mod helpers;
+mod pass_checks;
+mod storage;

@@ -1,0 +1,263 @@
+//! Checks a `.pkpass` as Wallet would, using the `openssl` command line for the signature:
+//! flat zip, manifest hashes, detached signature with signingTime and the intermediate, signer
+//! UID/OU equal to pass.json, and Apple's storeCard rules for pass.json.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use sha1::{Digest, Sha1};
+
+/// Unpacks `pkpass` into `dir` and checks everything; returns the parsed pass.json.
+pub fn verify_pkpass(pkpass: &[u8], root_ca: &Path, dir: &Path) -> Value {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pkpass)).expect("a .pkpass is a zip");
+    let mut files = BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).unwrap();
+        let name = entry.name().unwrap().to_string();
+        assert!(
+            !name.contains('/') && !name.starts_with('.'),
+            "no folders or hidden files: {name}"
+        );
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        std::fs::write(dir.join(&name), &bytes).unwrap();
+        files.insert(name, bytes);
+    }
+    for required in [
+        "pass.json",
+        "manifest.json",
+        "signature",
+        "icon.png",
+        "icon@2x.png",
+        "icon@3x.png",
+    ] {
+        assert!(
+            files.contains_key(required),
+            "{required} missing from the bundle"
+        );
+    }
+
+    // manifest.json lists every other file with its SHA-1, and nothing else.
+    let manifest: BTreeMap<String, String> =
+        serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let listed: HashSet<&str> = manifest.keys().map(String::as_str).collect();
+    let present: HashSet<&str> = files
+        .keys()
+        .map(String::as_str)
+        .filter(|n| *n != "manifest.json" && *n != "signature")
+        .collect();
+    assert_eq!(
+        listed, present,
+        "manifest must list exactly the bundle's files"
+    );
+    for (name, hash) in &manifest {
+        let actual = data_encoding::HEXLOWER.encode(&Sha1::digest(&files[name]));
+        assert_eq!(&actual, hash, "SHA-1 of {name}");
+    }
+
+    // The signature, checked by the openssl CLI against the (dev) root CA.
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl CLI");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ca = root_ca.to_str().unwrap();
+    run(&[
+        "smime",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        "signature",
+        "-content",
+        "manifest.json",
+        "-CAfile",
+        ca,
+        "-out",
+        "/dev/null",
+    ]);
+    let cms = run(&[
+        "cms",
+        "-cmsout",
+        "-print",
+        "-inform",
+        "DER",
+        "-in",
+        "signature",
+    ]);
+    assert!(cms.contains("signingTime"), "signingTime attribute missing");
+    assert!(
+        cms.contains("eContent: <ABSENT>"),
+        "signature must be detached"
+    );
+    let certs = run(&[
+        "pkcs7",
+        "-inform",
+        "DER",
+        "-in",
+        "signature",
+        "-print_certs",
+        "-noout",
+    ]);
+    assert!(
+        certs.matches("subject=").count() >= 2,
+        "signer and intermediate must be embedded:\n{certs}"
+    );
+
+    // A changed manifest must fail verification.
+    let mut tampered = files["manifest.json"].clone();
+    tampered[3] ^= 1;
+    std::fs::write(dir.join("tampered.json"), tampered).unwrap();
+    let bad = Command::new("openssl")
+        .args([
+            "smime",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            "signature",
+            "-content",
+            "tampered.json",
+            "-CAfile",
+            ca,
+            "-out",
+            "/dev/null",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "a tampered manifest verified");
+
+    let pass: Value = serde_json::from_slice(&files["pass.json"]).unwrap();
+    // The signer certificate's UID and OU equal passTypeIdentifier and teamIdentifier.
+    let ptid = pass["passTypeIdentifier"].as_str().unwrap();
+    let team = pass["teamIdentifier"].as_str().unwrap();
+    let signer_line = certs
+        .lines()
+        .find(|l| l.starts_with("subject=") && l.contains("UID"))
+        .unwrap_or_else(|| panic!("no certificate with a UID:\n{certs}"));
+    assert!(
+        signer_line.contains(&format!("UID = {ptid}")),
+        "{signer_line}"
+    );
+    assert!(
+        signer_line.contains(&format!("OU = {team}")),
+        "{signer_line}"
+    );
+    check_store_card_rules(&pass);
+    pass
+}
+
+/// Apple's rules for a storeCard `pass.json` (`shared/spec/apple-wallet.md` §4).
+pub fn check_store_card_rules(pass: &Value) {
+    assert_eq!(pass["formatVersion"], 1);
+    for key in [
+        "passTypeIdentifier",
+        "teamIdentifier",
+        "serialNumber",
+        "organizationName",
+        "description",
+    ] {
+        assert!(
+            pass[key].as_str().is_some_and(|s| !s.is_empty()),
+            "{key} is required"
+        );
+    }
+    assert!(
+        pass["passTypeIdentifier"]
+            .as_str()
+            .unwrap()
+            .starts_with("pass.")
+    );
+    for style in ["boardingPass", "coupon", "eventTicket", "generic"] {
+        assert!(pass.get(style).is_none(), "exactly one style key");
+    }
+    let card = pass["storeCard"].as_object().expect("storeCard");
+    let count = |k: &str| card.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+    assert!(count("headerFields") <= 3 && count("primaryFields") <= 1);
+    assert!(count("secondaryFields") + count("auxiliaryFields") <= 4);
+    let mut keys = HashSet::new();
+    for area in [
+        "headerFields",
+        "primaryFields",
+        "secondaryFields",
+        "auxiliaryFields",
+        "backFields",
+    ] {
+        for f in card
+            .get(area)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = f["key"].as_str().expect("field key");
+            assert!(keys.insert(key.to_string()), "duplicate key {key}");
+            assert!(
+                f.get("value")
+                    .is_some_and(|v| v.is_string() || v.is_number()),
+                "{key} value"
+            );
+            if let Some(m) = f.get("changeMessage") {
+                assert!(
+                    m.as_str().unwrap().contains("%@"),
+                    "{key} changeMessage needs %@"
+                );
+            }
+            if area == "primaryFields" || area == "backFields" {
+                assert!(f.get("textAlignment").is_none());
+            }
+        }
+    }
+    for c in ["backgroundColor", "foregroundColor", "labelColor"] {
+        let v = pass[c].as_str().unwrap();
+        assert!(
+            v.starts_with("rgb(") && v.ends_with(')'),
+            "{c} must be rgb(): {v}"
+        );
+    }
+    match (pass.get("webServiceURL"), pass.get("authenticationToken")) {
+        (Some(url), Some(token)) => {
+            let url = url.as_str().unwrap();
+            assert!(!url.ends_with("/v1") && !url.ends_with('/'), "{url}");
+            assert!(
+                token.as_str().unwrap().len() >= 16,
+                "authenticationToken at least 16 characters"
+            );
+        }
+        (None, None) => {}
+        _ => panic!("webServiceURL and authenticationToken go together"),
+    }
+    let formats = [
+        "PKBarcodeFormatQR",
+        "PKBarcodeFormatPDF417",
+        "PKBarcodeFormatAztec",
+        "PKBarcodeFormatCode128",
+    ];
+    for b in pass["barcodes"].as_array().expect("barcodes") {
+        assert!(formats.contains(&b["format"].as_str().unwrap()));
+        assert!(b["messageEncoding"].is_string() && b["message"].is_string());
+    }
+    assert!(
+        pass.get("relevantDate").is_none(),
+        "relevantDate is not supported on storeCard"
+    );
+    assert!(
+        pass.get("locations")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+            <= 10
+    );
+}
