@@ -76,16 +76,16 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
         created_at: 0,
         updated_at: 0,
     };
-    let manifest = {
-        let json = pass_json::render(&PassContent {
+    let render = |member: &Member| {
+        pass_json::render(&PassContent {
             program: &program,
             template: &template,
-            member: &member,
+            member,
             pass: &pass,
             web_service_url: "https://example.com/passkit",
-        });
-        bundle::manifest(&json, &assets)
+        })
     };
+    let manifest = bundle::manifest(&render(&member), &assets);
     let rounds = 5u32;
     let per_round = Duration::from_secs_f64(seconds / rounds as f64);
     let (mut bare_n, mut bare_t, mut full_n, mut full_t) =
@@ -102,13 +102,7 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
         while start.elapsed() < per_round {
             // A different balance each time, as a stream of updates would have.
             member.points += 1;
-            let json = pass_json::render(&PassContent {
-                program: &program,
-                template: &template,
-                member: &member,
-                pass: &pass,
-                web_service_url: "https://example.com/passkit",
-            });
+            let json = render(&member);
             pass_bytes = black_box(bundle::build(&json, &assets, &identity)?).len();
             full_n += 1;
         }

@@ -19,12 +19,7 @@ async fn issues_a_pass_that_openssl_verifies(db: TestDb) {
     );
 
     // Through the authenticated API...
-    let r = app
-        .get_bytes(&format!(
-            "/api/v1/members/{}/pass",
-            member["id"].as_str().unwrap()
-        ))
-        .await;
+    let r = app.member_pass(&member).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/vnd.apple.pkpass");
     assert!(r.headers().contains_key("last-modified"));
@@ -100,12 +95,7 @@ async fn replacing_an_image_makes_a_new_version(db: TestDb) {
     );
 
     // The pass now carries the new logo, never a cached old one.
-    let r = app
-        .get_bytes(&format!(
-            "/api/v1/members/{}/pass",
-            member["id"].as_str().unwrap()
-        ))
-        .await;
+    let r = app.member_pass(&member).await;
     let dir = tempfile::tempdir().unwrap();
     verify_pkpass(&r.bytes().await.unwrap(), &app.root_ca(), dir.path());
     let logo = std::fs::read(dir.path().join("logo.png")).unwrap();
@@ -367,12 +357,7 @@ async fn a_configured_identity_refuses_programs_it_cannot_sign() {
     );
 
     let member = issue_member(&app, "coffee").await;
-    let r = app
-        .get_bytes(&format!(
-            "/api/v1/members/{}/pass",
-            member["id"].as_str().unwrap()
-        ))
-        .await;
+    let r = app.member_pass(&member).await;
     let dir = tempfile::tempdir().unwrap();
     verify_pkpass(
         &r.bytes().await.unwrap(),

@@ -183,6 +183,12 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Downloads a member's `.pkpass` through the API.
+    pub async fn member_pass(&self, member: &serde_json::Value) -> reqwest::Response {
+        let id = member["id"].as_str().expect("member id");
+        self.get_bytes(&format!("/api/v1/members/{id}/pass")).await
+    }
+
     pub fn root_ca(&self) -> PathBuf {
         self.data_dir.join("dev-certs").join("root-ca.pem")
     }

@@ -73,21 +73,10 @@ pub fn verify_pkpass(pkpass: &[u8], root_ca: &Path, dir: &Path) -> Value {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let ca = root_ca.to_str().unwrap();
-    run(&[
-        "smime",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        "signature",
-        "-content",
-        "manifest.json",
-        "-CAfile",
-        ca,
-        "-out",
-        "/dev/null",
-    ]);
+    assert!(
+        smime_verify(dir, "manifest.json", ca),
+        "openssl smime -verify failed"
+    );
     let cms = run(&[
         "cms",
         "-cmsout",
@@ -120,26 +109,10 @@ pub fn verify_pkpass(pkpass: &[u8], root_ca: &Path, dir: &Path) -> Value {
     let mut tampered = files["manifest.json"].clone();
     tampered[3] ^= 1;
     std::fs::write(dir.join("tampered.json"), tampered).unwrap();
-    let bad = Command::new("openssl")
-        .args([
-            "smime",
-            "-verify",
-            "-binary",
-            "-inform",
-            "DER",
-            "-in",
-            "signature",
-            "-content",
-            "tampered.json",
-            "-CAfile",
-            ca,
-            "-out",
-            "/dev/null",
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(!bad.status.success(), "a tampered manifest verified");
+    assert!(
+        !smime_verify(dir, "tampered.json", ca),
+        "a tampered manifest verified"
+    );
 
     let pass: Value = serde_json::from_slice(&files["pass.json"]).unwrap();
     // The signer certificate's UID and OU equal passTypeIdentifier and teamIdentifier.
@@ -159,6 +132,28 @@ pub fn verify_pkpass(pkpass: &[u8], root_ca: &Path, dir: &Path) -> Value {
     );
     check_store_card_rules(&pass);
     pass
+}
+
+/// `openssl smime -verify` of the detached `signature` over `content`, as the spec gives it.
+fn smime_verify(dir: &Path, content: &str, ca: &str) -> bool {
+    let args = [
+        "smime",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        "signature",
+        "-content",
+    ];
+    Command::new("openssl")
+        .args(args)
+        .args([content, "-CAfile", ca, "-out", "/dev/null"])
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI")
+        .status
+        .success()
 }
 
 /// Apple's rules for a storeCard `pass.json` (`shared/spec/apple-wallet.md` §4).
