@@ -41,6 +41,7 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
         pass_type_identifier: "pass.dev.tessera.bench".into(),
         team_identifier: "TESSERADEV".into(),
         organization_name: "Tessera Coffee".into(),
+        rules: Default::default(),
         created_at: 0,
     };
     let identity = ca.identity(&program.pass_type_identifier, &program.team_identifier)?;
@@ -65,6 +66,7 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
         external_id: Some("crm-1".into()),
         barcode: crate::secret::random_barcode(16),
         points: 0,
+        tier: None,
         created_at: 0,
     };
     let pass = Pass {

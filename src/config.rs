@@ -24,6 +24,25 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub log: String,
     pub apple: AppleConfig,
+    pub ledger: LedgerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// How long an Idempotency-Key is remembered; must cover the longest POS retry window.
+    pub idempotency_retention_hours: u32,
+    /// How often lapsed points are expired.
+    pub expiry_interval_seconds: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            idempotency_retention_hours: 72,
+            expiry_interval_seconds: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -45,6 +64,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             log: "info,tessera=info".into(),
             apple: AppleConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }

@@ -6,7 +6,8 @@ use serde::Serialize;
 use crate::app::AppState;
 use crate::cards::CardError;
 use crate::domain::template::{BarcodeSpec, Colors, Location};
-use crate::domain::{BarcodeFormat, FieldSpec, NewMember, NewProgram, TemplateDesign};
+use crate::domain::{BarcodeFormat, FieldSpec, NewMember, NewProgram, TemplateDesign, now_ms};
+use crate::ledger::{EarnRule, LoyaltyRules, Operation, Origin, Tier, TierBasis, TierRules};
 use crate::passes::apple::images::{ImageKind, sample_png};
 
 const SLUG: &str = "demo";
@@ -66,6 +67,31 @@ pub fn design() -> TemplateDesign {
     }
 }
 
+/// The demo's rules: 1 point per 100 minor units, points lapse after a year, three tiers.
+pub fn rules() -> LoyaltyRules {
+    let tier = |name: &str, threshold, multiplier_milli| Tier {
+        name: name.into(),
+        threshold,
+        multiplier_milli,
+    };
+    LoyaltyRules {
+        earn: EarnRule {
+            points: 1,
+            per_minor: 100,
+        },
+        expiry_days: Some(365),
+        tiers: TierRules {
+            basis: TierBasis::Points,
+            window_days: 365,
+            levels: vec![
+                tier("Bronze", 0, 1000),
+                tier("Silver", 500, 1200),
+                tier("Gold", 2000, 1500),
+            ],
+        },
+    }
+}
+
 /// Demo uploads, larger than Wallet's @3x sizes so resizing is exercised.
 pub fn images() -> Vec<(ImageKind, Vec<u8>)> {
     vec![
@@ -88,6 +114,7 @@ pub async fn seed(state: &AppState) -> Result<DemoCard, CardError> {
                 pass_type_identifier: ptid,
                 team_identifier: team,
                 organization_name: "Tessera Coffee".into(),
+                rules: rules(),
             };
             new.validate()?;
             store.insert_program(&new).await?
@@ -110,9 +137,17 @@ pub async fn seed(state: &AppState) -> Result<DemoCard, CardError> {
                 external_id: Some(MEMBER_EXTERNAL_ID.into()),
             };
             let (member, _) = state.cards.create_member(&program, &new).await?;
+            let welcome = Operation::EarnPoints {
+                points: DEMO_POINTS,
+            };
+            let origin = Origin {
+                channel: Some("demo".into()),
+                ..Origin::default()
+            };
             store
-                .adjust_points(&member.id, DEMO_POINTS, "demo seed")
-                .await?
+                .post(&member.id, &welcome, &origin, None, None, now_ms())
+                .await?;
+            store.get_member(&member.id).await?
         }
     };
     let pass = store.pass_for_member(&member.id).await?;

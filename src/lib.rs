@@ -8,6 +8,8 @@ pub mod cards;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod jobs;
+pub mod ledger;
 pub mod passes;
 pub mod secret;
 pub mod storage;

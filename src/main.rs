@@ -64,6 +64,9 @@ enum ApiKeyCommand {
         role: Role,
         #[arg(long, default_value = "cli")]
         name: String,
+        /// For cashier keys: the most points one operation may move.
+        #[arg(long)]
+        max_points: Option<i64>,
     },
     /// Revoke a key by its id (the part after `tsk_` and before the next `_`).
     Revoke { id: String },
@@ -135,9 +138,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             state.store.close().await;
             Ok(())
         }
-        Command::ApiKey(ApiKeyCommand::Create { role, name }) => {
+        Command::ApiKey(ApiKeyCommand::Create {
+            role,
+            name,
+            max_points,
+        }) => {
             let store = Store::connect(&config.database_url).await?;
-            let (id, key) = tessera::api::auth::create_key(&store, &name, role).await?;
+            let (id, key) = tessera::api::auth::create_key(&store, &name, role, max_points).await?;
             eprintln!(
                 "created {} key {id}; it is shown only this once:",
                 role.as_str()
@@ -199,7 +206,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "tessera listening");
+    let jobs = tokio::spawn(tessera::jobs::ledger_loop(state.clone()));
     app::run(state.clone(), listener, app::shutdown_signal()).await?;
+    jobs.abort();
     state.store.close().await;
     Ok(())
 }

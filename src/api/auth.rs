@@ -16,6 +16,7 @@ use crate::storage::{Role, StorageError, Store};
 pub struct Caller {
     pub key_id: String,
     pub role: Role,
+    pub max_points: Option<i64>,
 }
 
 impl Caller {
@@ -34,16 +35,18 @@ impl Caller {
     }
 }
 
-/// Creates a key and returns `(id, the full key to show once)`.
+/// Creates a key and returns `(id, the full key to show once)`. `max_points` limits what one
+/// operation of a cashier key may move.
 pub async fn create_key(
     store: &Store,
     name: &str,
     role: Role,
+    max_points: Option<i64>,
 ) -> Result<(String, String), StorageError> {
     let id = random_token(8);
     let secret = random_token(32);
     store
-        .insert_api_key(&id, name, role, &hash_secret(&secret))
+        .insert_api_key(&id, name, role, &hash_secret(&secret), max_points)
         .await?;
     Ok((id.clone(), format!("tsk_{id}_{secret}")))
 }
@@ -81,6 +84,7 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller {
             key_id: record.id,
             role: record.role,
+            max_points: record.max_points,
         })
     }
 }

@@ -86,6 +86,20 @@ impl From<StorageError> for ApiError {
             StorageError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
+            StorageError::IdempotencyMismatch => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request; use a new key for a new request",
+            ),
+            StorageError::Insufficient { available } => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "insufficient_points",
+                message: format!("the member has {available} points available"),
+                details: json!({ "available": available }),
+            },
+            StorageError::Rejected(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
+            }
             other => {
                 // 5xx bodies stay opaque; the cause goes to the log.
                 tracing::error!(error = %other, "storage failure");

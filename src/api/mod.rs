@@ -3,22 +3,31 @@
 
 pub mod auth;
 pub mod error;
+mod keys;
 mod members;
 mod programs;
+pub mod transactions;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::passes::apple::CONTENT_TYPE;
+use error::ApiError;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/programs", post(programs::create_program))
         .route("/api/v1/programs/{program_id}", get(programs::get_program))
+        .route(
+            "/api/v1/programs/{program_id}/rules",
+            put(programs::put_rules),
+        )
         .route(
             "/api/v1/programs/{program_id}/templates",
             post(programs::create_template),
@@ -33,13 +42,75 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/api/v1/programs/{program_id}/members",
-            post(members::create_member),
+            post(members::create_member).get(members::list_members),
         )
+        .route("/api/v1/members", get(members::find_member))
         .route("/api/v1/members/{member_id}", get(members::get_member))
         .route(
             "/api/v1/members/{member_id}/pass",
             get(members::download_pass),
         )
+        .route(
+            "/api/v1/members/{member_id}/passes",
+            get(members::list_passes),
+        )
+        .route(
+            "/api/v1/members/{member_id}/transactions",
+            post(transactions::post_transaction).get(transactions::list_transactions),
+        )
+        .route(
+            "/api/v1/api-keys",
+            post(keys::create_key).get(keys::list_keys),
+        )
+        .route("/api/v1/api-keys/{key_id}", delete(keys::revoke_key))
+}
+
+/// Cursor pagination: `?limit=50&cursor=<opaque>`; a page holds at most 100 items.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    /// The decoded cursor `(created_at, id)` and the limit.
+    pub fn parse(&self) -> Result<(Option<(i64, String)>, i64), ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit must be between 1 and 100, got {limit}"
+            )));
+        }
+        let after = match &self.cursor {
+            None => None,
+            Some(c) => {
+                let bad = || ApiError::bad_request("cursor is not one this API returned");
+                let raw = data_encoding::BASE64URL_NOPAD
+                    .decode(c.as_bytes())
+                    .map_err(|_| bad())?;
+                let text = String::from_utf8(raw).map_err(|_| bad())?;
+                let (at, id) = text.split_once(':').ok_or_else(bad)?;
+                Some((at.parse().map_err(|_| bad())?, id.to_string()))
+            }
+        };
+        Ok((after, limit))
+    }
+}
+
+/// `{"items": [...], "next_cursor": ...}` from up to `limit + 1` fetched rows.
+pub fn page_json<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (i64, String),
+    render: impl Fn(&T) -> Value,
+) -> Value {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = rows.last().filter(|_| more).map(|last| {
+        let (at, id) = key(last);
+        data_encoding::BASE64URL_NOPAD.encode(format!("{at}:{id}").as_bytes())
+    });
+    json!({"items": rows.iter().map(render).collect::<Vec<_>>(), "next_cursor": next})
 }
 
 /// A `.pkpass` response. `Last-Modified` is the pass's own change time, never "now".

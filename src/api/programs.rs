@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
 use crate::app::AppState;
 use crate::domain::{Invalid, NewProgram, Program, Template, TemplateDesign};
+use crate::ledger::LoyaltyRules;
 use crate::passes::apple::images::ImageKind;
 use crate::storage::Role;
 
@@ -22,6 +23,9 @@ pub struct CreateProgram {
     pass_type_identifier: String,
     team_identifier: String,
     organization_name: String,
+    /// Earn rule, expiry and tiers; defaults to 1 point per 100 minor units, no expiry, no tiers.
+    #[serde(default)]
+    rules: LoyaltyRules,
 }
 
 pub fn program_json(p: &Program) -> Value {
@@ -32,6 +36,7 @@ pub fn program_json(p: &Program) -> Value {
         "pass_type_identifier": p.pass_type_identifier,
         "team_identifier": p.team_identifier,
         "organization_name": p.organization_name,
+        "rules": p.rules,
         "created_at": p.created_at,
     })
 }
@@ -48,6 +53,7 @@ pub async fn create_program(
         pass_type_identifier: body.pass_type_identifier,
         team_identifier: body.team_identifier,
         organization_name: body.organization_name,
+        rules: body.rules,
     };
     new.validate()?;
     state
@@ -65,6 +71,24 @@ pub async fn get_program(
     caller.require(&[Role::Admin, Role::Marketer, Role::Integration])?;
     Ok(Json(program_json(
         &state.store.get_program(&program_id).await?,
+    )))
+}
+
+/// Replaces the program's earn rule, expiry and tiers. Applies to changes from now on: past
+/// entries and lots keep the terms they were written under.
+pub async fn put_rules(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(program_id): Path<String>,
+    ApiJson(rules): ApiJson<LoyaltyRules>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    rules.validate()?;
+    Ok(Json(program_json(
+        &state
+            .store
+            .update_program_rules(&program_id, &rules)
+            .await?,
     )))
 }
 

@@ -10,6 +10,8 @@ use std::fmt;
 
 pub use template::{BarcodeFormat, FieldSpec, TemplateDesign};
 
+use crate::ledger::LoyaltyRules;
+
 /// One thing wrong with an input, named by the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -79,6 +81,7 @@ pub struct Program {
     pub pass_type_identifier: String,
     pub team_identifier: String,
     pub organization_name: String,
+    pub rules: LoyaltyRules,
     pub created_at: i64,
 }
 
@@ -90,6 +93,7 @@ pub struct NewProgram {
     pub pass_type_identifier: String,
     pub team_identifier: String,
     pub organization_name: String,
+    pub rules: LoyaltyRules,
 }
 
 impl NewProgram {
@@ -123,6 +127,9 @@ impl NewProgram {
                 )
             },
         );
+        if let Err(e) = self.rules.validate() {
+            c.problems.extend(e.problems);
+        }
         c.finish()
     }
 }
@@ -148,6 +155,7 @@ pub struct Member {
     /// The value in the card's barcode: 128 random bits, so it cannot be guessed from another card.
     pub barcode: String,
     pub points: i64,
+    pub tier: Option<String>,
     pub created_at: i64,
 }
 
@@ -250,6 +258,7 @@ mod tests {
             pass_type_identifier: "com.x".into(),
             team_identifier: "short".into(),
             organization_name: "Org".into(),
+            rules: LoyaltyRules::default(),
         };
         let err = p.validate().unwrap_err();
         let fields: Vec<_> = err.problems.iter().map(|p| p.field.as_str()).collect();

@@ -5,7 +5,10 @@
 //! the backend. Writes that must not interleave open `BEGIN IMMEDIATE` on SQLite, so a writer
 //! takes the lock up front instead of failing to upgrade a read lock halfway.
 
+mod ledger;
 mod rows;
+
+pub use ledger::MemberStanding;
 
 use std::str::FromStr;
 
@@ -15,6 +18,7 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use crate::domain::{
     Member, NewMember, NewProgram, Pass, Program, Template, TemplateDesign, now_ms,
 };
+use crate::ledger::LoyaltyRules;
 use crate::secret::{random_barcode, random_token};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,16 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the balance is {available} points; it cannot go below zero")]
+    Insufficient { available: i64 },
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyMismatch,
+    /// A concurrent request with the same idempotency key committed first; retried internally.
+    #[error("a concurrent request used the same Idempotency-Key")]
+    IdempotencyRace,
+    /// A well-formed request that the ledger's rules refuse.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -81,6 +95,8 @@ pub struct ApiKeyRecord {
     pub role: Role,
     pub secret_hash: String,
     pub revoked: bool,
+    /// For cashier keys: the most points one operation may move.
+    pub max_points: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -185,11 +201,12 @@ impl Store {
             pass_type_identifier: p.pass_type_identifier.clone(),
             team_identifier: p.team_identifier.clone(),
             organization_name: p.organization_name.clone(),
+            rules: p.rules.clone(),
             created_at: now_ms(),
         };
         sqlx::query(
-            "INSERT INTO programs (id, slug, name, pass_type_identifier, team_identifier, organization_name, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO programs (id, slug, name, pass_type_identifier, team_identifier, organization_name, created_at, rules)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&program.id)
         .bind(&program.slug)
@@ -198,6 +215,7 @@ impl Store {
         .bind(&program.team_identifier)
         .bind(&program.organization_name)
         .bind(program.created_at)
+        .bind(serde_json::to_string(&program.rules).expect("rules serialise"))
         .execute(&self.pool)
         .await
         .map_err(|e| conflict(e, || format!("a program with slug {:?} exists already", p.slug)))?;
@@ -210,6 +228,19 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         rows::program(&row.ok_or(StorageError::NotFound("program"))?)
+    }
+
+    /// Replaces a program's loyalty rules (validated by the caller).
+    pub async fn update_program_rules(&self, id: &str, rules: &LoyaltyRules) -> Result<Program> {
+        let done = sqlx::query("UPDATE programs SET rules = $2 WHERE id = $1")
+            .bind(id)
+            .bind(serde_json::to_string(rules).expect("rules serialise"))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("program"));
+        }
+        self.get_program(id).await
     }
 
     pub async fn find_program_by_slug(&self, slug: &str) -> Result<Option<Program>> {
@@ -343,6 +374,7 @@ impl Store {
             external_id: m.external_id.clone(),
             barcode: random_barcode(16),
             points: 0,
+            tier: None,
             created_at: now,
         };
         let pass = Pass {
@@ -409,6 +441,35 @@ impl Store {
         row.as_ref().map(rows::member).transpose()
     }
 
+    pub async fn find_member_by_barcode(&self, barcode: &str) -> Result<Option<Member>> {
+        let row = sqlx::query("SELECT * FROM members WHERE barcode = $1")
+            .bind(barcode)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::member).transpose()
+    }
+
+    /// A program's members in creation order, after the cursor `(created_at, id)`.
+    pub async fn list_members(
+        &self,
+        program_id: &str,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<Member>> {
+        let (at, id) = after.unwrap_or((i64::MIN, String::new()));
+        let rows = sqlx::query(
+            "SELECT * FROM members WHERE program_id = $1 AND (created_at > $2 OR (created_at = $2 AND id > $3))
+             ORDER BY created_at, id LIMIT $4",
+        )
+        .bind(program_id)
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::member).collect()
+    }
+
     pub async fn pass_for_member(&self, member_id: &str) -> Result<Pass> {
         let row = sqlx::query("SELECT * FROM passes WHERE member_id = $1")
             .bind(member_id)
@@ -423,60 +484,6 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         rows::pass(&row.ok_or(StorageError::NotFound("pass"))?)
-    }
-
-    /// Appends a manual ledger entry of `points` (negative to take away) and moves the balance
-    /// and the member's pass with it, in one transaction. Fails, writing nothing, if the balance
-    /// would go below zero.
-    pub async fn adjust_points(
-        &self,
-        member_id: &str,
-        points: i64,
-        reason: &str,
-    ) -> Result<Member> {
-        let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        // The guard in the WHERE clause makes the check and the change one statement, so
-        // concurrent writers cannot both pass it.
-        let updated = sqlx::query(
-            "UPDATE members SET points = points + $2 WHERE id = $1 AND points + $2 >= 0",
-        )
-        .bind(member_id)
-        .bind(points)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            let row = sqlx::query("SELECT points FROM members WHERE id = $1")
-                .bind(member_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            return Err(match row {
-                None => StorageError::NotFound("member"),
-                Some(r) => StorageError::Conflict(format!(
-                    "the balance is {} points; it cannot go below zero",
-                    r.try_get::<i64, _>("points")?
-                )),
-            });
-        }
-        sqlx::query("INSERT INTO ledger_entries (id, member_id, kind, points, reason, created_at) VALUES ($1, $2, 'adjust', $3, $4, $5)")
-            .bind(new_id())
-            .bind(member_id)
-            .bind(points)
-            .bind(reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE passes SET updated_at = $2 WHERE member_id = $1")
-            .bind(member_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query("SELECT * FROM members WHERE id = $1")
-            .bind(member_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        rows::member(&row)
     }
 
     /// The sum of a member's ledger entries (what the stored balance must always equal).
@@ -498,13 +505,17 @@ impl Store {
         name: &str,
         role: Role,
         secret_hash: &str,
+        max_points: Option<i64>,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO api_keys (id, name, role, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, role, secret_hash, created_at, max_points) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
             .bind(id)
             .bind(name)
             .bind(role.as_str())
             .bind(secret_hash)
             .bind(now_ms())
+            .bind(max_points)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -516,6 +527,13 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(rows::api_key).transpose()
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::api_key).collect()
     }
 
     pub async fn revoke_api_key(&self, id: &str) -> Result<()> {

@@ -5,6 +5,33 @@ use sqlx::any::AnyRow;
 
 use super::{ApiKeyRecord, Result, StorageError};
 use crate::domain::{Member, Pass, Program, Template};
+use crate::ledger::{Entry, EntryKind, LoyaltyRules, Origin};
+
+pub fn rules(r: &AnyRow) -> Result<LoyaltyRules> {
+    let text: String = r.try_get("rules")?;
+    serde_json::from_str(&text).map_err(|e| StorageError::Corrupt(format!("program rules: {e}")))
+}
+
+pub fn entry(r: &AnyRow) -> Result<Entry> {
+    let kind: String = r.try_get("kind")?;
+    Ok(Entry {
+        id: r.try_get("id")?,
+        member_id: r.try_get("member_id")?,
+        kind: EntryKind::parse(&kind)
+            .ok_or_else(|| StorageError::Corrupt(format!("entry kind {kind:?}")))?,
+        points: r.try_get("points")?,
+        amount_minor: r.try_get("amount_minor")?,
+        origin: Origin {
+            external_ref: r.try_get("external_ref")?,
+            channel: r.try_get("channel")?,
+            store_id: r.try_get("store_id")?,
+            partner_id: r.try_get("partner_id")?,
+        },
+        reason: r.try_get("reason")?,
+        reverses_entry_id: r.try_get("reverses_entry_id")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
 
 pub fn int(row: &AnyRow, col: &str) -> Result<i64> {
     Ok(row.try_get::<i64, _>(col)?)
@@ -18,6 +45,7 @@ pub fn program(r: &AnyRow) -> Result<Program> {
         pass_type_identifier: r.try_get("pass_type_identifier")?,
         team_identifier: r.try_get("team_identifier")?,
         organization_name: r.try_get("organization_name")?,
+        rules: rules(r)?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -43,6 +71,7 @@ pub fn member(r: &AnyRow) -> Result<Member> {
         external_id: r.try_get("external_id")?,
         barcode: r.try_get("barcode")?,
         points: r.try_get("points")?,
+        tier: r.try_get("tier")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -67,5 +96,6 @@ pub fn api_key(r: &AnyRow) -> Result<ApiKeyRecord> {
         role: role.parse().map_err(StorageError::Corrupt)?,
         secret_hash: r.try_get("secret_hash")?,
         revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        max_points: r.try_get("max_points")?,
     })
 }

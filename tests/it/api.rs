@@ -38,11 +38,17 @@ async fn issues_a_pass_that_openssl_verifies(db: TestDb) {
     assert_eq!(pass["storeCard"]["primaryFields"][0]["value"], 0);
 
     // ...and through the plain link a customer opens, which shows the current balance.
-    app.state
-        .store
-        .adjust_points(member["id"].as_str().unwrap(), 75, "test")
-        .await
-        .unwrap();
+    let (s, earned) = app
+        .post_idem(
+            &format!(
+                "/api/v1/members/{}/transactions",
+                member["id"].as_str().unwrap()
+            ),
+            "earn-1",
+            json!({"type": "earn", "points": 75}),
+        )
+        .await;
+    assert_eq!(s, 201, "{earned}");
     let link = member["pass"]["pass_url"].as_str().unwrap();
     let r = app.client.get(link).send().await.unwrap();
     assert_eq!(r.status(), 200);

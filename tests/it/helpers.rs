@@ -122,9 +122,10 @@ impl TestApp {
         tweak(&mut config);
         let store = Store::connect(&db.url).await.unwrap();
         let state = AppState::new(config, store.clone()).unwrap();
-        let (_, admin_key) = tessera::api::auth::create_key(&store, "test admin", Role::Admin)
-            .await
-            .unwrap();
+        let (_, admin_key) =
+            tessera::api::auth::create_key(&store, "test admin", Role::Admin, None)
+                .await
+                .unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         tokio::spawn(app::run(state.clone(), listener, async move {
             let _ = stop_rx.await;
@@ -145,7 +146,7 @@ impl TestApp {
     }
 
     pub async fn key(&self, role: Role) -> String {
-        tessera::api::auth::create_key(&self.state.store, "test", role)
+        tessera::api::auth::create_key(&self.state.store, "test", role, None)
             .await
             .unwrap()
             .1
@@ -166,6 +167,36 @@ impl TestApp {
             .client
             .post(self.url(path))
             .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POSTs JSON with the admin key and an `Idempotency-Key`.
+    pub async fn post_idem(
+        &self,
+        path: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.post_idem_as(&self.admin_key, path, key, body).await
+    }
+
+    pub async fn post_idem_as(
+        &self,
+        api_key: &str,
+        path: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(api_key)
+            .header("Idempotency-Key", key)
             .json(&body)
             .send()
             .await

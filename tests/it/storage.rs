@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tessera::domain::{NewMember, NewProgram, Program, Template};
+use tessera::ledger::{Operation, Origin};
 use tessera::storage::{Role, StorageError, Store};
 
 use crate::helpers::TestDb;
@@ -15,6 +16,7 @@ fn new_program(slug: &str) -> NewProgram {
         pass_type_identifier: "pass.com.example.coffee".into(),
         team_identifier: "ABCDE12345".into(),
         organization_name: "Coffee Ltd".into(),
+        rules: Default::default(),
     }
 }
 
@@ -172,20 +174,37 @@ async fn balance_never_goes_below_zero_under_concurrency(db: TestDb) {
         )
         .await
         .unwrap();
-    store.adjust_points(&m.id, 100, "start").await.unwrap();
+    let now = tessera::domain::now_ms();
+    let none = Origin::default();
+    store
+        .post(
+            &m.id,
+            &Operation::EarnPoints { points: 100 },
+            &none,
+            None,
+            None,
+            now,
+        )
+        .await
+        .unwrap();
     let store = Arc::new(store);
     let tasks: Vec<_> = (0..25)
         .map(|_| {
             let store = store.clone();
             let id = m.id.clone();
-            tokio::spawn(async move { store.adjust_points(&id, -10, "spend").await })
+            let op = Operation::Redeem { points: 10 };
+            tokio::spawn(async move {
+                store
+                    .post(&id, &op, &Origin::default(), None, None, now)
+                    .await
+            })
         })
         .collect();
     let mut accepted = 0;
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => accepted += 1,
-            Err(StorageError::Conflict(msg)) => assert!(msg.contains("below zero"), "{msg}"),
+            Err(StorageError::Insufficient { available }) => assert!(available < 10, "{available}"),
             Err(e) => panic!("unexpected error {e}"),
         }
     }
@@ -193,20 +212,31 @@ async fn balance_never_goes_below_zero_under_concurrency(db: TestDb) {
     let member = store.get_member(&m.id).await.unwrap();
     assert_eq!(member.points, 0);
     assert_eq!(store.ledger_sum(&m.id).await.unwrap(), member.points);
+    assert_eq!(store.lots_sum(&m.id).await.unwrap(), member.points);
     assert!(matches!(
-        store.adjust_points("nope", 1, "x").await,
+        store
+            .post(
+                "nope",
+                &Operation::EarnPoints { points: 1 },
+                &none,
+                None,
+                None,
+                now
+            )
+            .await,
         Err(StorageError::NotFound("member"))
     ));
 }
 
 async fn api_keys_store_hashes_and_revoke(db: TestDb) {
     let store = db.store().await;
-    let (id, key) = tessera::api::auth::create_key(&store, "pos", Role::Cashier)
+    let (id, key) = tessera::api::auth::create_key(&store, "pos", Role::Cashier, Some(500))
         .await
         .unwrap();
     let record = store.get_api_key(&id).await.unwrap().unwrap();
     assert_eq!(record.role, Role::Cashier);
     assert!(!record.revoked);
+    assert_eq!(record.max_points, Some(500));
     let secret = key.rsplit('_').next().unwrap();
     assert!(
         !record.secret_hash.contains(secret),

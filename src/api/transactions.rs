@@ -1,0 +1,273 @@
+//! `POST /api/v1/members/{id}/transactions`: every change to points. Each write carries an
+//! `Idempotency-Key`; a retry with the same key and body returns the original result, the same
+//! key with another body is a 409.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson};
+use super::{Page, page_json};
+use crate::app::AppState;
+use crate::domain::{Checker, Invalid, now_ms};
+use crate::ledger::{Entry, Idempotency, MAX_AMOUNT, Operation, Origin, Outcome};
+use crate::storage::Role;
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionType {
+    Earn,
+    Redeem,
+    Refund,
+    Adjust,
+    Reversal,
+}
+
+/// A transaction request. Which fields apply depends on `type`:
+/// earn takes `amount_minor` (a purchase) or `points`; redeem takes `points`; refund takes
+/// `amount_minor` and the purchase's `external_ref`; adjust takes signed `points` and a `reason`;
+/// reversal takes `entry_id`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionRequest {
+    #[serde(rename = "type")]
+    pub kind: TransactionType,
+    pub amount_minor: Option<i64>,
+    pub points: Option<i64>,
+    pub external_ref: Option<String>,
+    pub channel: Option<String>,
+    pub store_id: Option<String>,
+    pub partner_id: Option<String>,
+    pub reason: Option<String>,
+    pub entry_id: Option<String>,
+}
+
+impl TransactionRequest {
+    fn operation(&self) -> Result<Operation, Invalid> {
+        let mut c = Checker::default();
+        let positive = |c: &mut Checker, field: &str, v: Option<i64>| -> i64 {
+            match v {
+                None => {
+                    c.fail(
+                        field,
+                        format!("{field} is required for a {} transaction", self.kind_name()),
+                    );
+                    0
+                }
+                Some(n) if !(1..=MAX_AMOUNT).contains(&n) => {
+                    c.fail(
+                        field,
+                        format!("{field} must be between 1 and {MAX_AMOUNT}, got {n}"),
+                    );
+                    0
+                }
+                Some(n) => n,
+            }
+        };
+        let op = match self.kind {
+            TransactionType::Earn => match (self.amount_minor, self.points) {
+                (Some(_), Some(_)) => {
+                    c.fail(
+                        "amount_minor",
+                        "an earn takes either amount_minor (a purchase) or points, not both",
+                    );
+                    None
+                }
+                (None, Some(_)) => Some(Operation::EarnPoints {
+                    points: positive(&mut c, "points", self.points),
+                }),
+                _ => Some(Operation::EarnPurchase {
+                    amount_minor: positive(&mut c, "amount_minor", self.amount_minor),
+                }),
+            },
+            TransactionType::Redeem => Some(Operation::Redeem {
+                points: positive(&mut c, "points", self.points),
+            }),
+            TransactionType::Refund => {
+                if self.external_ref.is_none() {
+                    c.fail(
+                        "external_ref",
+                        "a refund needs the external_ref of the purchase it refunds",
+                    );
+                }
+                Some(Operation::Refund {
+                    amount_minor: positive(&mut c, "amount_minor", self.amount_minor),
+                })
+            }
+            TransactionType::Adjust => {
+                let points = self.points.unwrap_or(0);
+                if points == 0 || points.abs() > MAX_AMOUNT {
+                    c.fail(
+                        "points",
+                        format!(
+                            "an adjust needs non-zero points between -{MAX_AMOUNT} and {MAX_AMOUNT}"
+                        ),
+                    );
+                }
+                let reason = self.reason.clone().unwrap_or_default();
+                crate::domain::check_text(&mut c, "reason", &reason, 500);
+                Some(Operation::Adjust { points, reason })
+            }
+            TransactionType::Reversal => match &self.entry_id {
+                Some(id) => Some(Operation::Reverse {
+                    entry_id: id.clone(),
+                }),
+                None => {
+                    c.fail("entry_id", "a reversal needs the entry_id it reverses");
+                    None
+                }
+            },
+        };
+        for (field, value) in [
+            ("external_ref", &self.external_ref),
+            ("channel", &self.channel),
+            ("store_id", &self.store_id),
+            ("partner_id", &self.partner_id),
+        ] {
+            if let Some(v) = value {
+                crate::domain::check_text(&mut c, field, v, 200);
+            }
+        }
+        c.finish()?;
+        Ok(op.expect("an operation when there are no problems"))
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            TransactionType::Earn => "earn",
+            TransactionType::Redeem => "redeem",
+            TransactionType::Refund => "refund",
+            TransactionType::Adjust => "adjust",
+            TransactionType::Reversal => "reversal",
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            external_ref: self.external_ref.clone(),
+            channel: self.channel.clone(),
+            store_id: self.store_id.clone(),
+            partner_id: self.partner_id.clone(),
+        }
+    }
+}
+
+/// Which roles may post which transactions: cashiers earn and redeem (within their key's
+/// points limit); adjusting and reversing is for admins and integrations.
+fn authorize(caller: &Caller, req: &TransactionRequest, op: &Operation) -> Result<(), ApiError> {
+    match req.kind {
+        TransactionType::Earn | TransactionType::Redeem => {
+            caller.require(&[Role::Admin, Role::Integration, Role::Cashier])?
+        }
+        _ => caller.require(&[Role::Admin, Role::Integration])?,
+    }
+    if caller.role == Role::Cashier
+        && let Some(limit) = caller.max_points
+        && op.named_points() > limit
+    {
+        return Err(ApiError::forbidden(format!(
+            "this cashier key may move at most {limit} points per operation; ask a manager"
+        )));
+    }
+    Ok(())
+}
+
+pub fn entry_json(e: &Entry) -> Value {
+    json!({
+        "id": e.id,
+        "member_id": e.member_id,
+        "type": e.kind.as_str(),
+        "points": e.points,
+        "amount_minor": e.amount_minor,
+        "external_ref": e.origin.external_ref,
+        "channel": e.origin.channel,
+        "store_id": e.origin.store_id,
+        "partner_id": e.origin.partner_id,
+        "reason": e.reason,
+        "reverses_entry_id": e.reverses_entry_id,
+        "created_at": e.created_at,
+    })
+}
+
+fn outcome_json(o: &Outcome) -> Value {
+    json!({"entry": entry_json(&o.entry), "balance": o.balance, "tier": o.tier, "uncollected_points": o.uncollected})
+}
+
+pub async fn post_transaction(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<TransactionRequest>,
+) -> Result<Response, ApiError> {
+    let key = headers
+        .get(IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| {
+            ApiError::bad_request("the Idempotency-Key header is required on writes (1 to 255 characters), so a retry never double-credits")
+        })?;
+    let op = req.operation()?;
+    authorize(&caller, &req, &op)?;
+    // The hash covers the member and the request as parsed, so formatting differences in the
+    // JSON do not count as a different request.
+    let canonical = serde_json::to_string(&json!({"member_id": member_id, "request": req}))
+        .expect("serialises");
+    let idempotency = Idempotency {
+        api_key_id: caller.key_id.clone(),
+        key: key.to_string(),
+        request_hash: data_encoding::HEXLOWER.encode(&Sha256::digest(canonical.as_bytes())),
+    };
+    let (outcome, replayed) = state
+        .store
+        .post(
+            &member_id,
+            &op,
+            &req.origin(),
+            Some(&caller.key_id),
+            Some(&idempotency),
+            now_ms(),
+        )
+        .await?;
+    let mut response = (StatusCode::CREATED, Json(outcome_json(&outcome))).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+pub async fn list_transactions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[
+        Role::Admin,
+        Role::Marketer,
+        Role::Integration,
+        Role::Cashier,
+    ])?;
+    state.store.get_member(&member_id).await?;
+    let (after, limit) = page.parse()?;
+    let entries = state
+        .store
+        .list_entries(&member_id, after, limit + 1)
+        .await?;
+    Ok(Json(page_json(
+        entries,
+        limit,
+        |e| (e.created_at, e.id.clone()),
+        entry_json,
+    )))
+}

@@ -1,0 +1,51 @@
+//! Background work: expiring lapsed points and forgetting old idempotency keys.
+
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::domain::now_ms;
+
+/// Members handled per expiry pass; the loop runs again at once while there is more.
+const EXPIRY_BATCH: i64 = 500;
+
+/// Runs until the task is aborted. Errors are logged and retried on the next tick.
+pub async fn ledger_loop(state: AppState) {
+    let every = Duration::from_secs(state.config.ledger.expiry_interval_seconds.max(1));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        run_once(&state).await;
+    }
+}
+
+/// One pass of every ledger job; returns the number of members whose points expired.
+pub async fn run_once(state: &AppState) -> usize {
+    let mut expired = 0;
+    loop {
+        match state.store.expire_due(now_ms(), EXPIRY_BATCH).await {
+            Ok(0) => break,
+            Ok(n) => {
+                expired += n;
+                if (n as i64) < EXPIRY_BATCH {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "expiring points failed; retrying next tick");
+                break;
+            }
+        }
+    }
+    if expired > 0 {
+        tracing::info!(members = expired, "expired lapsed points");
+    }
+    let retention = state.config.ledger.idempotency_retention_hours as i64 * 3_600_000;
+    if let Err(e) = state
+        .store
+        .purge_idempotency_keys(now_ms() - retention)
+        .await
+    {
+        tracing::error!(error = %e, "purging old idempotency keys failed");
+    }
+    expired
+}

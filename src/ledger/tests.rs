@@ -1,0 +1,132 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn rules() -> LoyaltyRules {
+    LoyaltyRules {
+        earn: EarnRule {
+            points: 1,
+            per_minor: 100,
+        },
+        expiry_days: Some(365),
+        tiers: TierRules {
+            basis: TierBasis::Points,
+            window_days: 365,
+            levels: vec![
+                Tier {
+                    name: "Bronze".into(),
+                    threshold: 0,
+                    multiplier_milli: 1000,
+                },
+                Tier {
+                    name: "Silver".into(),
+                    threshold: 500,
+                    multiplier_milli: 1200,
+                },
+                Tier {
+                    name: "Gold".into(),
+                    threshold: 2000,
+                    multiplier_milli: 1500,
+                },
+            ],
+        },
+    }
+}
+
+#[test]
+fn purchases_earn_by_rule_and_multiplier() {
+    let r = rules();
+    assert_eq!(r.purchase_points(12_345, 1000), 123);
+    assert_eq!(r.purchase_points(12_345, 1200), 148);
+    assert_eq!(r.purchase_points(99, 1500), 1, "1.485 rounds down once");
+    assert_eq!(r.purchase_points(66, 1500), 0);
+    assert_eq!(r.purchase_points(MAX_AMOUNT, 10_000), MAX_AMOUNT / 100 * 10);
+}
+
+#[test]
+fn tiers_by_threshold() {
+    let r = rules();
+    assert_eq!(r.tier_for(499).unwrap().name, "Bronze");
+    assert_eq!(r.tier_for(500).unwrap().name, "Silver");
+    assert_eq!(r.tier_for(10_000).unwrap().name, "Gold");
+    assert_eq!(r.next_tier(Some("Silver")).unwrap().name, "Gold");
+    assert!(r.next_tier(Some("Gold")).is_none());
+    assert!(LoyaltyRules::default().tier_for(100).is_none());
+}
+
+#[test]
+fn rules_validation_names_problems() {
+    let mut r = rules();
+    r.tiers.levels[2].threshold = 100;
+    r.earn.per_minor = 0;
+    let err = r.validate().unwrap_err().to_string();
+    assert!(err.contains("strictly ascending"), "{err}");
+    assert!(err.contains("earn.per_minor"), "{err}");
+    assert!(rules().validate().is_ok());
+}
+
+#[test]
+fn refunds_are_proportional() {
+    // 1000 points on a 10,000 purchase: refund 2,500 then 7,500.
+    assert_eq!(refund_points(1000, 10_000, 0, 0, 2_500), Ok(250));
+    assert_eq!(refund_points(1000, 10_000, 2_500, 250, 7_500), Ok(750));
+    assert!(refund_points(1000, 10_000, 10_000, 1000, 1).is_err());
+}
+
+#[test]
+fn spending_takes_oldest_lots_first() {
+    let lots = vec![
+        Lot {
+            id: "a".into(),
+            remaining: 30,
+        },
+        Lot {
+            id: "b".into(),
+            remaining: 50,
+        },
+    ];
+    assert_eq!(
+        consume(&lots, 40),
+        Some(vec![("a".into(), 30), ("b".into(), 10)])
+    );
+    assert_eq!(consume(&lots, 80).unwrap().len(), 2);
+    assert_eq!(consume(&lots, 81), None);
+    assert_eq!(consume(&lots, 0), Some(vec![]));
+}
+
+proptest! {
+    /// However a purchase is refunded in parts, the points taken back never exceed what it
+    /// earned, and a full refund takes back exactly that.
+    #[test]
+    fn partial_refunds_never_exceed_earned(earned in 0i64..1_000_000, purchase in 1i64..10_000_000, cuts in prop::collection::vec(1u32..100, 1..8)) {
+        let total: u64 = cuts.iter().map(|c| *c as u64).sum();
+        let mut refunded_minor = 0;
+        let mut refunded_points = 0;
+        for (i, cut) in cuts.iter().enumerate() {
+            let part = if i + 1 == cuts.len() { purchase - refunded_minor } else { (purchase as u64 * *cut as u64 / total) as i64 };
+            let take = refund_points(earned, purchase, refunded_minor, refunded_points, part).unwrap();
+            prop_assert!(take >= 0);
+            refunded_minor += part;
+            refunded_points += take;
+            prop_assert!(refunded_points <= earned);
+        }
+        prop_assert_eq!(refunded_points, earned);
+    }
+
+    #[test]
+    fn consume_takes_exactly_the_amount(lots in prop::collection::vec(0i64..1000, 0..10), points in 0i64..5000) {
+        let lots: Vec<Lot> = lots.iter().enumerate().map(|(i, r)| Lot { id: i.to_string(), remaining: *r }).collect();
+        let available: i64 = lots.iter().map(|l| l.remaining).sum();
+        match consume(&lots, points) {
+            Some(takes) => {
+                prop_assert!(points <= available);
+                prop_assert_eq!(takes.iter().map(|t| t.1).sum::<i64>(), points);
+                for (id, take) in &takes {
+                    let lot = lots.iter().find(|l| &l.id == id).unwrap();
+                    prop_assert!(*take <= lot.remaining && *take > 0);
+                }
+            }
+            None => prop_assert!(points > available),
+        }
+    }
+}
