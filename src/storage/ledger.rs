@@ -24,6 +24,16 @@ struct Locked {
     rules: LoyaltyRules,
 }
 
+/// A change announced for push and webhooks, written in the change's own transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: String,
+    pub topic: String,
+    pub member_id: Option<String>,
+    pub payload: String,
+    pub created_at: i64,
+}
+
 /// What the member view shows beside the balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberStanding {
@@ -418,6 +428,27 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         rows::int(&row, "total")
+    }
+
+    /// Outbox rows not yet processed, oldest first.
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, topic, member_id, payload, created_at FROM outbox WHERE processed_at IS NULL ORDER BY created_at, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    topic: r.try_get("topic")?,
+                    member_id: r.try_get("member_id")?,
+                    payload: r.try_get("payload")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
     }
 
     /// Forgets idempotency keys older than `before`; returns how many.

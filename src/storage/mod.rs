@@ -8,7 +8,7 @@
 mod ledger;
 mod rows;
 
-pub use ledger::MemberStanding;
+pub use ledger::{MemberStanding, OutboxRow};
 
 use std::str::FromStr;
 

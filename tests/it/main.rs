@@ -3,5 +3,7 @@
 mod api;
 mod cli;
 mod helpers;
+mod ledger;
+mod ledger_props;
 mod pass_checks;
 mod storage;
