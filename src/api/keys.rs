@@ -4,27 +4,33 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::auth::{Caller, create_key as new_key};
 use super::error::{ApiError, ApiJson};
+use super::views::{ErrorBody, KeyCreated, KeyList, KeyView};
 use crate::app::AppState;
 use crate::ledger::MAX_AMOUNT;
 use crate::storage::Role;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,
+    /// admin, marketer, cashier or integration.
     role: String,
+    /// For cashier keys: the most points one operation may move.
     max_points: Option<i64>,
 }
 
+/// Create an API key. The key is in this response only; it is stored hashed.
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = CreateKey,
+    responses((status = 201, description = "Created", body = KeyCreated), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody)))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateKey>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
     caller.require(&[Role::Admin])?;
     let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
     if body.name.trim().is_empty() || body.name.len() > 100 {
@@ -38,23 +44,42 @@ pub async fn create_key(
         )));
     }
     let (id, key) = new_key(&state.store, &body.name, role, body.max_points).await?;
-    let body = json!({"id": id, "name": body.name, "role": role.as_str(), "max_points": body.max_points, "key": key});
-    Ok((StatusCode::CREATED, Json(body)))
+    let created = KeyCreated {
+        id,
+        name: body.name,
+        role: role.as_str().into(),
+        max_points: body.max_points,
+        key,
+    };
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// List API keys (never their secrets).
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys",
+    responses((status = 200, description = "OK", body = KeyList), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyList>, ApiError> {
     caller.require(&[Role::Admin])?;
     let keys = state.store.list_api_keys().await?;
-    let items: Vec<Value> = keys
+    let items = keys
         .iter()
-        .map(|k| json!({"id": k.id, "name": k.name, "role": k.role.as_str(), "max_points": k.max_points, "revoked": k.revoked}))
+        .map(|k| KeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            role: k.role.as_str().into(),
+            max_points: k.max_points,
+            revoked: k.revoked,
+        })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(KeyList { items }))
 }
 
+/// Revoke an API key; it stops working at once.
+#[utoipa::path(delete, path = "/api/v1/api-keys/{key_id}", tag = "api-keys",
+    params(("key_id" = String, Path)),
+    responses((status = 204, description = "No content"), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,

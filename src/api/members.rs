@@ -5,13 +5,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
-use super::{Page, page_json};
+use super::views::{
+    ErrorBody, MemberSummary, MemberView, NextExpiry, Paged, PassList, PassView, TierProgress,
+};
+use super::{Page, paged};
 use crate::app::AppState;
-use crate::domain::{Member, NewMember, Pass, now_ms};
+use crate::domain::{Member, NewMember, now_ms};
 use crate::storage::Role;
 
 const READERS: &[Role] = &[
@@ -21,38 +24,16 @@ const READERS: &[Role] = &[
     Role::Cashier,
 ];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMember {
     display_name: String,
+    /// The member's id in the shop's CRM; unique per program.
     external_id: Option<String>,
 }
 
-fn member_summary(m: &Member) -> Value {
-    json!({
-        "id": m.id,
-        "program_id": m.program_id,
-        "display_name": m.display_name,
-        "external_id": m.external_id,
-        "barcode": m.barcode,
-        "points": m.points,
-        "tier": m.tier,
-        "created_at": m.created_at,
-    })
-}
-
-fn pass_json(state: &AppState, p: &Pass) -> Value {
-    json!({
-        "serial_number": p.serial_number,
-        "pass_type_identifier": p.pass_type_identifier,
-        "template_id": p.template_id,
-        "updated_at": p.updated_at,
-        "pass_url": state.pass_url(p),
-    })
-}
-
 /// The full member view: balance, tier and progress to the next one, next expiry, the pass.
-async fn member_view(state: &AppState, m: &Member) -> Result<Value, ApiError> {
+async fn member_view(state: &AppState, m: &Member) -> Result<MemberView, ApiError> {
     let program = state.store.get_program(&m.program_id).await?;
     let pass = state.store.pass_for_member(&m.id).await?;
     let standing = state
@@ -60,35 +41,47 @@ async fn member_view(state: &AppState, m: &Member) -> Result<Value, ApiError> {
         .member_standing(&m.id, &program.rules, now_ms())
         .await?;
     let next = program.rules.next_tier(m.tier.as_deref());
-    let mut view = member_summary(m);
-    view["tier_progress"] = json!({
-        "basis": program.rules.tiers.basis,
-        "window_days": program.rules.tiers.window_days,
-        "qualifying": standing.qualifying,
-        "next_tier": next.map(|t| &t.name),
-        "to_next_tier": next.map(|t| (t.threshold - standing.qualifying).max(0)),
-    });
-    view["next_expiry"] = match standing.next_expiry {
-        Some((at, points)) => json!({"at": at, "date": expiry_date(at), "points": points}),
-        None => Value::Null,
-    };
-    view["pass"] = pass_json(state, &pass);
-    Ok(view)
+    Ok(MemberView {
+        member: MemberSummary::from(m),
+        tier_progress: TierProgress {
+            basis: program.rules.tiers.basis,
+            window_days: program.rules.tiers.window_days,
+            qualifying: standing.qualifying,
+            next_tier: next.map(|t| t.name.clone()),
+            to_next_tier: next.map(|t| (t.threshold - standing.qualifying).max(0)),
+        },
+        next_expiry: standing.next_expiry.map(|(at, points)| NextExpiry {
+            at,
+            date: utc_date(at),
+            points,
+        }),
+        pass: PassView::new(state, &pass),
+    })
 }
 
-/// `YYYY-MM-DD` (UTC) of an expiry instant.
-fn expiry_date(ms: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
+/// `YYYY-MM-DD` (UTC) of an instant in milliseconds.
+fn utc_date(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::macros::format_description!("[year]-[month]-[day]"))
-        .ok()
+        .unwrap_or_default()
 }
 
+/// Create a member and their pass on the program's newest template.
+#[utoipa::path(post, path = "/api/v1/programs/{program_id}/members", tag = "members",
+    params(("program_id" = String, Path)), request_body = CreateMember,
+    responses(
+        (status = 201, description = "Created", body = MemberView),
+        (status = 400, description = "invalid fields, or the program has no template yet", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "external_id taken in this program", body = ErrorBody),
+    ))]
 pub async fn create_member(
     State(state): State<AppState>,
     caller: Caller,
     Path(program_id): Path<String>,
     ApiJson(body): ApiJson<CreateMember>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<MemberView>), ApiError> {
     caller.require(&[Role::Admin, Role::Integration])?;
     let program = state.store.get_program(&program_id).await?;
     let new = NewMember {
@@ -102,30 +95,38 @@ pub async fn create_member(
     ))
 }
 
+/// Get a member with their standing.
+#[utoipa::path(get, path = "/api/v1/members/{member_id}", tag = "members",
+    params(("member_id" = String, Path)),
+    responses((status = 200, description = "OK", body = MemberView), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn get_member(
     State(state): State<AppState>,
     caller: Caller,
     Path(member_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MemberView>, ApiError> {
     caller.require(READERS)?;
     let member = state.store.get_member(&member_id).await?;
     Ok(Json(member_view(&state, &member).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FindMember {
     program_id: Option<String>,
     external_id: Option<String>,
+    /// The value scanned from the card.
     barcode: Option<String>,
 }
 
-/// `GET /api/v1/members?barcode=...` or `?program_id=...&external_id=...`.
+/// Find a member by barcode, or by program and external id.
+#[utoipa::path(get, path = "/api/v1/members", tag = "members", params(FindMember),
+    responses((status = 200, description = "OK", body = MemberView), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn find_member(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<FindMember>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MemberView>, ApiError> {
     caller.require(READERS)?;
     let member = match (q.barcode, q.program_id, q.external_id) {
         (Some(barcode), None, None) => state.store.find_member_by_barcode(&barcode).await?,
@@ -145,12 +146,16 @@ pub async fn find_member(
     Ok(Json(member_view(&state, &member).await?))
 }
 
+/// List a program's members, oldest first.
+#[utoipa::path(get, path = "/api/v1/programs/{program_id}/members", tag = "members",
+    params(("program_id" = String, Path), Page),
+    responses((status = 200, description = "OK", body = Paged<MemberSummary>), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
     Path(program_id): Path<String>,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Paged<MemberSummary>>, ApiError> {
     caller.require(&[Role::Admin, Role::Marketer, Role::Integration])?;
     state.store.get_program(&program_id).await?;
     let (after, limit) = page.parse()?;
@@ -158,25 +163,38 @@ pub async fn list_members(
         .store
         .list_members(&program_id, after, limit + 1)
         .await?;
-    Ok(Json(page_json(
+    Ok(Json(paged(
         members,
         limit,
         |m| (m.created_at, m.id.clone()),
-        member_summary,
+        |m| MemberSummary::from(m),
     )))
 }
 
+/// List a member's passes.
+#[utoipa::path(get, path = "/api/v1/members/{member_id}/passes", tag = "members",
+    params(("member_id" = String, Path)),
+    responses((status = 200, description = "OK", body = PassList), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn list_passes(
     State(state): State<AppState>,
     caller: Caller,
     Path(member_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PassList>, ApiError> {
     caller.require(READERS)?;
     state.store.get_member(&member_id).await?;
     let pass = state.store.pass_for_member(&member_id).await?;
-    Ok(Json(json!({ "items": [pass_json(&state, &pass)] })))
+    Ok(Json(PassList {
+        items: vec![PassView::new(&state, &pass)],
+    }))
 }
 
+/// Download the member's signed Apple Wallet pass.
+#[utoipa::path(get, path = "/api/v1/members/{member_id}/pass", tag = "members",
+    params(("member_id" = String, Path)),
+    responses(
+        (status = 200, description = "the signed pass", content_type = "application/vnd.apple.pkpass", body = Vec<u8>),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn download_pass(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,68 +7,98 @@ mod keys;
 mod members;
 mod programs;
 pub mod transactions;
+pub mod views;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::app::AppState;
 use crate::passes::apple::CONTENT_TYPE;
 use error::ApiError;
+use views::Paged;
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tessera API",
+        description = "Loyalty programs, card templates, members, their Apple Wallet passes and the points ledger. \
+            Every request needs `Authorization: Bearer <API key>`; every write to the ledger needs an `Idempotency-Key`. \
+            Errors always have the shape `{\"error\": {\"code\", \"message\", \"details\"}}`."
+    ),
+    modifiers(&BearerKey),
+    security(("api_key" = [])),
+    tags(
+        (name = "programs", description = "Loyalty programs and their earn, expiry and tier rules"),
+        (name = "templates", description = "Card designs"),
+        (name = "members", description = "Card holders, their standing and passes"),
+        (name = "transactions", description = "The points ledger"),
+        (name = "api-keys", description = "Keys for integrations, tills and staff"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("tsk_<id>_<secret>")
+            .build();
+        components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Every API route, each registered with its OpenAPI description: the document cannot list a
+/// route that is not served, nor miss one that is.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(programs::create_program))
+        .routes(routes!(programs::get_program))
+        .routes(routes!(programs::put_rules))
+        .routes(routes!(programs::create_template))
+        .routes(routes!(programs::get_template))
+        .routes(routes!(programs::put_image))
+        .routes(routes!(members::create_member, members::list_members))
+        .routes(routes!(members::find_member))
+        .routes(routes!(members::get_member))
+        .routes(routes!(members::download_pass))
+        .routes(routes!(members::list_passes))
+        .routes(routes!(
+            transactions::post_transaction,
+            transactions::list_transactions
+        ))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
+}
+
+/// The OpenAPI 3 document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
+/// The API, `/api/v1/openapi.json`, and Swagger UI at `/api/v1/docs` (assets built in; works offline).
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/programs", post(programs::create_program))
-        .route("/api/v1/programs/{program_id}", get(programs::get_program))
-        .route(
-            "/api/v1/programs/{program_id}/rules",
-            put(programs::put_rules),
-        )
-        .route(
-            "/api/v1/programs/{program_id}/templates",
-            post(programs::create_template),
-        )
-        .route(
-            "/api/v1/templates/{template_id}",
-            get(programs::get_template),
-        )
-        .route(
-            "/api/v1/templates/{template_id}/images/{kind}",
-            put(programs::put_image),
-        )
-        .route(
-            "/api/v1/programs/{program_id}/members",
-            post(members::create_member).get(members::list_members),
-        )
-        .route("/api/v1/members", get(members::find_member))
-        .route("/api/v1/members/{member_id}", get(members::get_member))
-        .route(
-            "/api/v1/members/{member_id}/pass",
-            get(members::download_pass),
-        )
-        .route(
-            "/api/v1/members/{member_id}/passes",
-            get(members::list_passes),
-        )
-        .route(
-            "/api/v1/members/{member_id}/transactions",
-            post(transactions::post_transaction).get(transactions::list_transactions),
-        )
-        .route(
-            "/api/v1/api-keys",
-            post(keys::create_key).get(keys::list_keys),
-        )
-        .route("/api/v1/api-keys/{key_id}", delete(keys::revoke_key))
+    let (router, api) = documented().split_for_parts();
+    router.merge(SwaggerUi::new("/api/v1/docs").url("/api/v1/openapi.json", api))
 }
 
 /// Cursor pagination: `?limit=50&cursor=<opaque>`; a page holds at most 100 items.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Items per page, 1 to 100 (default 50).
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -97,20 +127,23 @@ impl Page {
     }
 }
 
-/// `{"items": [...], "next_cursor": ...}` from up to `limit + 1` fetched rows.
-pub fn page_json<T>(
+/// A page from up to `limit + 1` fetched rows: the extra row only tells that there is more.
+pub fn paged<T, V: utoipa::ToSchema>(
     mut rows: Vec<T>,
     limit: i64,
     key: impl Fn(&T) -> (i64, String),
-    render: impl Fn(&T) -> Value,
-) -> Value {
+    view: impl Fn(&T) -> V,
+) -> Paged<V> {
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next = rows.last().filter(|_| more).map(|last| {
+    let next_cursor = rows.last().filter(|_| more).map(|last| {
         let (at, id) = key(last);
         data_encoding::BASE64URL_NOPAD.encode(format!("{at}:{id}").as_bytes())
     });
-    json!({"items": rows.iter().map(render).collect::<Vec<_>>(), "next_cursor": next})
+    Paged {
+        items: rows.iter().map(view).collect(),
+        next_cursor,
+    }
 }
 
 /// A `.pkpass` response. `Last-Modified` is the pass's own change time, never "now".

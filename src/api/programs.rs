@@ -1,26 +1,30 @@
-//! Programs and card templates.
+//! Programs (with their loyalty rules) and card templates.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
+use super::views::{ErrorBody, ProgramView, TemplateView};
 use crate::app::AppState;
-use crate::domain::{Invalid, NewProgram, Program, Template, TemplateDesign};
+use crate::domain::{Invalid, NewProgram, TemplateDesign};
 use crate::ledger::LoyaltyRules;
 use crate::passes::apple::images::ImageKind;
 use crate::storage::Role;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProgram {
+    /// Lowercase letters, digits and '-'; used in join links.
     slug: String,
     name: String,
+    /// Must equal the signing certificate's UID, e.g. `pass.com.example.loyalty`.
     pass_type_identifier: String,
+    /// Apple Team ID; must equal the signing certificate's OU.
     team_identifier: String,
     organization_name: String,
     /// Earn rule, expiry and tiers; defaults to 1 point per 100 minor units, no expiry, no tiers.
@@ -28,24 +32,18 @@ pub struct CreateProgram {
     rules: LoyaltyRules,
 }
 
-pub fn program_json(p: &Program) -> Value {
-    json!({
-        "id": p.id,
-        "slug": p.slug,
-        "name": p.name,
-        "pass_type_identifier": p.pass_type_identifier,
-        "team_identifier": p.team_identifier,
-        "organization_name": p.organization_name,
-        "rules": p.rules,
-        "created_at": p.created_at,
-    })
-}
-
+/// Create a program.
+#[utoipa::path(post, path = "/api/v1/programs", tag = "programs", request_body = CreateProgram,
+    responses(
+        (status = 201, description = "Created", body = ProgramView),
+        (status = 400, description = "invalid fields, or identifiers the signing certificate cannot sign", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 409, description = "slug taken", body = ErrorBody),
+    ))]
 pub async fn create_program(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateProgram>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ProgramView>), ApiError> {
     caller.require(&[Role::Admin])?;
     let new = NewProgram {
         slug: body.slug,
@@ -60,31 +58,38 @@ pub async fn create_program(
         .cards
         .check_program_signable(&new.pass_type_identifier, &new.team_identifier)?;
     let program = state.store.insert_program(&new).await?;
-    Ok((StatusCode::CREATED, Json(program_json(&program))))
+    Ok((StatusCode::CREATED, Json(ProgramView::from(&program))))
 }
 
+/// Get a program.
+#[utoipa::path(get, path = "/api/v1/programs/{program_id}", tag = "programs",
+    params(("program_id" = String, Path)),
+    responses((status = 200, description = "OK", body = ProgramView), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn get_program(
     State(state): State<AppState>,
     caller: Caller,
     Path(program_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProgramView>, ApiError> {
     caller.require(&[Role::Admin, Role::Marketer, Role::Integration])?;
-    Ok(Json(program_json(
+    Ok(Json(ProgramView::from(
         &state.store.get_program(&program_id).await?,
     )))
 }
 
-/// Replaces the program's earn rule, expiry and tiers. Applies to changes from now on: past
+/// Replace a program's earn rule, expiry and tiers. Applies to changes from now on: past
 /// entries and lots keep the terms they were written under.
+#[utoipa::path(put, path = "/api/v1/programs/{program_id}/rules", tag = "programs",
+    params(("program_id" = String, Path)), request_body = LoyaltyRules,
+    responses((status = 200, description = "OK", body = ProgramView), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn put_rules(
     State(state): State<AppState>,
     caller: Caller,
     Path(program_id): Path<String>,
     ApiJson(rules): ApiJson<LoyaltyRules>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProgramView>, ApiError> {
     caller.require(&[Role::Admin])?;
     rules.validate()?;
-    Ok(Json(program_json(
+    Ok(Json(ProgramView::from(
         &state
             .store
             .update_program_rules(&program_id, &rules)
@@ -92,61 +97,57 @@ pub async fn put_rules(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
     name: String,
     design: TemplateDesign,
-    /// Base64 PNG or JPEG uploads; `icon` is required.
     #[serde(default)]
     images: Images,
 }
 
-#[derive(Deserialize, Default)]
+/// Base64 PNG or JPEG uploads, at most 5 MB each; `icon` is required.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Images {
+pub struct Images {
     icon: Option<String>,
     logo: Option<String>,
     strip: Option<String>,
 }
 
-fn template_json(t: &Template) -> Value {
-    json!({
-        "id": t.id,
-        "program_id": t.program_id,
-        "name": t.name,
-        "version": t.version,
-        "design": t.design,
-        "updated_at": t.updated_at,
-    })
-}
-
+/// Create a card template for a program; new members get the program's newest template.
+#[utoipa::path(post, path = "/api/v1/programs/{program_id}/templates", tag = "templates",
+    params(("program_id" = String, Path)), request_body = CreateTemplate,
+    responses(
+        (status = 201, description = "Created", body = TemplateView),
+        (status = 400, description = "every problem of the design and images, by field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+    ))]
 pub async fn create_template(
     State(state): State<AppState>,
     caller: Caller,
     Path(program_id): Path<String>,
     ApiJson(body): ApiJson<CreateTemplate>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TemplateView>), ApiError> {
     caller.require(&[Role::Admin, Role::Marketer])?;
     // 404 before validation, so a wrong program id is named as such.
     state.store.get_program(&program_id).await?;
     let mut uploads = Vec::new();
     let mut problems = Vec::new();
+    let images = body.images;
     for (kind, data) in [
-        (ImageKind::Icon, body.images.icon),
-        (ImageKind::Logo, body.images.logo),
-        (ImageKind::Strip, body.images.strip),
+        (ImageKind::Icon, images.icon),
+        (ImageKind::Logo, images.logo),
+        (ImageKind::Strip, images.strip),
     ] {
         let Some(data) = data else { continue };
         match data_encoding::BASE64.decode(data.trim().as_bytes()) {
             Ok(bytes) => uploads.push((kind, bytes)),
-            Err(_) => problems.extend(
-                Invalid::one(
-                    format!("images.{}", kind.name()),
-                    format!("images.{} is not valid base64", kind.name()),
-                )
-                .problems,
-            ),
+            Err(_) => {
+                let field = format!("images.{}", kind.name());
+                problems
+                    .extend(Invalid::one(&field, format!("{field} is not valid base64")).problems)
+            }
         }
     }
     if !problems.is_empty() {
@@ -156,27 +157,35 @@ pub async fn create_template(
         .cards
         .create_template(&program_id, &body.name, body.design, uploads)
         .await?;
-    Ok((StatusCode::CREATED, Json(template_json(&template))))
+    Ok((StatusCode::CREATED, Json(TemplateView::from(&template))))
 }
 
+/// Get a template.
+#[utoipa::path(get, path = "/api/v1/templates/{template_id}", tag = "templates",
+    params(("template_id" = String, Path)),
+    responses((status = 200, description = "OK", body = TemplateView), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn get_template(
     State(state): State<AppState>,
     caller: Caller,
     Path(template_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TemplateView>, ApiError> {
     caller.require(&[Role::Admin, Role::Marketer, Role::Integration])?;
-    Ok(Json(template_json(
+    Ok(Json(TemplateView::from(
         &state.store.get_template(&template_id).await?,
     )))
 }
 
-/// Replaces one image with the raw PNG or JPEG body; a new template version.
+/// Replace one image (icon, logo or strip) with the raw PNG or JPEG body: a new template version.
+#[utoipa::path(put, path = "/api/v1/templates/{template_id}/images/{kind}", tag = "templates",
+    params(("template_id" = String, Path), ("kind" = String, Path, description = "icon, logo or strip")),
+    request_body(content = Vec<u8>, content_type = "image/png", description = "PNG or JPEG, at most 5 MB"),
+    responses((status = 200, description = "OK", body = TemplateView), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn put_image(
     State(state): State<AppState>,
     caller: Caller,
     Path((template_id, kind)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TemplateView>, ApiError> {
     caller.require(&[Role::Admin, Role::Marketer])?;
     let kind = ImageKind::parse(&kind).ok_or_else(|| {
         ApiError::not_found(&format!(
@@ -188,5 +197,5 @@ pub async fn put_image(
         .cards
         .replace_image(&template_id, kind, body.to_vec())
         .await?;
-    Ok(Json(template_json(&template)))
+    Ok(Json(TemplateView::from(&template)))
 }

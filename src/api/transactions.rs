@@ -7,20 +7,22 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
-use super::{Page, page_json};
+use super::views::{EntryView, ErrorBody, Paged, TransactionView};
+use super::{Page, paged};
 use crate::app::AppState;
 use crate::domain::{Checker, Invalid, now_ms};
-use crate::ledger::{Entry, Idempotency, MAX_AMOUNT, Operation, Origin, Outcome};
+use crate::ledger::{Idempotency, MAX_AMOUNT, Operation, Origin};
 use crate::storage::Role;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransactionType {
     Earn,
@@ -34,7 +36,7 @@ pub enum TransactionType {
 /// earn takes `amount_minor` (a purchase) or `points`; redeem takes `points`; refund takes
 /// `amount_minor` and the purchase's `external_ref`; adjust takes signed `points` and a `reason`;
 /// reversal takes `entry_id`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionRequest {
     #[serde(rename = "type")]
@@ -179,27 +181,24 @@ fn authorize(caller: &Caller, req: &TransactionRequest, op: &Operation) -> Resul
     Ok(())
 }
 
-pub fn entry_json(e: &Entry) -> Value {
-    json!({
-        "id": e.id,
-        "member_id": e.member_id,
-        "type": e.kind.as_str(),
-        "points": e.points,
-        "amount_minor": e.amount_minor,
-        "external_ref": e.origin.external_ref,
-        "channel": e.origin.channel,
-        "store_id": e.origin.store_id,
-        "partner_id": e.origin.partner_id,
-        "reason": e.reason,
-        "reverses_entry_id": e.reverses_entry_id,
-        "created_at": e.created_at,
-    })
-}
-
-fn outcome_json(o: &Outcome) -> Value {
-    json!({"entry": entry_json(&o.entry), "balance": o.balance, "tier": o.tier, "uncollected_points": o.uncollected})
-}
-
+/// Post a change to a member's points. Requires an `Idempotency-Key` header: a retry with the
+/// same key and body returns the original result (with `Idempotent-Replayed: true`) and writes
+/// nothing; the same key with another body is a 409.
+#[utoipa::path(post, path = "/api/v1/members/{member_id}/transactions", tag = "transactions",
+    params(
+        ("member_id" = String, Path),
+        ("Idempotency-Key" = String, Header, description = "1 to 255 characters, unique per request of this API key"),
+    ),
+    request_body = TransactionRequest,
+    responses(
+        (status = 201, description = "Created", body = TransactionView),
+        (status = 400, description = "invalid fields, or no Idempotency-Key", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
+        (status = 403, description = "the key's role may not post this, or a cashier limit", body = ErrorBody),
+        (status = 404, description = "unknown member, entry or purchase", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
+        (status = 422, description = "not enough points (`details.available`), or a rule refuses it", body = ErrorBody),
+    ))]
 pub async fn post_transaction(
     State(state): State<AppState>,
     caller: Caller,
@@ -237,7 +236,7 @@ pub async fn post_transaction(
             now_ms(),
         )
         .await?;
-    let mut response = (StatusCode::CREATED, Json(outcome_json(&outcome))).into_response();
+    let mut response = (StatusCode::CREATED, Json(TransactionView::from(&outcome))).into_response();
     if replayed {
         response
             .headers_mut()
@@ -246,12 +245,16 @@ pub async fn post_transaction(
     Ok(response)
 }
 
+/// List a member's ledger entries, oldest first.
+#[utoipa::path(get, path = "/api/v1/members/{member_id}/transactions", tag = "transactions",
+    params(("member_id" = String, Path), Page),
+    responses((status = 200, description = "OK", body = Paged<EntryView>), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn list_transactions(
     State(state): State<AppState>,
     caller: Caller,
     Path(member_id): Path<String>,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Paged<EntryView>>, ApiError> {
     caller.require(&[
         Role::Admin,
         Role::Marketer,
@@ -264,10 +267,10 @@ pub async fn list_transactions(
         .store
         .list_entries(&member_id, after, limit + 1)
         .await?;
-    Ok(Json(page_json(
+    Ok(Json(paged(
         entries,
         limit,
         |e| (e.created_at, e.id.clone()),
-        entry_json,
+        |e| EntryView::from(e),
     )))
 }

@@ -15,7 +15,7 @@ use crate::domain::{Checker, Invalid};
 pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
 
 /// A program's loyalty rules, stored as one JSON document with the program.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoyaltyRules {
     #[serde(default)]
@@ -28,7 +28,7 @@ pub struct LoyaltyRules {
 }
 
 /// `points` points for every `per_minor` minor currency units spent (1 per 100 cents by default).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EarnRule {
     pub points: i64,
@@ -44,7 +44,7 @@ impl Default for EarnRule {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TierBasis {
     /// Points earned from purchases and fixed awards in the window.
@@ -54,7 +54,7 @@ pub enum TierBasis {
     Spend,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierRules {
     #[serde(default)]
@@ -75,7 +75,7 @@ impl Default for TierRules {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
     pub name: String,

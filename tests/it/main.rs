@@ -5,5 +5,6 @@ mod cli;
 mod helpers;
 mod ledger;
 mod ledger_props;
+mod openapi;
 mod pass_checks;
 mod storage;

@@ -1,0 +1,249 @@
+//! Response bodies of the API, typed so the OpenAPI document describes exactly what is sent.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::domain::{Member, Pass, Program, Template, TemplateDesign};
+use crate::ledger::{Entry, LoyaltyRules, Outcome, TierBasis};
+
+/// Every error: `{"error": {"code", "message", "details"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `validation_failed`, `insufficient_points`.
+    pub code: String,
+    /// What went wrong, naming the field or limit.
+    pub message: String,
+    /// Per-field problems (`[{"field", "message"}]`) or facts such as `{"available": 120}`.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProgramView {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub pass_type_identifier: String,
+    pub team_identifier: String,
+    pub organization_name: String,
+    pub rules: LoyaltyRules,
+    pub created_at: i64,
+}
+
+impl From<&Program> for ProgramView {
+    fn from(p: &Program) -> Self {
+        ProgramView {
+            id: p.id.clone(),
+            slug: p.slug.clone(),
+            name: p.name.clone(),
+            pass_type_identifier: p.pass_type_identifier.clone(),
+            team_identifier: p.team_identifier.clone(),
+            organization_name: p.organization_name.clone(),
+            rules: p.rules.clone(),
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TemplateView {
+    pub id: String,
+    pub program_id: String,
+    pub name: String,
+    /// Bumped by every change; passes built from an older version are rebuilt.
+    pub version: i64,
+    pub design: TemplateDesign,
+    pub updated_at: i64,
+}
+
+impl From<&Template> for TemplateView {
+    fn from(t: &Template) -> Self {
+        TemplateView {
+            id: t.id.clone(),
+            program_id: t.program_id.clone(),
+            name: t.name.clone(),
+            version: t.version,
+            design: t.design.clone(),
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PassView {
+    pub serial_number: String,
+    pub pass_type_identifier: String,
+    pub template_id: String,
+    pub updated_at: i64,
+    /// A plain-GET link that downloads the `.pkpass`; carries the pass's own secret.
+    pub pass_url: String,
+}
+
+impl PassView {
+    pub fn new(state: &AppState, p: &Pass) -> Self {
+        PassView {
+            serial_number: p.serial_number.clone(),
+            pass_type_identifier: p.pass_type_identifier.clone(),
+            template_id: p.template_id.clone(),
+            updated_at: p.updated_at,
+            pass_url: state.pass_url(p),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberSummary {
+    pub id: String,
+    pub program_id: String,
+    pub display_name: String,
+    pub external_id: Option<String>,
+    /// The card's barcode value.
+    pub barcode: String,
+    pub points: i64,
+    pub tier: Option<String>,
+    pub created_at: i64,
+}
+
+impl From<&Member> for MemberSummary {
+    fn from(m: &Member) -> Self {
+        MemberSummary {
+            id: m.id.clone(),
+            program_id: m.program_id.clone(),
+            display_name: m.display_name.clone(),
+            external_id: m.external_id.clone(),
+            barcode: m.barcode.clone(),
+            points: m.points,
+            tier: m.tier.clone(),
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TierProgress {
+    pub basis: TierBasis,
+    pub window_days: u32,
+    /// Points (or spend) counted in the rolling window.
+    pub qualifying: i64,
+    pub next_tier: Option<String>,
+    pub to_next_tier: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NextExpiry {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// `YYYY-MM-DD`, UTC.
+    pub date: String,
+    pub points: i64,
+}
+
+/// A member with their standing: balance, tier progress, next expiry and pass.
+#[derive(Serialize, ToSchema)]
+pub struct MemberView {
+    #[serde(flatten)]
+    pub member: MemberSummary,
+    pub tier_progress: TierProgress,
+    pub next_expiry: Option<NextExpiry>,
+    pub pass: PassView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EntryView {
+    pub id: String,
+    pub member_id: String,
+    /// earn, redeem, refund, adjust, expire or reversal.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Signed: positive credits, negative debits.
+    pub points: i64,
+    pub amount_minor: Option<i64>,
+    pub external_ref: Option<String>,
+    pub channel: Option<String>,
+    pub store_id: Option<String>,
+    pub partner_id: Option<String>,
+    pub reason: Option<String>,
+    pub reverses_entry_id: Option<String>,
+    pub created_at: i64,
+}
+
+impl From<&Entry> for EntryView {
+    fn from(e: &Entry) -> Self {
+        EntryView {
+            id: e.id.clone(),
+            member_id: e.member_id.clone(),
+            kind: e.kind.as_str().into(),
+            points: e.points,
+            amount_minor: e.amount_minor,
+            external_ref: e.origin.external_ref.clone(),
+            channel: e.origin.channel.clone(),
+            store_id: e.origin.store_id.clone(),
+            partner_id: e.origin.partner_id.clone(),
+            reason: e.reason.clone(),
+            reverses_entry_id: e.reverses_entry_id.clone(),
+            created_at: e.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransactionView {
+    pub entry: EntryView,
+    pub balance: i64,
+    pub tier: Option<String>,
+    /// For refunds: points due that could not be taken back because they were already spent.
+    pub uncollected_points: i64,
+}
+
+impl From<&Outcome> for TransactionView {
+    fn from(o: &Outcome) -> Self {
+        TransactionView {
+            entry: EntryView::from(&o.entry),
+            balance: o.balance,
+            tier: o.tier.clone(),
+            uncollected_points: o.uncollected,
+        }
+    }
+}
+
+/// A page of items and the cursor of the next page (`null` on the last).
+#[derive(Serialize, ToSchema)]
+pub struct Paged<T: ToSchema> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PassList {
+    pub items: Vec<PassView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub max_points: Option<i64>,
+    pub revoked: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub items: Vec<KeyView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyCreated {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub max_points: Option<i64>,
+    /// The full key, shown only in this response; only its hash is stored.
+    pub key: String,
+}
