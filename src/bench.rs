@@ -2,16 +2,20 @@
 //! signatures of the same manifest with the same key, measured in the same run. The signature
 //! is the irreducible cost of a pass; the ratio shows what everything else costs.
 
+use std::future::Future;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::domain::{Member, Pass, Program, Template};
+use crate::domain::{Member, NewMember, NewProgram, Pass, Program, Template, now_ms};
+use crate::ledger::{Idempotency, Operation, Origin};
 use crate::passes::apple::bundle::{self, PreparedAssets};
 use crate::passes::apple::dev_certs::DevAuthority;
 use crate::passes::apple::images;
 use crate::passes::apple::pass_json::{self, PassContent};
+use crate::storage::Store;
 
 #[derive(Debug, Serialize)]
 pub struct PassBench {
@@ -120,4 +124,171 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
         rounds,
         seconds_per_side: seconds,
     })
+}
+
+#[derive(Debug, Serialize)]
+pub struct LedgerBench {
+    pub backend: &'static str,
+    pub writers: usize,
+    pub bare_insert_tx_per_sec: f64,
+    pub ledger_earn_tx_per_sec: f64,
+    pub ratio: f64,
+}
+
+/// `tessera bench ledger`: idempotent earn postings per second through the storage layer next to
+/// bare single-row INSERT transactions on the same backend, with 1 and 8 concurrent writers. Each
+/// backend gets a fresh database (a temporary SQLite file; a PostgreSQL database created on the
+/// server `postgres_admin_url` points at and dropped afterwards).
+pub async fn ledger(
+    postgres_admin_url: Option<&str>,
+    seconds: f64,
+) -> anyhow::Result<Vec<LedgerBench>> {
+    let mut rows = Vec::new();
+    let dir =
+        std::env::temp_dir().join(format!("tessera-bench-{}", crate::secret::random_token(6)));
+    std::fs::create_dir_all(&dir)?;
+    let sqlite = Store::connect(&format!("sqlite://{}", dir.join("bench.db").display())).await?;
+    rows.extend(ledger_on(&sqlite, "sqlite", seconds).await?);
+    sqlite.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(admin_url) = postgres_admin_url {
+        let name = format!("tessera_bench_{}", crate::secret::random_token(6));
+        let admin = Store::connect_without_migrating(admin_url).await?;
+        admin
+            .execute_admin(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow::anyhow!("postgres URL needs a database name"))?;
+        let store = Store::connect(&format!("{base}/{name}")).await?;
+        let result = ledger_on(&store, "postgres", seconds).await;
+        store.close().await;
+        admin
+            .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        admin.close().await;
+        rows.extend(result?);
+    }
+    Ok(rows)
+}
+
+async fn ledger_on(
+    store: &Store,
+    backend: &'static str,
+    seconds: f64,
+) -> anyhow::Result<Vec<LedgerBench>> {
+    store.bench_prepare().await?;
+    let program = store
+        .insert_program(&NewProgram {
+            slug: "bench".into(),
+            name: "Bench".into(),
+            pass_type_identifier: "pass.dev.tessera.bench".into(),
+            team_identifier: "TESSERADEV".into(),
+            organization_name: "Bench".into(),
+            // Realistic rules: expiry and tiers, so every earn also checks the tier window.
+            rules: crate::demo::rules(),
+        })
+        .await?;
+    let template = store
+        .insert_template(&program.id, "t", &crate::demo::design().validate()?, &[])
+        .await?;
+    let mut members = Vec::new();
+    for i in 0..8 {
+        let new = NewMember {
+            display_name: format!("M{i}"),
+            external_id: None,
+        };
+        members.push(store.insert_member(&program, &template, &new).await?.0.id);
+    }
+    let members = Arc::new(members);
+    let mut rows = Vec::new();
+    for writers in [1usize, 8] {
+        let rounds = 3;
+        let per_round = Duration::from_secs_f64(seconds / rounds as f64 / 2.0);
+        let (mut bare, mut ledger) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+        for round in 0..rounds {
+            let s = store.clone();
+            let r = run_writers(writers, per_round, move |w, i| {
+                let s = s.clone();
+                async move {
+                    s.bench_bare_insert(&format!("{writers}-{round}-{w}-{i}"), i as i64)
+                        .await
+                        .map_err(Into::into)
+                }
+            })
+            .await?;
+            bare = (bare.0 + r.0, bare.1 + r.1);
+            let (s, members) = (store.clone(), members.clone());
+            let r = run_writers(writers, per_round, move |w, i| {
+                let (s, members) = (s.clone(), members.clone());
+                async move {
+                    let key = format!("{writers}-{round}-{w}-{i}");
+                    let origin = Origin {
+                        external_ref: Some(key.clone()),
+                        channel: Some("pos".into()),
+                        ..Origin::default()
+                    };
+                    let idem = Idempotency {
+                        api_key_id: "bench".into(),
+                        key,
+                        request_hash: "h".into(),
+                    };
+                    let op = Operation::EarnPurchase { amount_minor: 1234 };
+                    s.post(
+                        &members[w],
+                        &op,
+                        &origin,
+                        Some("bench"),
+                        Some(&idem),
+                        now_ms(),
+                    )
+                    .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            ledger = (ledger.0 + r.0, ledger.1 + r.1);
+        }
+        let bare_rate = bare.0 as f64 / bare.1.as_secs_f64();
+        let ledger_rate = ledger.0 as f64 / ledger.1.as_secs_f64();
+        rows.push(LedgerBench {
+            backend,
+            writers,
+            bare_insert_tx_per_sec: bare_rate.round(),
+            ledger_earn_tx_per_sec: ledger_rate.round(),
+            ratio: (ledger_rate / bare_rate * 1000.0).round() / 1000.0,
+        });
+    }
+    Ok(rows)
+}
+
+/// Runs `writers` concurrent loops of `op(writer, i)` for `duration`; returns (ops, elapsed).
+async fn run_writers<F, Fut>(
+    writers: usize,
+    duration: Duration,
+    op: F,
+) -> anyhow::Result<(u64, Duration)>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while start.elapsed() < duration {
+                    op(w, n).await?;
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok((total, start.elapsed()))
 }

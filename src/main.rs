@@ -79,6 +79,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
     },
+    /// Idempotent earn postings per second vs bare INSERT transactions, 1 and 8 writers.
+    Ledger {
+        #[arg(long, default_value_t = 12.0)]
+        seconds: f64,
+        /// Also measure PostgreSQL: a server URL with a database to connect to; the benchmark
+        /// creates and drops its own database there.
+        #[arg(long)]
+        postgres_url: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -158,6 +167,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             store.revoke_api_key(&id).await?;
             eprintln!("revoked key {id}");
             store.close().await;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Ledger {
+            seconds,
+            postgres_url,
+        }) => {
+            let report = tessera::bench::ledger(postgres_url.as_deref(), seconds).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Passes { seconds }) => {

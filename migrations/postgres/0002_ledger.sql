@@ -11,9 +11,11 @@ ALTER TABLE ledger_entries ADD COLUMN store_id TEXT;
 ALTER TABLE ledger_entries ADD COLUMN partner_id TEXT;
 ALTER TABLE ledger_entries ADD COLUMN reverses_entry_id TEXT;
 ALTER TABLE ledger_entries ADD COLUMN api_key_id TEXT;
--- An entry is reversed at most once.
-CREATE UNIQUE INDEX ledger_entries_reversal ON ledger_entries(reverses_entry_id);
-CREATE INDEX ledger_entries_ref ON ledger_entries(member_id, external_ref);
+-- An entry is reversed at most once. Partial indexes hold only the rows that have the value.
+CREATE UNIQUE INDEX ledger_entries_reversal ON ledger_entries(reverses_entry_id) WHERE reverses_entry_id IS NOT NULL;
+CREATE INDEX ledger_entries_ref ON ledger_entries(member_id, external_ref) WHERE external_ref IS NOT NULL;
+-- Tier windows sum a member's earns by time.
+CREATE INDEX ledger_entries_member_kind ON ledger_entries(member_id, kind, created_at);
 
 -- What is left to spend of each credit, oldest first; sum(remaining) = the member's balance.
 CREATE TABLE point_lots (

@@ -17,11 +17,14 @@ use crate::ledger::{
 
 const DAY_MS: i64 = 86_400_000;
 
-/// A member row with the program's rules, read under the write lock.
+/// A member row with the program's rules, read under the write lock, and the stored result of
+/// the idempotency key if it was used before.
 struct Locked {
     points: i64,
     tier: Option<String>,
     rules: LoyaltyRules,
+    /// `(request_hash, response)` of an earlier request with the same key.
+    earlier: Option<(String, String)>,
 }
 
 /// A change announced for push and webhooks, written in the change's own transaction.
@@ -79,23 +82,15 @@ impl Store {
         now: i64,
     ) -> Result<(Outcome, bool)> {
         let mut tx = self.write_tx().await?;
-        if let Some(i) = idempotency {
-            let row = sqlx::query("SELECT request_hash, response FROM idempotency_keys WHERE api_key_id = $1 AND key = $2")
-                .bind(&i.api_key_id)
-                .bind(&i.key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(row) = row {
-                if row.try_get::<String, _>("request_hash")? != i.request_hash {
-                    return Err(StorageError::IdempotencyMismatch);
-                }
-                let response: String = row.try_get("response")?;
-                let outcome = serde_json::from_str(&response)
-                    .map_err(|e| StorageError::Corrupt(format!("idempotent response: {e}")))?;
-                return Ok((outcome, true));
+        let member = self.lock_member(&mut tx, member_id, idempotency).await?;
+        if let (Some(i), Some((hash, response))) = (idempotency, &member.earlier) {
+            if *hash != i.request_hash {
+                return Err(StorageError::IdempotencyMismatch);
             }
+            let outcome = serde_json::from_str(response)
+                .map_err(|e| StorageError::Corrupt(format!("idempotent response: {e}")))?;
+            return Ok((outcome, true));
         }
-        let member = self.lock_member(&mut tx, member_id).await?;
         let mut entry = Entry {
             id: new_id(),
             member_id: member_id.into(),
@@ -143,65 +138,81 @@ impl Store {
                 available: member.points,
             });
         }
-        insert_entry(&mut tx, &entry, api_key_id).await?;
-        if entry.points > 0 {
-            let expires_at = member.rules.expiry_days.map(|d| expiry_at(now, d));
-            insert_lot(&mut tx, &entry, expires_at).await?;
-        } else if entry.points < 0 {
-            take_from_lots(&mut tx, member_id, -entry.points, member.points).await?;
-        }
-        let mut tier = member.tier.clone();
-        if !member.rules.tiers.levels.is_empty() && entry.points != 0 {
-            tier = self.promote(&mut tx, member_id, &member, now).await?;
-        }
-        let balance = finish_change(&mut tx, &entry, now).await?;
+        let takes = if entry.points < 0 {
+            lots_to_take(&mut tx, member_id, -entry.points, member.points).await?
+        } else {
+            Vec::new()
+        };
+        let promoted = if entry.kind == EntryKind::Earn && entry.points > 0 {
+            self.promotion(&mut tx, member_id, &member, &entry, now)
+                .await?
+        } else {
+            None
+        };
         let outcome = Outcome {
+            balance: member.points + entry.points,
+            tier: promoted.clone().or(member.tier.clone()),
             entry,
-            balance,
-            tier,
             uncollected,
         };
-        if let Some(i) = idempotency {
-            let response = serde_json::to_string(&outcome).expect("outcome serialises");
-            sqlx::query("INSERT INTO idempotency_keys (api_key_id, key, request_hash, response, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&i.api_key_id)
-                .bind(&i.key)
-                .bind(&i.request_hash)
-                .bind(response)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => StorageError::IdempotencyRace,
-                    _ => StorageError::Database(e),
-                })?;
-        }
+        let change = Change {
+            entry: &outcome.entry,
+            api_key_id,
+            new_lot: (outcome.entry.points > 0)
+                .then(|| member.rules.expiry_days.map(|d| expiry_at(now, d))),
+            takes,
+            tier: promoted,
+            balance: outcome.balance,
+            idempotency: idempotency.map(|i| {
+                (
+                    i,
+                    serde_json::to_string(&outcome).expect("outcome serialises"),
+                )
+            }),
+        };
+        self.write_change(&mut tx, &change).await?;
         tx.commit().await?;
         Ok((outcome, false))
     }
 
+    /// Reads and locks the member with the program's rules and any earlier use of the
+    /// idempotency key, in one round trip.
     async fn lock_member(
         &self,
         tx: &mut Transaction<'static, Any>,
         member_id: &str,
+        idempotency: Option<&Idempotency>,
     ) -> Result<Locked> {
         let sql = match self.backend {
             Backend::Sqlite => {
-                "SELECT m.points, m.tier, p.rules FROM members m JOIN programs p ON p.id = m.program_id WHERE m.id = $1"
+                "SELECT m.points, m.tier, p.rules, i.request_hash, i.response
+                 FROM members m JOIN programs p ON p.id = m.program_id
+                 LEFT JOIN idempotency_keys i ON i.api_key_id = $2 AND i.key = $3
+                 WHERE m.id = $1"
             }
             Backend::Postgres => {
-                "SELECT m.points, m.tier, p.rules FROM members m JOIN programs p ON p.id = m.program_id WHERE m.id = $1 FOR UPDATE OF m"
+                "SELECT m.points, m.tier, p.rules, i.request_hash, i.response
+                 FROM members m JOIN programs p ON p.id = m.program_id
+                 LEFT JOIN idempotency_keys i ON i.api_key_id = $2 AND i.key = $3
+                 WHERE m.id = $1 FOR UPDATE OF m"
             }
         };
         let row = sqlx::query(sql)
             .bind(member_id)
+            .bind(idempotency.map(|i| i.api_key_id.as_str()))
+            .bind(idempotency.map(|i| i.key.as_str()))
             .fetch_optional(&mut **tx)
             .await?;
         let row = row.ok_or(StorageError::NotFound("member"))?;
+        let earlier = match row.try_get::<Option<String>, _>("request_hash")? {
+            Some(hash) => Some((hash, row.try_get("response")?)),
+            None => None,
+        };
         Ok(Locked {
             points: row.try_get("points")?,
             tier: row.try_get("tier")?,
             rules: rows::rules(&row)?,
+            earlier,
         })
     }
 
@@ -290,27 +301,37 @@ impl Store {
         Ok(-original.points)
     }
 
-    /// Moves the member up when the rolling window's total reaches a higher tier; never down.
-    async fn promote(
+    /// The tier an earn of `points` moves the member up to, if any. Tiers never move down on
+    /// their own, so a member already in the top tier costs no query.
+    async fn promotion(
         &self,
         tx: &mut Transaction<'static, Any>,
         member_id: &str,
         member: &Locked,
+        entry: &Entry,
         now: i64,
     ) -> Result<Option<String>> {
-        let qualifying = qualifying_total(&mut **tx, member_id, &member.rules, now).await?;
         let levels = &member.rules.tiers.levels;
         let rank = |name: Option<&str>| name.and_then(|n| levels.iter().position(|l| l.name == n));
-        let computed = member.rules.tier_for(qualifying).map(|t| t.name.clone());
-        if rank(computed.as_deref()) > rank(member.tier.as_deref()) {
-            sqlx::query("UPDATE members SET tier = $2 WHERE id = $1")
-                .bind(member_id)
-                .bind(&computed)
-                .execute(&mut **tx)
-                .await?;
-            return Ok(computed);
+        let current = rank(member.tier.as_deref());
+        if levels.is_empty() || current == Some(levels.len() - 1) {
+            return Ok(None);
         }
-        Ok(member.tier.clone())
+        // The window's total as of before this earn, plus what this earn adds.
+        let before = qualifying_total(&mut **tx, member_id, &member.rules, now).await?;
+        let added = match member.rules.tiers.basis {
+            TierBasis::Points => entry.points,
+            TierBasis::Spend => entry.amount_minor.unwrap_or(0),
+        };
+        let computed = member
+            .rules
+            .tier_for(before + added)
+            .map(|t| t.name.clone());
+        Ok(if rank(computed.as_deref()) > current {
+            computed
+        } else {
+            None
+        })
     }
 
     /// Writes `expire` entries for every lot that lapsed by `now`; returns how many members changed.
@@ -326,7 +347,7 @@ impl Store {
         for row in due {
             let member_id: String = row.try_get("member_id")?;
             let mut tx = self.write_tx().await?;
-            let member = self.lock_member(&mut tx, &member_id).await?;
+            let member = self.lock_member(&mut tx, &member_id, None).await?;
             let lapsed = sqlx::query(
                 "SELECT id, remaining FROM point_lots WHERE member_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2",
             )
@@ -341,12 +362,15 @@ impl Store {
             if total == 0 || total > member.points {
                 continue;
             }
-            for lot in &lapsed {
-                sqlx::query("UPDATE point_lots SET remaining = 0 WHERE id = $1")
-                    .bind(lot.try_get::<String, _>("id")?)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let takes = lapsed
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get::<String, _>("id")?,
+                        r.try_get::<i64, _>("remaining")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let entry = Entry {
                 id: new_id(),
                 member_id: member_id.clone(),
@@ -358,8 +382,16 @@ impl Store {
                 reverses_entry_id: None,
                 created_at: now,
             };
-            insert_entry(&mut tx, &entry, None).await?;
-            finish_change(&mut tx, &entry, now).await?;
+            let change = Change {
+                entry: &entry,
+                api_key_id: None,
+                new_lot: None,
+                takes,
+                tier: None,
+                balance: member.points - total,
+                idempotency: None,
+            };
+            self.write_change(&mut tx, &change).await?;
             tx.commit().await?;
             changed += 1;
         }
@@ -489,66 +521,186 @@ where
     rows::int(&row, "total")
 }
 
-async fn insert_entry(
-    tx: &mut Transaction<'static, Any>,
-    e: &Entry,
-    api_key_id: Option<&str>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO ledger_entries (id, member_id, kind, points, amount_minor, external_ref, channel, store_id,
-                                     partner_id, reason, reverses_entry_id, api_key_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(&e.id)
-    .bind(&e.member_id)
-    .bind(e.kind.as_str())
-    .bind(e.points)
-    .bind(e.amount_minor)
-    .bind(&e.origin.external_ref)
-    .bind(&e.origin.channel)
-    .bind(&e.origin.store_id)
-    .bind(&e.origin.partner_id)
-    .bind(&e.reason)
-    .bind(&e.reverses_entry_id)
-    .bind(api_key_id)
-    .bind(e.created_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(|err| match &err {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            StorageError::Rejected("that entry is already reversed".into())
+/// Everything one change writes, computed before anything is written.
+struct Change<'a> {
+    entry: &'a Entry,
+    api_key_id: Option<&'a str>,
+    /// A credit opens a lot, with its expiry.
+    new_lot: Option<Option<i64>>,
+    /// A debit takes from these lots, oldest first.
+    takes: Vec<(String, i64)>,
+    /// A promotion to this tier.
+    tier: Option<String>,
+    /// The balance after the change.
+    balance: i64,
+    idempotency: Option<(&'a Idempotency, String)>,
+}
+
+/// One SQL text with numbered parameters, built from statements that each take the next ones.
+#[derive(Default)]
+struct Batch {
+    statements: Vec<String>,
+    args: Vec<Arg>,
+}
+
+enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl Batch {
+    /// Adds a statement whose `?`s take `args` in order, numbered after the ones before.
+    fn push(&mut self, sql: &str, args: Vec<Arg>) {
+        debug_assert_eq!(sql.matches('?').count(), args.len(), "{sql}");
+        let mut parts = sql.split('?');
+        let mut out = parts.next().unwrap_or_default().to_string();
+        for (i, part) in parts.enumerate() {
+            out.push_str(&format!("${}{part}", self.args.len() + i + 1));
         }
-        _ => StorageError::Database(err),
-    })?;
-    Ok(())
+        self.args.extend(args);
+        self.statements.push(out);
+    }
 }
 
-async fn insert_lot(
-    tx: &mut Transaction<'static, Any>,
-    e: &Entry,
-    expires_at: Option<i64>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO point_lots (id, member_id, entry_id, points, remaining, earned_at, expires_at) VALUES ($1, $2, $3, $4, $4, $5, $6)",
-    )
-    .bind(new_id())
-    .bind(&e.member_id)
-    .bind(&e.id)
-    .bind(e.points)
-    .bind(e.created_at)
-    .bind(expires_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+fn text(v: impl Into<Option<String>>) -> Arg {
+    Arg::Text(v.into())
 }
 
-/// Consumes `points` from the member's lots, oldest first.
-async fn take_from_lots(
+impl Store {
+    /// Writes a change in one round trip: the entry, the lots, the outbox row, the pass's
+    /// `updated_at` and the idempotency record, then the guarded balance update, which must
+    /// land on the balance the change was computed for. SQLite runs the statements as one
+    /// script; PostgreSQL as one statement of data-modifying CTEs (foreign keys are checked at
+    /// its end, so the lot may name the entry written beside it).
+    async fn write_change(&self, tx: &mut Transaction<'static, Any>, c: &Change<'_>) -> Result<()> {
+        let e = c.entry;
+        let now = Arg::Int(Some(e.created_at));
+        let mut b = Batch::default();
+        b.push(
+            "INSERT INTO ledger_entries (id, member_id, kind, points, amount_minor, external_ref, channel, store_id,
+                                         partner_id, reason, reverses_entry_id, api_key_id, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                text(e.id.clone()),
+                text(e.member_id.clone()),
+                text(e.kind.as_str().to_string()),
+                Arg::Int(Some(e.points)),
+                Arg::Int(e.amount_minor),
+                text(e.origin.external_ref.clone()),
+                text(e.origin.channel.clone()),
+                text(e.origin.store_id.clone()),
+                text(e.origin.partner_id.clone()),
+                text(e.reason.clone()),
+                text(e.reverses_entry_id.clone()),
+                text(c.api_key_id.map(String::from)),
+                Arg::Int(Some(e.created_at)),
+            ],
+        );
+        if let Some(expires_at) = c.new_lot {
+            b.push(
+                "INSERT INTO point_lots (id, member_id, entry_id, points, remaining, earned_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                vec![
+                    text(new_id()),
+                    text(e.member_id.clone()),
+                    text(e.id.clone()),
+                    Arg::Int(Some(e.points)),
+                    Arg::Int(Some(e.points)),
+                    Arg::Int(Some(e.created_at)),
+                    Arg::Int(expires_at),
+                ],
+            );
+        }
+        for (lot, take) in &c.takes {
+            b.push(
+                "UPDATE point_lots SET remaining = remaining - ? WHERE id = ?",
+                vec![Arg::Int(Some(*take)), text(lot.clone())],
+            );
+        }
+        b.push(
+            "UPDATE passes SET updated_at = ? WHERE member_id = ?",
+            vec![now, text(e.member_id.clone())],
+        );
+        let payload = serde_json::json!({"entry_id": e.id, "kind": e.kind.as_str(), "points": e.points, "balance": c.balance});
+        b.push(
+            "INSERT INTO outbox (id, topic, member_id, payload, created_at) VALUES (?, 'member.points_changed', ?, ?, ?)",
+            vec![text(new_id()), text(e.member_id.clone()), text(payload.to_string()), Arg::Int(Some(e.created_at))],
+        );
+        if let Some((i, response)) = &c.idempotency {
+            b.push(
+                "INSERT INTO idempotency_keys (api_key_id, key, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)",
+                vec![
+                    text(i.api_key_id.clone()),
+                    text(i.key.clone()),
+                    text(i.request_hash.clone()),
+                    text(response.clone()),
+                    Arg::Int(Some(e.created_at)),
+                ],
+            );
+        }
+        b.push(
+            "UPDATE members SET points = points + ?, tier = COALESCE(?, tier) WHERE id = ? AND points + ? >= 0 RETURNING points",
+            vec![Arg::Int(Some(e.points)), text(c.tier.clone()), text(e.member_id.clone()), Arg::Int(Some(e.points))],
+        );
+        let sql = match self.backend {
+            Backend::Sqlite => b.statements.join(";\n"),
+            Backend::Postgres => {
+                let (last, ctes) = b.statements.split_last().expect("a batch has statements");
+                let ctes: Vec<String> = ctes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| format!("w{i} AS ({s})"))
+                    .collect();
+                format!("WITH {}\n{last}", ctes.join(",\n"))
+            }
+        };
+        // Built only from the fixed statements above; every value is a bound parameter.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for arg in b.args {
+            query = match arg {
+                Arg::Text(v) => query.bind(v),
+                Arg::Int(v) => query.bind(v),
+            };
+        }
+        // fetch_all, not fetch_optional: on a SQLite script sqlx stops fetch_optional after the
+        // first statement's empty result, though every statement runs.
+        let rows = query.fetch_all(&mut **tx).await.map_err(|err| match &err {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                if c.idempotency.is_some() && d.message().contains("idempotency") {
+                    StorageError::IdempotencyRace
+                } else if e.reverses_entry_id.is_some() {
+                    StorageError::Rejected("that entry is already reversed".into())
+                } else {
+                    StorageError::Database(err)
+                }
+            }
+            _ => StorageError::Database(err),
+        })?;
+        let balance = match rows.last() {
+            Some(r) => rows::int(r, "points")?,
+            None => {
+                return Err(StorageError::Insufficient {
+                    available: c.balance - e.points,
+                });
+            }
+        };
+        if balance != c.balance {
+            return Err(StorageError::Corrupt(format!(
+                "balance moved under the write lock: expected {}, found {balance}",
+                c.balance
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Which lots a debit of `points` takes from, oldest first.
+async fn lots_to_take(
     tx: &mut Transaction<'static, Any>,
     member_id: &str,
     points: i64,
     available: i64,
-) -> Result<()> {
+) -> Result<Vec<(String, i64)>> {
     let rows = sqlx::query("SELECT id, remaining FROM point_lots WHERE member_id = $1 AND remaining > 0 ORDER BY earned_at, id")
         .bind(member_id)
         .fetch_all(&mut **tx)
@@ -562,46 +714,5 @@ async fn take_from_lots(
             })
         })
         .collect::<Result<_>>()?;
-    let takes = consume(&lots, points).ok_or(StorageError::Insufficient { available })?;
-    for (lot_id, take) in takes {
-        sqlx::query("UPDATE point_lots SET remaining = remaining - $2 WHERE id = $1")
-            .bind(lot_id)
-            .bind(take)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Moves the balance by the entry's points (guarded against going below zero), marks the
-/// member's passes changed and announces the change in the outbox. Returns the new balance.
-async fn finish_change(tx: &mut Transaction<'static, Any>, e: &Entry, now: i64) -> Result<i64> {
-    let updated =
-        sqlx::query("UPDATE members SET points = points + $2 WHERE id = $1 AND points + $2 >= 0")
-            .bind(&e.member_id)
-            .bind(e.points)
-            .execute(&mut **tx)
-            .await?;
-    if updated.rows_affected() == 0 {
-        return Err(StorageError::Insufficient { available: 0 });
-    }
-    sqlx::query("UPDATE passes SET updated_at = $2 WHERE member_id = $1")
-        .bind(&e.member_id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    let row = sqlx::query("SELECT points FROM members WHERE id = $1")
-        .bind(&e.member_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let balance = rows::int(&row, "points")?;
-    let payload = serde_json::json!({"entry_id": e.id, "kind": e.kind.as_str(), "points": e.points, "balance": balance});
-    sqlx::query("INSERT INTO outbox (id, topic, member_id, payload, created_at) VALUES ($1, 'member.points_changed', $2, $3, $4)")
-        .bind(new_id())
-        .bind(&e.member_id)
-        .bind(payload.to_string())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(balance)
+    consume(&lots, points).ok_or(StorageError::Insufficient { available })
 }
