@@ -14,8 +14,6 @@ ALTER TABLE ledger_entries ADD COLUMN api_key_id TEXT;
 -- An entry is reversed at most once. Partial indexes hold only the rows that have the value.
 CREATE UNIQUE INDEX ledger_entries_reversal ON ledger_entries(reverses_entry_id) WHERE reverses_entry_id IS NOT NULL;
 CREATE INDEX ledger_entries_ref ON ledger_entries(member_id, external_ref) WHERE external_ref IS NOT NULL;
--- Tier windows sum a member's earns by time.
-CREATE INDEX ledger_entries_member_kind ON ledger_entries(member_id, kind, created_at);
 
 -- What is left to spend of each credit, oldest first; sum(remaining) = the member's balance.
 CREATE TABLE point_lots (
@@ -54,7 +52,7 @@ CREATE TABLE outbox (
     created_at   BIGINT NOT NULL,
     processed_at BIGINT
 );
-CREATE INDEX outbox_pending ON outbox(created_at) WHERE processed_at IS NULL;
+-- No secondary index: ids are time-ordered (UUIDv7), so the key itself orders the outbox.
 
 -- Cashier keys may carry a per-operation points limit.
 ALTER TABLE api_keys ADD COLUMN max_points BIGINT;

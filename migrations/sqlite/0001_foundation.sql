@@ -65,7 +65,7 @@ CREATE TABLE ledger_entries (
     points     BIGINT NOT NULL,
     reason     TEXT,
     created_at BIGINT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX ledger_entries_member ON ledger_entries(member_id, created_at);
 
 -- API keys: only a SHA-256 of the secret part is stored.

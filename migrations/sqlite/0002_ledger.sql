@@ -14,8 +14,6 @@ ALTER TABLE ledger_entries ADD COLUMN api_key_id TEXT;
 -- An entry is reversed at most once. Partial indexes hold only the rows that have the value.
 CREATE UNIQUE INDEX ledger_entries_reversal ON ledger_entries(reverses_entry_id) WHERE reverses_entry_id IS NOT NULL;
 CREATE INDEX ledger_entries_ref ON ledger_entries(member_id, external_ref) WHERE external_ref IS NOT NULL;
--- Tier windows sum a member's earns by time.
-CREATE INDEX ledger_entries_member_kind ON ledger_entries(member_id, kind, created_at);
 
 -- What is left to spend of each credit, oldest first; sum(remaining) = the member's balance.
 CREATE TABLE point_lots (
@@ -26,7 +24,7 @@ CREATE TABLE point_lots (
     remaining  BIGINT NOT NULL CHECK (remaining >= 0),
     earned_at  BIGINT NOT NULL,
     expires_at BIGINT
-);
+) WITHOUT ROWID;
 CREATE INDEX point_lots_member ON point_lots(member_id, earned_at);
 CREATE INDEX point_lots_expiry ON point_lots(expires_at) WHERE remaining > 0;
 
@@ -42,7 +40,7 @@ CREATE TABLE idempotency_keys (
     response     TEXT NOT NULL,
     created_at   BIGINT NOT NULL,
     PRIMARY KEY (api_key_id, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX idempotency_keys_age ON idempotency_keys(created_at);
 
 -- Written in the same transaction as the change it announces; read by push and webhooks.
@@ -53,8 +51,8 @@ CREATE TABLE outbox (
     payload      TEXT NOT NULL,
     created_at   BIGINT NOT NULL,
     processed_at BIGINT
-);
-CREATE INDEX outbox_pending ON outbox(created_at) WHERE processed_at IS NULL;
+) WITHOUT ROWID;
+-- No secondary index: ids are time-ordered (UUIDv7), so the key itself orders the outbox.
 
 -- Cashier keys may carry a per-operation points limit.
 ALTER TABLE api_keys ADD COLUMN max_points BIGINT;

@@ -7,7 +7,8 @@
 //! same points. The balance update is guarded in SQL as well (`points + delta >= 0`).
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Row};
 
 use super::{Backend, Result, StorageError, Store, new_id, rows};
 use crate::ledger::{
@@ -16,6 +17,28 @@ use crate::ledger::{
 };
 
 const DAY_MS: i64 = 86_400_000;
+
+/// The member read on SQLite (a macro so `concat!` can put `BEGIN IMMEDIATE` in front of it).
+macro_rules! lock_member_sqlite {
+    () => {
+        "SELECT m.points, m.tier, p.rules, i.request_hash, i.response
+         FROM members m JOIN programs p ON p.id = m.program_id
+         LEFT JOIN idempotency_keys i ON i.api_key_id = $2 AND i.key = $3
+         WHERE m.id = $1"
+    };
+}
+
+/// Closes the connection instead of returning it to the pool unless taken out: a SQLite
+/// connection left inside `BEGIN IMMEDIATE` must never serve another request.
+struct Unfinished(Option<PoolConnection<Any>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
 
 /// A member row with the program's rules, read under the write lock, and the stored result of
 /// the idempotency key if it was used before.
@@ -81,8 +104,54 @@ impl Store {
         idempotency: Option<&Idempotency>,
         now: i64,
     ) -> Result<(Outcome, bool)> {
-        let mut tx = self.write_tx().await?;
-        let member = self.lock_member(&mut tx, member_id, idempotency).await?;
+        let args = (member_id, op, origin, api_key_id, idempotency, now);
+        match self.backend {
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                let (outcome, replayed) = self.post_in(&mut tx, false, args).await?;
+                // A replay wrote nothing; dropping the transaction rolls it back.
+                if !replayed {
+                    tx.commit().await?;
+                }
+                Ok((outcome, replayed))
+            }
+            Backend::Sqlite => {
+                // BEGIN IMMEDIATE travels with the first read and COMMIT with the write, so a
+                // change costs two round trips to SQLite's worker thread instead of four.
+                let mut guard = Unfinished(Some(self.pool.acquire().await?));
+                let conn = guard.0.as_mut().expect("connection present");
+                let result = self.post_in(conn, true, args).await;
+                if !matches!(result, Ok((_, false))) {
+                    // A replay or an error: end the transaction; if even that fails, the guard
+                    // closes the connection rather than pool it mid-transaction.
+                    if sqlx::query("ROLLBACK").execute(&mut **conn).await.is_err() {
+                        return result;
+                    }
+                }
+                guard.0.take();
+                result
+            }
+        }
+    }
+
+    /// One posting on a connection. `script_tx`: open the transaction in the first read and
+    /// commit it in the write (SQLite); otherwise the caller owns the transaction.
+    async fn post_in(
+        &self,
+        conn: &mut AnyConnection,
+        script_tx: bool,
+        (member_id, op, origin, api_key_id, idempotency, now): (
+            &str,
+            &Operation,
+            &Origin,
+            Option<&str>,
+            Option<&Idempotency>,
+            i64,
+        ),
+    ) -> Result<(Outcome, bool)> {
+        let member = self
+            .lock_member(conn, member_id, idempotency, script_tx)
+            .await?;
         if let (Some(i), Some((hash, response))) = (idempotency, &member.earlier) {
             if *hash != i.request_hash {
                 return Err(StorageError::IdempotencyMismatch);
@@ -121,7 +190,7 @@ impl Store {
             }
             Operation::Refund { amount_minor } => {
                 let due = self
-                    .refund_due(&mut tx, member_id, origin, *amount_minor)
+                    .refund_due(conn, member_id, origin, *amount_minor)
                     .await?;
                 let take = due.min(member.points);
                 uncollected = due - take;
@@ -129,7 +198,7 @@ impl Store {
                 entry.amount_minor = Some(*amount_minor);
             }
             Operation::Reverse { entry_id } => {
-                entry.points = self.reversal_points(&mut tx, member_id, entry_id).await?;
+                entry.points = self.reversal_points(conn, member_id, entry_id).await?;
                 entry.reverses_entry_id = Some(entry_id.clone());
             }
         }
@@ -139,12 +208,12 @@ impl Store {
             });
         }
         let takes = if entry.points < 0 {
-            lots_to_take(&mut tx, member_id, -entry.points, member.points).await?
+            lots_to_take(conn, member_id, -entry.points, member.points).await?
         } else {
             Vec::new()
         };
         let promoted = if entry.kind == EntryKind::Earn && entry.points > 0 {
-            self.promotion(&mut tx, member_id, &member, &entry, now)
+            self.promotion(conn, member_id, &member, &entry, now)
                 .await?
         } else {
             None
@@ -170,8 +239,7 @@ impl Store {
                 )
             }),
         };
-        self.write_change(&mut tx, &change).await?;
-        tx.commit().await?;
+        self.write_change(conn, &change, script_tx).await?;
         Ok((outcome, false))
     }
 
@@ -179,17 +247,14 @@ impl Store {
     /// idempotency key, in one round trip.
     async fn lock_member(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        conn: &mut AnyConnection,
         member_id: &str,
         idempotency: Option<&Idempotency>,
+        begin: bool,
     ) -> Result<Locked> {
         let sql = match self.backend {
-            Backend::Sqlite => {
-                "SELECT m.points, m.tier, p.rules, i.request_hash, i.response
-                 FROM members m JOIN programs p ON p.id = m.program_id
-                 LEFT JOIN idempotency_keys i ON i.api_key_id = $2 AND i.key = $3
-                 WHERE m.id = $1"
-            }
+            Backend::Sqlite if begin => concat!("BEGIN IMMEDIATE;\n", lock_member_sqlite!()),
+            Backend::Sqlite => lock_member_sqlite!(),
             Backend::Postgres => {
                 "SELECT m.points, m.tier, p.rules, i.request_hash, i.response
                  FROM members m JOIN programs p ON p.id = m.program_id
@@ -197,13 +262,14 @@ impl Store {
                  WHERE m.id = $1 FOR UPDATE OF m"
             }
         };
-        let row = sqlx::query(sql)
+        // fetch_all: with BEGIN in front this is a script, where fetch_optional would stop early.
+        let rows = sqlx::query(sql)
             .bind(member_id)
             .bind(idempotency.map(|i| i.api_key_id.as_str()))
             .bind(idempotency.map(|i| i.key.as_str()))
-            .fetch_optional(&mut **tx)
+            .fetch_all(&mut *conn)
             .await?;
-        let row = row.ok_or(StorageError::NotFound("member"))?;
+        let row = rows.last().ok_or(StorageError::NotFound("member"))?;
         let earlier = match row.try_get::<Option<String>, _>("request_hash")? {
             Some(hash) => Some((hash, row.try_get("response")?)),
             None => None,
@@ -211,7 +277,7 @@ impl Store {
         Ok(Locked {
             points: row.try_get("points")?,
             tier: row.try_get("tier")?,
-            rules: rows::rules(&row)?,
+            rules: rows::rules(row)?,
             earlier,
         })
     }
@@ -219,7 +285,7 @@ impl Store {
     /// Points a refund of `amount_minor` takes back from the purchase `origin.external_ref` names.
     async fn refund_due(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        conn: &mut AnyConnection,
         member_id: &str,
         origin: &Origin,
         amount_minor: i64,
@@ -236,7 +302,7 @@ impl Store {
             .bind(member_id)
             .bind(reference)
             .bind("earn")
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *conn)
             .await?;
         if rows::int(&purchase, "n")? == 0 {
             return Err(StorageError::NotFound("purchase with that external_ref"));
@@ -245,7 +311,7 @@ impl Store {
             .bind(member_id)
             .bind(reference)
             .bind("refund")
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *conn)
             .await?;
         refund_points(
             rows::int(&purchase, "points")?,
@@ -260,14 +326,14 @@ impl Store {
     /// The points a reversal of `entry_id` moves: the opposite of the entry's.
     async fn reversal_points(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        conn: &mut AnyConnection,
         member_id: &str,
         entry_id: &str,
     ) -> Result<i64> {
         let row = sqlx::query("SELECT * FROM ledger_entries WHERE id = $1 AND member_id = $2")
             .bind(entry_id)
             .bind(member_id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
         let original = rows::entry(&row.ok_or(StorageError::NotFound("entry"))?)?;
         if original.kind == EntryKind::Reversal {
@@ -277,7 +343,7 @@ impl Store {
         }
         let reversed = sqlx::query("SELECT 1 FROM ledger_entries WHERE reverses_entry_id = $1")
             .bind(entry_id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
         if reversed.is_some() {
             return Err(StorageError::Rejected(format!(
@@ -290,7 +356,7 @@ impl Store {
             let refunded = sqlx::query("SELECT 1 FROM ledger_entries WHERE member_id = $1 AND external_ref = $2 AND kind = 'refund'")
                 .bind(member_id)
                 .bind(reference)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *conn)
                 .await?;
             if refunded.is_some() {
                 return Err(StorageError::Rejected(
@@ -305,7 +371,7 @@ impl Store {
     /// their own, so a member already in the top tier costs no query.
     async fn promotion(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        conn: &mut AnyConnection,
         member_id: &str,
         member: &Locked,
         entry: &Entry,
@@ -318,7 +384,7 @@ impl Store {
             return Ok(None);
         }
         // The window's total as of before this earn, plus what this earn adds.
-        let before = qualifying_total(&mut **tx, member_id, &member.rules, now).await?;
+        let before = qualifying_total(&mut *conn, member_id, &member.rules, now).await?;
         let added = match member.rules.tiers.basis {
             TierBasis::Points => entry.points,
             TierBasis::Spend => entry.amount_minor.unwrap_or(0),
@@ -347,7 +413,7 @@ impl Store {
         for row in due {
             let member_id: String = row.try_get("member_id")?;
             let mut tx = self.write_tx().await?;
-            let member = self.lock_member(&mut tx, &member_id, None).await?;
+            let member = self.lock_member(&mut tx, &member_id, None, false).await?;
             let lapsed = sqlx::query(
                 "SELECT id, remaining FROM point_lots WHERE member_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2",
             )
@@ -391,7 +457,7 @@ impl Store {
                 balance: member.points - total,
                 idempotency: None,
             };
-            self.write_change(&mut tx, &change).await?;
+            self.write_change(&mut tx, &change, false).await?;
             tx.commit().await?;
             changed += 1;
         }
@@ -462,10 +528,10 @@ impl Store {
         rows::int(&row, "total")
     }
 
-    /// Outbox rows not yet processed, oldest first.
+    /// Outbox rows not yet processed, oldest first (ids are time-ordered).
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>> {
         let rows = sqlx::query(
-            "SELECT id, topic, member_id, payload, created_at FROM outbox WHERE processed_at IS NULL ORDER BY created_at, id LIMIT $1",
+            "SELECT id, topic, member_id, payload, created_at FROM outbox WHERE processed_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -567,12 +633,18 @@ fn text(v: impl Into<Option<String>>) -> Arg {
 }
 
 impl Store {
-    /// Writes a change in one round trip: the entry, the lots, the outbox row, the pass's
-    /// `updated_at` and the idempotency record, then the guarded balance update, which must
-    /// land on the balance the change was computed for. SQLite runs the statements as one
-    /// script; PostgreSQL as one statement of data-modifying CTEs (foreign keys are checked at
-    /// its end, so the lot may name the entry written beside it).
-    async fn write_change(&self, tx: &mut Transaction<'static, Any>, c: &Change<'_>) -> Result<()> {
+    /// Writes a change in one round trip: the entry, the lots, the pass's `updated_at`, the
+    /// outbox row, the idempotency record and last the member's balance, which must land on the
+    /// balance the change was computed for. SQLite runs the statements as one script (with
+    /// `COMMIT` appended when `commit`); PostgreSQL as one statement of data-modifying CTEs
+    /// (foreign keys are checked at its end, so the lot may name the entry written beside it).
+    /// A balance below zero violates `CHECK (points >= 0)`, which aborts before any commit.
+    async fn write_change(
+        &self,
+        conn: &mut AnyConnection,
+        c: &Change<'_>,
+        commit: bool,
+    ) -> Result<()> {
         let e = c.entry;
         let now = Arg::Int(Some(e.created_at));
         let mut b = Batch::default();
@@ -639,10 +711,13 @@ impl Store {
             );
         }
         b.push(
-            "UPDATE members SET points = points + ?, tier = COALESCE(?, tier) WHERE id = ? AND points + ? >= 0 RETURNING points",
-            vec![Arg::Int(Some(e.points)), text(c.tier.clone()), text(e.member_id.clone()), Arg::Int(Some(e.points))],
+            // No guard in WHERE: the CHECK (points >= 0) constraint raises an error, which stops a
+            // SQLite script before its COMMIT; a WHERE guard would silently update nothing.
+            "UPDATE members SET points = points + ?, tier = COALESCE(?, tier) WHERE id = ? RETURNING points",
+            vec![Arg::Int(Some(e.points)), text(c.tier.clone()), text(e.member_id.clone())],
         );
         let sql = match self.backend {
+            Backend::Sqlite if commit => b.statements.join(";\n") + ";\nCOMMIT",
             Backend::Sqlite => b.statements.join(";\n"),
             Backend::Postgres => {
                 let (last, ctes) = b.statements.split_last().expect("a batch has statements");
@@ -664,18 +739,24 @@ impl Store {
         }
         // fetch_all, not fetch_optional: on a SQLite script sqlx stops fetch_optional after the
         // first statement's empty result, though every statement runs.
-        let rows = query.fetch_all(&mut **tx).await.map_err(|err| match &err {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                if c.idempotency.is_some() && d.message().contains("idempotency") {
-                    StorageError::IdempotencyRace
-                } else if e.reverses_entry_id.is_some() {
-                    StorageError::Rejected("that entry is already reversed".into())
-                } else {
-                    StorageError::Database(err)
+        let rows = query
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    if c.idempotency.is_some() && d.message().contains("idempotency") {
+                        StorageError::IdempotencyRace
+                    } else if e.reverses_entry_id.is_some() {
+                        StorageError::Rejected("that entry is already reversed".into())
+                    } else {
+                        StorageError::Database(err)
+                    }
                 }
-            }
-            _ => StorageError::Database(err),
-        })?;
+                sqlx::Error::Database(d) if d.is_check_violation() => StorageError::Insufficient {
+                    available: c.balance - e.points,
+                },
+                _ => StorageError::Database(err),
+            })?;
         let balance = match rows.last() {
             Some(r) => rows::int(r, "points")?,
             None => {
@@ -696,14 +777,14 @@ impl Store {
 
 /// Which lots a debit of `points` takes from, oldest first.
 async fn lots_to_take(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     member_id: &str,
     points: i64,
     available: i64,
 ) -> Result<Vec<(String, i64)>> {
     let rows = sqlx::query("SELECT id, remaining FROM point_lots WHERE member_id = $1 AND remaining > 0 ORDER BY earned_at, id")
         .bind(member_id)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
     let lots: Vec<Lot> = rows
         .iter()

@@ -131,7 +131,9 @@ impl Store {
                         Box::pin(async move {
                             for pragma in [
                                 "PRAGMA journal_mode = WAL",
-                                "PRAGMA synchronous = NORMAL",
+                                // FULL: a commit is on disk before the till hears "credited". NORMAL
+                                // in WAL mode can lose the last commits on power loss.
+                                "PRAGMA synchronous = FULL",
                                 "PRAGMA foreign_keys = ON",
                                 "PRAGMA busy_timeout = 10000",
                                 // 32 MiB page cache per connection, and a checkpoint every
