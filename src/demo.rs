@@ -46,7 +46,11 @@ pub fn design() -> TemplateDesign {
             foreground: "#ffffff".into(),
             label: "#c8c8c8".into(),
         },
-        header_fields: vec![field("program", "CARD", "{{program_name}}")],
+        header_fields: vec![{
+            let mut tier = field("tier", "TIER", "{{tier}}");
+            tier.change_message = Some("You are now %@".into());
+            tier
+        }],
         primary_fields: vec![points],
         secondary_fields: vec![field("member", "MEMBER", "{{member_name}}")],
         auxiliary_fields: vec![field("number", "NUMBER", "{{external_id}}")],

@@ -14,6 +14,7 @@ use super::{Checker, Invalid};
 /// Placeholders a field value may use, filled per member.
 pub const PLACEHOLDERS: &[&str] = &[
     "balance",
+    "tier",
     "member_name",
     "external_id",
     "barcode",
@@ -301,6 +302,8 @@ fn check_placeholders(text: &str) -> Result<(), String> {
 /// The values placeholders are filled with for one member.
 pub struct Substitutions<'a> {
     pub balance: i64,
+    /// The member's tier name, empty without tiers.
+    pub tier: &'a str,
     pub member_name: &'a str,
     pub external_id: &'a str,
     pub barcode: &'a str,
@@ -330,6 +333,7 @@ impl Substitutions<'_> {
             };
             match after[..end].trim() {
                 "balance" => out.push_str(&self.balance.to_string()),
+                "tier" => out.push_str(self.tier),
                 "member_name" => out.push_str(self.member_name),
                 "external_id" => out.push_str(self.external_id),
                 "barcode" => out.push_str(self.barcode),

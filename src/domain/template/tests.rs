@@ -89,12 +89,17 @@ fn each_rule_names_its_problem() {
 fn placeholders_fill() {
     let s = Substitutions {
         balance: 1240,
+        tier: "Gold",
         member_name: "Ada",
         external_id: "crm-1",
         barcode: "ABC",
         program_name: "Coffee",
     };
     assert_eq!(s.fill("{{balance}}"), FieldValue::Number(1240));
+    assert_eq!(
+        s.fill("{{tier}} member"),
+        FieldValue::Text("Gold member".into())
+    );
     assert_eq!(
         s.fill("Hi {{member_name}}, {{balance}} pts"),
         FieldValue::Text("Hi Ada, 1240 pts".into())

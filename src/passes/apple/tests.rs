@@ -38,7 +38,7 @@ fn fixture() -> (Program, Template, Member, Pass) {
         external_id: Some("crm-42".into()),
         barcode: "RE53ZYGHVFO34H3IQMD42ST3UQ".into(),
         points: 1240,
-        tier: None,
+        tier: Some("Gold".into()),
         created_at: 0,
     };
     let pass = Pass {
