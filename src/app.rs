@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::api::router())
         .merge(crate::web::router())
+        .merge(crate::webservice::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // The span names the route, never the full URI: query strings carry pass tokens.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {

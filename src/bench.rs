@@ -81,6 +81,7 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
         authentication_token: crate::secret::random_token(32),
         created_at: 0,
         updated_at: 0,
+        last_fetched_at: None,
     };
     let render = |member: &Member| {
         pass_json::render(&PassContent {

@@ -2,7 +2,10 @@
 //! The API and the public download route both go through it; it holds the signers and the
 //! per-template-version image cache.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
 
 use crate::domain::{Invalid, Member, NewMember, Pass, Program, Template, TemplateDesign};
 use crate::passes::apple::bundle::{self, BundleError};
@@ -29,7 +32,12 @@ pub struct Cards {
     signers: Signers,
     assets: AssetCache,
     web_service_url: String,
+    /// Signed passes by serial, with the `updated_at` they were built at.
+    signed: Mutex<HashMap<String, (i64, Bytes)>>,
 }
+
+/// Signed passes kept for devices that fetch an unchanged pass (about 30 KB each).
+const SIGNED_CACHE_ENTRIES: usize = 4096;
 
 /// A signed `.pkpass` and the pass it was built from.
 pub struct SignedPass {
@@ -44,6 +52,7 @@ impl Cards {
             signers,
             assets: AssetCache::default(),
             web_service_url,
+            signed: Mutex::default(),
         }
     }
 
@@ -182,6 +191,25 @@ impl Cards {
             web_service_url: &self.web_service_url,
         });
         Ok(bundle::build(&json, &assets, &identity)?)
+    }
+
+    /// The signed pass, from the cache when the pass has not changed since it was built.
+    /// Invariant: everything a pass shows bumps `passes.updated_at`, so the key is exact.
+    pub async fn pkpass_cached(&self, pass: &Pass) -> Result<Bytes, CardError> {
+        let key = &pass.serial_number;
+        if let Some((at, bytes)) = self.signed.lock().expect("pass cache poisoned").get(key)
+            && *at == pass.updated_at
+        {
+            return Ok(bytes.clone());
+        }
+        let bytes = Bytes::from(self.pkpass(pass).await?);
+        let mut cache = self.signed.lock().expect("pass cache poisoned");
+        if cache.len() >= SIGNED_CACHE_ENTRIES && !cache.contains_key(key) {
+            // Crude but bounded: forget everything rather than track recency.
+            cache.clear();
+        }
+        cache.insert(key.clone(), (pass.updated_at, bytes.clone()));
+        Ok(bytes)
     }
 
     async fn assets_for(&self, template: &Template) -> Result<Arc<PreparedAssets>, CardError> {

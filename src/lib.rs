@@ -14,3 +14,4 @@ pub mod passes;
 pub mod secret;
 pub mod storage;
 pub mod web;
+pub mod webservice;

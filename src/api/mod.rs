@@ -147,8 +147,8 @@ pub fn paged<T, V: utoipa::ToSchema>(
 }
 
 /// A `.pkpass` response. `Last-Modified` is the pass's own change time, never "now".
-pub fn pkpass_response(bytes: Vec<u8>, updated_at_ms: i64) -> Response {
-    let mut response = Response::new(Body::from(bytes));
+pub fn pkpass_response(bytes: impl Into<Body>, updated_at_ms: i64) -> Response {
+    let mut response = Response::new(bytes.into());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     headers.insert(

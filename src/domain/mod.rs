@@ -189,6 +189,8 @@ pub struct Pass {
     pub created_at: i64,
     /// Milliseconds since the epoch of the last change to anything the pass shows.
     pub updated_at: i64,
+    /// When Wallet last downloaded the pass through the PassKit web service.
+    pub last_fetched_at: Option<i64>,
 }
 
 pub fn check_text(c: &mut Checker, field: &str, value: &str, max: usize) {

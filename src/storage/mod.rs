@@ -6,9 +6,11 @@
 //! takes the lock up front instead of failing to upgrade a read lock halfway.
 
 mod ledger;
+mod passkit;
 mod rows;
 
 pub use ledger::{MemberStanding, OutboxRow};
+pub use passkit::Registration;
 
 use std::str::FromStr;
 
@@ -393,6 +395,7 @@ impl Store {
             authentication_token: random_token(32),
             created_at: now,
             updated_at: now,
+            last_fetched_at: None,
         };
         let mut tx = self.write_tx().await?;
         sqlx::query(

@@ -85,6 +85,7 @@ pub fn pass(r: &AnyRow) -> Result<Pass> {
         authentication_token: r.try_get("authentication_token")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        last_fetched_at: r.try_get("last_fetched_at")?,
     })
 }
 

@@ -8,3 +8,4 @@ mod ledger_props;
 mod openapi;
 mod pass_checks;
 mod storage;
+mod webservice;

@@ -49,6 +49,7 @@ fn fixture() -> (Program, Template, Member, Pass) {
         authentication_token: "ew6ugopudgfxt6e5elqupzm3lbg5wd6cajgsnd5a23xo7b2mddua".into(),
         created_at: 0,
         updated_at: 0,
+        last_fetched_at: None,
     };
     (program, template, member, pass)
 }

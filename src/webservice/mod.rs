@@ -1,0 +1,285 @@
+//! Apple's PassKit web service (`shared/spec/apple-wallet.md` §5) under each pass's
+//! `webServiceURL` (`<public_url>/passkit`): devices register for updates, ask which passes
+//! changed, download them, and send their logs.
+//!
+//! Statuses follow Apple's reference [WS] exactly. An unknown serial answers 401 like a wrong
+//! token, so tokens cannot be probed; Apple documents no 404. 401s are ordinary device behaviour
+//! (a deleted pass, a stale registration) and log at debug.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::header::{AUTHORIZATION, IF_MODIFIED_SINCE, LAST_MODIFIED};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::domain::{Pass, now_ms};
+use crate::secret::constant_time_eq;
+use crate::storage::StorageError;
+
+/// Largest `POST /v1/log` body accepted; Wallet sends a handful of short lines.
+const LOG_BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/passkit/v1/devices/{device}/registrations/{pass_type}/{serial}",
+            post(register).delete(unregister),
+        )
+        .route(
+            "/passkit/v1/devices/{device}/registrations/{pass_type}",
+            get(updated),
+        )
+        .route("/passkit/v1/passes/{pass_type}/{serial}", get(latest_pass))
+        .route(
+            "/passkit/v1/log",
+            post(log).layer(DefaultBodyLimit::max(LOG_BODY_LIMIT)),
+        )
+}
+
+fn status(code: StatusCode) -> Response {
+    code.into_response()
+}
+
+/// The pass if the request carries `Authorization: ApplePass <its token>`; else 401.
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    pass_type: &str,
+    serial: &str,
+) -> Result<Pass, Response> {
+    let unauthorized = |why: &str| {
+        tracing::debug!(serial, why, "PassKit request not authorized");
+        status(StatusCode::UNAUTHORIZED)
+    };
+    let Some(token) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("ApplePass "))
+    else {
+        return Err(unauthorized("no ApplePass authorization"));
+    };
+    let pass = match state.store.get_pass(serial).await {
+        Ok(p) => p,
+        Err(StorageError::NotFound(_)) => return Err(unauthorized("unknown serial")),
+        Err(e) => {
+            tracing::error!(error = %e, "PassKit: reading the pass failed");
+            return Err(status(StatusCode::INTERNAL_SERVER_ERROR));
+        }
+    };
+    if pass.pass_type_identifier != pass_type
+        || !constant_time_eq(
+            pass.authentication_token.as_bytes(),
+            token.trim().as_bytes(),
+        )
+    {
+        return Err(unauthorized("wrong token or pass type"));
+    }
+    Ok(pass)
+}
+
+fn valid_device(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    #[serde(rename = "pushToken")]
+    push_token: String,
+}
+
+/// `POST /v1/devices/{device}/registrations/{passType}/{serial}`: 201 new, 200 already
+/// registered (push token updated), 401 not authorized [WS].
+async fn register(
+    State(state): State<AppState>,
+    Path((device, pass_type, serial)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let pass = match authorize(&state, &headers, &pass_type, &serial).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Ok(RegisterBody { push_token }) = serde_json::from_slice::<RegisterBody>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "body must be {\"pushToken\": \"<hex>\"}\n",
+        )
+            .into_response();
+    };
+    // APNs device tokens are hex; anything else could never be pushed to.
+    if !valid_device(&device)
+        || !(1..=200).contains(&push_token.len())
+        || !push_token.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            "malformed device identifier or push token\n",
+        )
+            .into_response();
+    }
+    match state
+        .store
+        .register_device(&device, &push_token, &pass.serial_number, now_ms())
+        .await
+    {
+        Ok(true) => status(StatusCode::CREATED),
+        Ok(false) => status(StatusCode::OK),
+        Err(e) => {
+            tracing::error!(error = %e, "PassKit: registration failed");
+            status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+/// `DELETE /v1/devices/{device}/registrations/{passType}/{serial}`: 200, or 401 [WS]. Apple's
+/// reference says 200, not 204.
+async fn unregister(
+    State(state): State<AppState>,
+    Path((device, pass_type, serial)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let pass = match authorize(&state, &headers, &pass_type, &serial).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match state
+        .store
+        .unregister_device(&device, &pass.serial_number)
+        .await
+    {
+        Ok(()) => status(StatusCode::OK),
+        Err(e) => {
+            tracing::error!(error = %e, "PassKit: unregistration failed");
+            status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Since {
+    #[serde(rename = "passesUpdatedSince")]
+    passes_updated_since: Option<String>,
+}
+
+/// `GET /v1/devices/{device}/registrations/{passType}?passesUpdatedSince=<tag>`: 200 with the
+/// serials changed after the tag and `lastUpdated` (a JSON string: a number breaks Wallet), or
+/// 204 when none [WS, UPD]. No authorization: the device id is the credential [UPD]. The tag is
+/// the pass's change time in milliseconds; an unparsable tag counts as absent.
+async fn updated(
+    State(state): State<AppState>,
+    Path((device, pass_type)): Path<(String, String)>,
+    Query(q): Query<Since>,
+) -> Response {
+    let since = q
+        .passes_updated_since
+        .and_then(|t| t.trim().parse::<i64>().ok());
+    match state
+        .store
+        .updated_serials(&device, &pass_type, since)
+        .await
+    {
+        Ok(rows) if rows.is_empty() => status(StatusCode::NO_CONTENT),
+        Ok(rows) => {
+            let last = rows.iter().map(|(_, at)| *at).max().unwrap_or_default();
+            let serials: Vec<&str> = rows.iter().map(|(s, _)| s.as_str()).collect();
+            axum::Json(json!({"serialNumbers": serials, "lastUpdated": last.to_string()}))
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "PassKit: listing updated passes failed");
+            status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+/// `GET /v1/passes/{passType}/{serial}`: the current pass with `Last-Modified` equal to the
+/// pass's own change time (never "now"), or 304 when `If-Modified-Since` is at or after it, or
+/// 401 [WS, §5.4]. An unchanged pass is served from signed bytes, not signed again.
+async fn latest_pass(
+    State(state): State<AppState>,
+    Path((pass_type, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let pass = match authorize(&state, &headers, &pass_type, &serial).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let changed_secs = pass.updated_at.div_euclid(1000);
+    let since = headers
+        .get(IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date);
+    if since.is_some_and(|s| changed_secs <= s) {
+        let mut r = status(StatusCode::NOT_MODIFIED);
+        if let Some(v) =
+            crate::api::http_date(pass.updated_at).and_then(|d| HeaderValue::from_str(&d).ok())
+        {
+            r.headers_mut().insert(LAST_MODIFIED, v);
+        }
+        return r;
+    }
+    match state.cards.pkpass_cached(&pass).await {
+        Ok(bytes) => {
+            if let Err(e) = state
+                .store
+                .mark_fetched(&pass.serial_number, now_ms())
+                .await
+            {
+                tracing::warn!(error = %e, "PassKit: recording the fetch failed");
+            }
+            crate::api::pkpass_response(bytes, pass.updated_at)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "PassKit: building the pass failed");
+            status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+/// Parses an IMF-fixdate (`Tue, 09 Aug 2016 21:57:32 GMT`) into seconds since the epoch.
+fn parse_http_date(s: &str) -> Option<i64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let t = time::PrimitiveDateTime::parse(s.trim(), &format).ok()?;
+    Some(t.assume_utc().unix_timestamp())
+}
+
+#[derive(Deserialize)]
+struct Logs {
+    logs: Vec<String>,
+}
+
+/// `POST /v1/log`: Wallet's error messages about this service, written to our log [WS].
+async fn log(body: Bytes) -> Response {
+    let Ok(Logs { logs }) = serde_json::from_slice::<Logs>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "body must be {\"logs\": [\"...\"]}\n",
+        )
+            .into_response();
+    };
+    for line in logs.iter().take(100) {
+        let line: String = line.chars().take(1000).collect();
+        tracing::info!(target: "tessera::passkit_device", "{line}");
+    }
+    status(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates_round_trip() {
+        let text = crate::api::http_date(1_470_779_852_999).unwrap();
+        assert_eq!(super::parse_http_date(&text), Some(1_470_779_852));
+        assert_eq!(super::parse_http_date("yesterday"), None);
+    }
+}
