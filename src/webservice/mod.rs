@@ -21,6 +21,13 @@ use crate::domain::{Pass, now_ms};
 use crate::secret::constant_time_eq;
 use crate::storage::StorageError;
 
+/// How far behind "now" a `lastUpdated` tag is held. A change's time is taken before its
+/// transaction commits, so a change stamped earlier can commit after one stamped later; a tag
+/// never newer than this margin makes the device ask again for anything that committed late.
+/// The cost: a pass changed in the last few seconds may be listed twice, and its second fetch
+/// is a cheap 304.
+const TAG_MARGIN_MS: i64 = 5_000;
+
 /// Largest `POST /v1/log` body accepted; Wallet sends a handful of short lines.
 const LOG_BODY_LIMIT: usize = 64 * 1024;
 
@@ -172,7 +179,8 @@ struct Since {
 /// `GET /v1/devices/{device}/registrations/{passType}?passesUpdatedSince=<tag>`: 200 with the
 /// serials changed after the tag and `lastUpdated` (a JSON string: a number breaks Wallet), or
 /// 204 when none [WS, UPD]. No authorization: the device id is the credential [UPD]. The tag is
-/// the pass's change time in milliseconds; an unparsable tag counts as absent.
+/// a change time in milliseconds, held `TAG_MARGIN_MS` behind now; an unparsable tag counts as
+/// absent.
 async fn updated(
     State(state): State<AppState>,
     Path((device, pass_type)): Path<(String, String)>,
@@ -188,7 +196,8 @@ async fn updated(
     {
         Ok(rows) if rows.is_empty() => status(StatusCode::NO_CONTENT),
         Ok(rows) => {
-            let last = rows.iter().map(|(_, at)| *at).max().unwrap_or_default();
+            let newest = rows.iter().map(|(_, at)| *at).max().unwrap_or_default();
+            let last = newest.min(now_ms() - TAG_MARGIN_MS);
             let serials: Vec<&str> = rows.iter().map(|(s, _)| s.as_str()).collect();
             axum::Json(json!({"serialNumbers": serials, "lastUpdated": last.to_string()}))
                 .into_response()
