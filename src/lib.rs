@@ -11,6 +11,7 @@ pub mod domain;
 pub mod jobs;
 pub mod ledger;
 pub mod passes;
+pub mod push;
 pub mod secret;
 pub mod storage;
 pub mod web;

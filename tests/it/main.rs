@@ -1,6 +1,7 @@
 //! The one integration test binary (one link step instead of one per file).
 
 mod api;
+mod apns;
 mod cli;
 mod helpers;
 mod ledger;

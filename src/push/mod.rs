@@ -1,0 +1,4 @@
+//! Push notifications that make installed cards fetch their new version.
+//! `apns` is the Apple Push Notification service client; the outbox dispatcher comes next.
+
+pub mod apns;
