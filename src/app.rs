@@ -64,6 +64,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Starts the background workers: the ledger jobs and, when pushing is on, the push
+/// dispatcher. Abort the handles to stop them.
+pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut workers = vec![tokio::spawn(crate::jobs::ledger_loop(state.clone()))];
+    let dispatcher = crate::push::dispatcher::Dispatcher::from_config(
+        state.store.clone(),
+        state.cards.shared_signers(),
+        &state.config.push,
+    )
+    .context("configuring push")?;
+    match dispatcher {
+        Some(d) => workers.push(tokio::spawn(d.run())),
+        None => tracing::info!("APNs push is off (development identity and no push.apns_url)"),
+    }
+    Ok(workers)
+}
+
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
 pub async fn run(
     state: AppState,

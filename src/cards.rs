@@ -29,7 +29,7 @@ pub enum CardError {
 
 pub struct Cards {
     store: Store,
-    signers: Signers,
+    signers: Arc<Signers>,
     assets: AssetCache,
     web_service_url: String,
     /// Signed passes by serial, with the `updated_at` they were built at.
@@ -49,7 +49,7 @@ impl Cards {
     pub fn new(store: Store, signers: Signers, web_service_url: String) -> Cards {
         Cards {
             store,
-            signers,
+            signers: Arc::new(signers),
             assets: AssetCache::default(),
             web_service_url,
             signed: Mutex::default(),
@@ -58,6 +58,11 @@ impl Cards {
 
     pub fn signers(&self) -> &Signers {
         &self.signers
+    }
+
+    /// The signers, shared with the push dispatcher (which pushes with the same identities).
+    pub fn shared_signers(&self) -> Arc<Signers> {
+        self.signers.clone()
     }
 
     /// Refuses a program whose identifiers no configured identity can sign for: such passes

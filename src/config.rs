@@ -25,6 +25,35 @@ pub struct Config {
     pub log: String,
     pub apple: AppleConfig,
     pub ledger: LedgerConfig,
+    pub push: PushConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Send APNs pushes. Unset: on when a real signing identity is configured, or when
+    /// `apns_url` is set; development certificates cannot push to Apple.
+    pub enabled: Option<bool>,
+    /// APNs base URL; Apple's production host unless set (a local stand-in in tests).
+    pub apns_url: Option<String>,
+    /// An extra CA certificate (PEM) to trust for `apns_url`, for stand-ins.
+    pub apns_root_certificate: Option<PathBuf>,
+    /// First retry delay after a failed push; doubles with each attempt, with jitter.
+    pub retry_base_ms: u64,
+    /// How often the dispatcher looks at the outbox when nothing woke it.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            enabled: None,
+            apns_url: None,
+            apns_root_certificate: None,
+            retry_base_ms: 1000,
+            poll_interval_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +94,7 @@ impl Default for Config {
             log: "info,tessera=info".into(),
             apple: AppleConfig::default(),
             ledger: LedgerConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }

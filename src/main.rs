@@ -223,9 +223,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "tessera listening");
-    let jobs = tokio::spawn(tessera::jobs::ledger_loop(state.clone()));
+    let workers = app::spawn_workers(&state)?;
     app::run(state.clone(), listener, app::shutdown_signal()).await?;
-    jobs.abort();
+    workers.iter().for_each(|w| w.abort());
     state.store.close().await;
     Ok(())
 }

@@ -40,6 +40,7 @@ struct ErrorBody {
     reason: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct ApnsClient {
     http: reqwest::Client,
     base_url: String,

@@ -2,3 +2,4 @@
 //! `apns` is the Apple Push Notification service client; the outbox dispatcher comes next.
 
 pub mod apns;
+pub mod dispatcher;

@@ -82,7 +82,7 @@ impl Store {
         idempotency: Option<&Idempotency>,
         now: i64,
     ) -> Result<(Outcome, bool)> {
-        match self
+        let result = match self
             .post_once(member_id, op, origin, api_key_id, idempotency, now)
             .await
         {
@@ -92,7 +92,11 @@ impl Store {
                     .await
             }
             other => other,
+        };
+        if matches!(result, Ok((_, false))) {
+            self.changed.notify_one();
         }
+        result
     }
 
     async fn post_once(
@@ -459,6 +463,7 @@ impl Store {
             };
             self.write_change(&mut tx, &change, false).await?;
             tx.commit().await?;
+            self.changed.notify_one();
             changed += 1;
         }
         Ok(changed)

@@ -10,9 +10,12 @@ mod passkit;
 mod rows;
 
 pub use ledger::{MemberStanding, OutboxRow};
-pub use passkit::Registration;
+pub use passkit::{DueChange, Registration};
 
 use std::str::FromStr;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
@@ -105,6 +108,9 @@ pub struct ApiKeyRecord {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Woken after every committed change that wrote an outbox row, so the push dispatcher
+    /// starts at once instead of at its next poll.
+    changed: Arc<Notify>,
 }
 
 impl Store {
@@ -160,7 +166,16 @@ impl Store {
                     .await?
             }
         };
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            changed: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Notified after each committed change that wrote to the outbox.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changed.clone()
     }
 
     pub fn backend(&self) -> Backend {

@@ -121,3 +121,78 @@ impl Store {
             .collect()
     }
 }
+
+/// An outbox row due for delivery, with its retry count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueChange {
+    pub id: String,
+    pub member_id: Option<String>,
+    pub attempts: i64,
+}
+
+impl Store {
+    /// Outbox rows due by `now`, oldest first.
+    pub async fn due_outbox(&self, now: i64, limit: i64) -> Result<Vec<DueChange>> {
+        let rows = sqlx::query(
+            "SELECT id, member_id, attempts FROM outbox WHERE processed_at IS NULL AND available_at <= $1 ORDER BY id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueChange {
+                    id: r.try_get("id")?,
+                    member_id: r.try_get("member_id")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets delivered outbox rows.
+    pub async fn finish_outbox(&self, ids: &[String]) -> Result<()> {
+        for id in ids {
+            sqlx::query("DELETE FROM outbox WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Schedules outbox rows again at `available_at` after a failed delivery.
+    pub async fn retry_outbox(&self, ids: &[String], available_at: i64, error: &str) -> Result<()> {
+        for id in ids {
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, available_at = $2, last_error = $3 WHERE id = $1")
+                .bind(id)
+                .bind(available_at)
+                .bind(error)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records the outcome of the last push to a device for a pass.
+    pub async fn record_push(
+        &self,
+        device: &str,
+        serial: &str,
+        result: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE registrations SET last_push_at = $3, last_push_result = $4
+             WHERE device_library_identifier = $1 AND serial_number = $2",
+        )
+        .bind(device)
+        .bind(serial)
+        .bind(now)
+        .bind(result)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

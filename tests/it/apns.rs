@@ -82,15 +82,20 @@ fn server_identity() -> (X509, X509, PKey<Private>) {
     (ca, b.build(), server_key)
 }
 
-/// Replies by device token: `gone` 410, `bad` 400 BadDeviceToken, `topic` 400 BadTopic,
-/// `busy` 429, anything else 200.
-fn reply(token: &str) -> (StatusCode, &'static str) {
+/// Replies by device token: `gone`/`dead` 410, `bad`/`bad0` 400 BadDeviceToken, `topic` 400
+/// BadTopic, `busy` 429, `5005` 500 the first time and 200 after, anything else 200.
+/// `earlier` is how many requests for this token came before.
+fn reply(token: &str, earlier: usize) -> (StatusCode, &'static str) {
     match token {
-        "gone" => (
+        "gone" | "dead" => (
             StatusCode::GONE,
             r#"{"reason":"Unregistered","timestamp":1700000000000}"#,
         ),
-        "bad" => (StatusCode::BAD_REQUEST, r#"{"reason":"BadDeviceToken"}"#),
+        "bad" | "bad0" => (StatusCode::BAD_REQUEST, r#"{"reason":"BadDeviceToken"}"#),
+        "5005" if earlier == 0 => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"reason":"InternalServerError"}"#,
+        ),
         "topic" => (StatusCode::BAD_REQUEST, r#"{"reason":"BadTopic"}"#),
         "busy" => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -118,7 +123,7 @@ impl StandIn {
         let acceptor = Arc::new(acceptor.build());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
         let connections = Arc::new(Mutex::new(0));
         let (seen2, conns2) = (seen.clone(), connections.clone());
         tokio::spawn(async move {
@@ -158,14 +163,18 @@ impl StandIn {
                                 let body =
                                     req.into_body().collect().await.unwrap().to_bytes().to_vec();
                                 let token = path.rsplit('/').next().unwrap_or_default().to_string();
-                                seen.lock().unwrap().push(Seen {
-                                    path,
-                                    version,
-                                    topic,
-                                    body,
-                                    client_uid: uid,
-                                });
-                                let (status, text) = reply(&token);
+                                let (status, text) = {
+                                    let mut seen = seen.lock().unwrap();
+                                    let earlier = seen.iter().filter(|s| s.path == path).count();
+                                    seen.push(Seen {
+                                        path,
+                                        version,
+                                        topic,
+                                        body,
+                                        client_uid: uid,
+                                    });
+                                    reply(&token, earlier)
+                                };
                                 let mut r =
                                     Response::new(Full::new(Bytes::from_static(text.as_bytes())));
                                 *r.status_mut() = status;
@@ -188,6 +197,25 @@ impl StandIn {
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Requests seen for one device token.
+    pub fn pushes_to(&self, token: &str) -> Vec<Seen> {
+        let path = format!("/3/device/{token}");
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Writes the stand-in's CA for `push.apns_root_certificate`.
+    pub fn write_ca(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("apns-standin-ca.pem");
+        std::fs::write(&path, self.ca.to_pem().unwrap()).unwrap();
+        path
     }
 }
 

@@ -99,6 +99,7 @@ pub struct TestApp {
     pub state: AppState,
     pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
     /// Kept so the database outlives the server.
     _db: TestDb,
 }
@@ -126,6 +127,7 @@ impl TestApp {
             tessera::api::auth::create_key(&store, "test admin", Role::Admin, None)
                 .await
                 .unwrap();
+        let workers = app::spawn_workers(&state).unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         tokio::spawn(app::run(state.clone(), listener, async move {
             let _ = stop_rx.await;
@@ -137,6 +139,7 @@ impl TestApp {
             state,
             data_dir,
             shutdown: Some(stop_tx),
+            workers,
             _db: db,
         }
     }
@@ -230,6 +233,7 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.workers.iter().for_each(|w| w.abort());
     }
 }
 

@@ -8,5 +8,6 @@ mod ledger;
 mod ledger_props;
 mod openapi;
 mod pass_checks;
+mod push;
 mod storage;
 mod webservice;

@@ -118,6 +118,16 @@ impl SigningIdentity {
         Self::new(certificate, key, load_certificate(intermediate)?)
     }
 
+    /// The certificate, which also authenticates pushes to APNs.
+    pub fn certificate(&self) -> &X509 {
+        &self.certificate
+    }
+
+    /// The private key; for building the APNs client identity only.
+    pub fn private_key(&self) -> &PKey<Private> {
+        &self.key
+    }
+
     pub fn pass_type_identifier(&self) -> &str {
         &self.pass_type_identifier
     }

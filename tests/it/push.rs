@@ -1,0 +1,179 @@
+//! Ledger change → outbox → APNs push, end to end against the HTTP/2 TLS stand-in.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tessera::passes::apple::dev_certs::DevAuthority;
+
+use crate::apns::StandIn;
+use crate::helpers::{TestApp, TestDb, issue_member};
+use crate::on_both_backends;
+
+/// An app whose dispatcher pushes to a fresh stand-in, retrying fast.
+async fn app_with_standin(db: TestDb) -> (TestApp, StandIn) {
+    let certs = db.dir.path().join("data").join("dev-certs");
+    DevAuthority::open_or_create(&certs).unwrap();
+    let standin = StandIn::start(&certs).await;
+    let ca = standin.write_ca(db.dir.path());
+    let url = standin.url();
+    let app = TestApp::spawn_with(db, move |c| {
+        c.push.apns_url = Some(url);
+        c.push.apns_root_certificate = Some(ca);
+        c.push.retry_base_ms = 50;
+        c.push.poll_interval_ms = 50;
+    })
+    .await;
+    (app, standin)
+}
+
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..150 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Registers `device` with push token `token` for the member's pass through the web service.
+async fn register(app: &TestApp, member: &serde_json::Value, device: &str, token: &str) {
+    let pass = app
+        .state
+        .store
+        .get_pass(member["pass"]["serial_number"].as_str().unwrap())
+        .await
+        .unwrap();
+    let url = app.url(&format!(
+        "/passkit/v1/devices/{device}/registrations/{}/{}",
+        pass.pass_type_identifier, pass.serial_number
+    ));
+    let r = app
+        .client
+        .post(url)
+        .header(
+            "Authorization",
+            format!("ApplePass {}", pass.authentication_token),
+        )
+        .json(&json!({ "pushToken": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+async fn earn(app: &TestApp, member: &serde_json::Value, key: &str, points: i64) -> u16 {
+    let path = format!(
+        "/api/v1/members/{}/transactions",
+        member["id"].as_str().unwrap()
+    );
+    app.post_idem(&path, key, json!({"type": "earn", "points": points}))
+        .await
+        .0
+}
+
+async fn an_earn_pushes_each_device_once(db: TestDb) {
+    let (app, standin) = app_with_standin(db).await;
+    let member = issue_member(&app, "coffee").await;
+    register(&app, &member, "phone", "abcd01").await;
+    register(&app, &member, "old-phone", "dead").await;
+    assert_eq!(earn(&app, &member, "e1", 25).await, 201);
+
+    eventually("a push to the phone", || {
+        standin.pushes_to("abcd01").len() == 1
+    })
+    .await;
+    let push = &standin.pushes_to("abcd01")[0];
+    assert_eq!(
+        push.topic,
+        member["pass"]["pass_type_identifier"].as_str().unwrap()
+    );
+    assert_eq!(push.body, b"{}");
+    assert_eq!(push.version, "HTTP/2.0");
+    // 410 from APNs removed the old phone's registration.
+    let serial = member["pass"]["serial_number"].as_str().unwrap();
+    for _ in 0..100 {
+        if app.state.store.registrations(serial).await.unwrap().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = app.state.store.registrations(serial).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].device_library_identifier, "phone");
+
+    // Nothing more is pushed: not twice for one change, not for a refused change.
+    let path = format!(
+        "/api/v1/members/{}/transactions",
+        member["id"].as_str().unwrap()
+    );
+    let (s, _) = app
+        .post_idem(&path, "r1", json!({"type": "redeem", "points": 1000}))
+        .await;
+    assert_eq!(s, 422);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(standin.pushes_to("abcd01").len(), 1);
+    assert!(
+        app.state.store.pending_outbox(10).await.unwrap().is_empty(),
+        "the outbox is drained"
+    );
+}
+
+on_both_backends!(an_earn_pushes_each_device_once);
+
+#[tokio::test]
+async fn a_failed_push_is_retried_until_delivered() {
+    let (app, standin) = app_with_standin(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    register(&app, &member, "phone", "5005").await;
+    assert_eq!(earn(&app, &member, "e1", 5).await, 201);
+    // The stand-in answers 500 first, then 200.
+    eventually("a retried push", || standin.pushes_to("5005").len() == 2).await;
+    for _ in 0..50 {
+        if app.state.store.pending_outbox(10).await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the outbox row was not finished after a successful retry");
+}
+
+/// A change committed while no dispatcher runs (the server died between commit and push) is
+/// pushed by the next process that starts on the same database.
+#[tokio::test]
+async fn a_push_survives_a_restart() {
+    let db = TestDb::sqlite().await;
+    let url = db.url.clone();
+    let certs = db.dir.path().join("data").join("dev-certs");
+    DevAuthority::open_or_create(&certs).unwrap();
+    let standin = StandIn::start(&certs).await;
+    let ca = standin.write_ca(db.dir.path());
+    // First process: push is off (development identity, no APNs URL).
+    let first = TestApp::spawn(db).await;
+    let member = issue_member(&first, "coffee").await;
+    register(&first, &member, "phone", "abcd02").await;
+    assert_eq!(earn(&first, &member, "e1", 5).await, 201);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        first.state.store.pending_outbox(10).await.unwrap().len(),
+        1,
+        "committed, not pushed"
+    );
+    assert!(standin.pushes_to("abcd02").is_empty());
+
+    // Second process on the same database, with push on.
+    let mut config = (*first.state.config).clone();
+    config.database_url = url;
+    config.push.apns_url = Some(standin.url());
+    config.push.apns_root_certificate = Some(ca);
+    let store = tessera::storage::Store::connect(&config.database_url)
+        .await
+        .unwrap();
+    let second = tessera::app::AppState::new(config, store).unwrap();
+    let workers = tessera::app::spawn_workers(&second).unwrap();
+    eventually("the push after restart", || {
+        standin.pushes_to("abcd02").len() == 1
+    })
+    .await;
+    workers.iter().for_each(|w| w.abort());
+}
