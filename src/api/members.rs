@@ -10,7 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
 use super::views::{
-    ErrorBody, MemberSummary, MemberView, NextExpiry, Paged, PassList, PassView, TierProgress,
+    DeviceView, ErrorBody, MemberSummary, MemberView, NextExpiry, Paged, PassDetail, PassList,
+    PassView, TierProgress,
 };
 use super::{Page, paged};
 use crate::app::AppState;
@@ -171,7 +172,7 @@ pub async fn list_members(
     )))
 }
 
-/// List a member's passes.
+/// List a member's passes with the devices each is installed on.
 #[utoipa::path(get, path = "/api/v1/members/{member_id}/passes", tag = "members",
     params(("member_id" = String, Path)),
     responses((status = 200, description = "OK", body = PassList), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
@@ -183,8 +184,21 @@ pub async fn list_passes(
     caller.require(READERS)?;
     state.store.get_member(&member_id).await?;
     let pass = state.store.pass_for_member(&member_id).await?;
+    let devices = state.store.registrations(&pass.serial_number).await?;
+    let devices = devices
+        .into_iter()
+        .map(|r| DeviceView {
+            device_library_identifier: r.device_library_identifier,
+            registered_at: r.created_at,
+            last_push_at: r.last_push_at,
+            last_push_result: r.last_push_result,
+        })
+        .collect();
     Ok(Json(PassList {
-        items: vec![PassView::new(&state, &pass)],
+        items: vec![PassDetail {
+            pass: PassView::new(&state, &pass),
+            devices,
+        }],
     }))
 }
 

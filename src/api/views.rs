@@ -83,6 +83,27 @@ pub struct PassView {
     pub updated_at: i64,
     /// A plain-GET link that downloads the `.pkpass`; carries the pass's own secret.
     pub pass_url: String,
+    /// When Wallet last downloaded the pass through the PassKit web service.
+    pub last_fetched_at: Option<i64>,
+}
+
+/// A device that holds the pass and receives its pushes.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceView {
+    pub device_library_identifier: String,
+    pub registered_at: i64,
+    pub last_push_at: Option<i64>,
+    /// `delivered`, `retry: <why>` or `rejected: <status> <reason>`.
+    pub last_push_result: Option<String>,
+}
+
+/// A pass with the devices it is installed on: "pushed but never fetched" shows as a
+/// `last_push_at` after `last_fetched_at`.
+#[derive(Serialize, ToSchema)]
+pub struct PassDetail {
+    #[serde(flatten)]
+    pub pass: PassView,
+    pub devices: Vec<DeviceView>,
 }
 
 impl PassView {
@@ -93,6 +114,7 @@ impl PassView {
             template_id: p.template_id.clone(),
             updated_at: p.updated_at,
             pass_url: state.pass_url(p),
+            last_fetched_at: p.last_fetched_at,
         }
     }
 }
@@ -221,7 +243,7 @@ pub struct Paged<T: ToSchema> {
 
 #[derive(Serialize, ToSchema)]
 pub struct PassList {
-    pub items: Vec<PassView>,
+    pub items: Vec<PassDetail>,
 }
 
 #[derive(Serialize, ToSchema)]

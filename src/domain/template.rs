@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::color::Rgb;
 use super::{Checker, Invalid};
 
+/// The `changeMessage` a `{{balance}}` field gets when the design gives none.
+pub const DEFAULT_BALANCE_MESSAGE: &str = "You now have %@ points";
+
 /// Placeholders a field value may use, filled per member.
 pub const PLACEHOLDERS: &[&str] = &[
     "balance",
@@ -185,6 +188,12 @@ impl TemplateDesign {
                 "a storeCard may have at most {MAX_SECONDARY_AUXILIARY} secondary+auxiliary fields, got {combined}"
             )
         });
+        // The balance shows on the lock screen when it changes unless a designer says otherwise.
+        for field in self.fields_mut() {
+            if field.value.trim() == "{{balance}}" && field.change_message.is_none() {
+                field.change_message = Some(DEFAULT_BALANCE_MESSAGE.into());
+            }
+        }
         let mut keys = HashSet::new();
         for (area, field) in self.all_fields() {
             check_field(&mut c, area, field, &mut keys);
@@ -208,6 +217,15 @@ impl TemplateDesign {
         }
         c.finish()?;
         Ok(self)
+    }
+
+    fn fields_mut(&mut self) -> impl Iterator<Item = &mut FieldSpec> {
+        self.header_fields
+            .iter_mut()
+            .chain(self.primary_fields.iter_mut())
+            .chain(self.secondary_fields.iter_mut())
+            .chain(self.auxiliary_fields.iter_mut())
+            .chain(self.back_fields.iter_mut())
     }
 
     /// Every field with the name of the area it sits in, front to back.

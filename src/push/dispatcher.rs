@@ -133,7 +133,10 @@ impl Dispatcher {
                             tracing::info!(device, serial = %pass.serial_number, "APNs says the token is gone; unregistering");
                             store.unregister_device(device, &pass.serial_number).await?;
                         }
-                        PushResult::Retry(r) => retry = Some(r.clone()),
+                        PushResult::Retry(r) => {
+                            retry = Some(r.clone());
+                            store.record_push(device, &pass.serial_number, &label, now_ms()).await?;
+                        }
                         PushResult::Rejected { status, reason } => {
                             tracing::error!(status, reason, topic = %pass.pass_type_identifier, "APNs refused the push: check the certificate and topic");
                             store.record_push(device, &pass.serial_number, &label, now_ms()).await?;

@@ -10,6 +10,9 @@ pub struct Registration {
     pub device_library_identifier: String,
     pub push_token: String,
     pub created_at: i64,
+    pub last_push_at: Option<i64>,
+    /// `delivered`, `retry: ...` or `rejected: ...`.
+    pub last_push_result: Option<String>,
 }
 
 impl Store {
@@ -103,7 +106,7 @@ impl Store {
     /// The devices registered for a pass, for push fan-out and the admin view.
     pub async fn registrations(&self, serial: &str) -> Result<Vec<Registration>> {
         let rows = sqlx::query(
-            "SELECT d.device_library_identifier, d.push_token, r.created_at FROM registrations r
+            "SELECT d.device_library_identifier, d.push_token, r.created_at, r.last_push_at, r.last_push_result FROM registrations r
              JOIN devices d ON d.device_library_identifier = r.device_library_identifier
              WHERE r.serial_number = $1 ORDER BY r.created_at, d.device_library_identifier",
         )
@@ -116,6 +119,8 @@ impl Store {
                     device_library_identifier: r.try_get("device_library_identifier")?,
                     push_token: r.try_get("push_token")?,
                     created_at: r.try_get("created_at")?,
+                    last_push_at: r.try_get("last_push_at")?,
+                    last_push_result: r.try_get("last_push_result")?,
                 })
             })
             .collect()

@@ -117,6 +117,29 @@ async fn an_earn_pushes_each_device_once(db: TestDb) {
         app.state.store.pending_outbox(10).await.unwrap().is_empty(),
         "the outbox is drained"
     );
+
+    // The admin view shows the device, its last push, and that the pass was never fetched.
+    let view: serde_json::Value = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/members/{}/passes",
+            member["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pass = &view["items"][0];
+    assert_eq!(pass["devices"][0]["device_library_identifier"], "phone");
+    assert_eq!(pass["devices"][0]["last_push_result"], "delivered");
+    assert!(pass["devices"][0]["last_push_at"].is_i64());
+    assert!(
+        pass["last_fetched_at"].is_null(),
+        "pushed but never fetched"
+    );
 }
 
 on_both_backends!(an_earn_pushes_each_device_once);

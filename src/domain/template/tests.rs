@@ -109,3 +109,24 @@ fn placeholders_fill() {
         FieldValue::Text("Coffee / crm-1 {{".into())
     );
 }
+
+#[test]
+fn the_balance_field_gets_a_change_message_by_default() {
+    let d = design().validate().unwrap();
+    assert_eq!(
+        d.primary_fields[0].change_message.as_deref(),
+        Some(DEFAULT_BALANCE_MESSAGE)
+    );
+    assert_eq!(
+        d.secondary_fields[0].change_message, None,
+        "other fields update silently"
+    );
+    let mut custom = design();
+    custom.primary_fields[0].change_message = Some("Balance: %@".into());
+    assert_eq!(
+        custom.validate().unwrap().primary_fields[0]
+            .change_message
+            .as_deref(),
+        Some("Balance: %@")
+    );
+}
