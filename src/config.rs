@@ -38,6 +38,11 @@ pub struct PushConfig {
     pub apns_url: Option<String>,
     /// An extra CA certificate (PEM) to trust for `apns_url`, for stand-ins.
     pub apns_root_certificate: Option<PathBuf>,
+    /// Token auth: the `.p8` key file from Apple, its key id and the team it belongs to. Pass
+    /// types of that team push with the token; others with their certificate.
+    pub apns_key: Option<PathBuf>,
+    pub apns_key_id: Option<String>,
+    pub apns_team_id: Option<String>,
     /// First retry delay after a failed push; doubles with each attempt, with jitter.
     pub retry_base_ms: u64,
     /// How often the dispatcher looks at the outbox when nothing woke it.
@@ -50,6 +55,9 @@ impl Default for PushConfig {
             enabled: None,
             apns_url: None,
             apns_root_certificate: None,
+            apns_key: None,
+            apns_key_id: None,
+            apns_team_id: None,
             retry_base_ms: 1000,
             poll_interval_ms: 1000,
         }
@@ -154,6 +162,17 @@ impl Config {
         if a.certificate.is_some() != a.private_key.is_some() {
             return Err(ConfigError(
                 "apple: certificate and private_key must be set together".into(),
+            ));
+        }
+        let p = &self.push;
+        let token_parts = [
+            p.apns_key.is_some(),
+            p.apns_key_id.is_some(),
+            p.apns_team_id.is_some(),
+        ];
+        if token_parts.iter().any(|x| *x) && !token_parts.iter().all(|x| *x) {
+            return Err(ConfigError(
+                "push: apns_key, apns_key_id and apns_team_id go together".into(),
             ));
         }
         if (a.pkcs12.is_some() || a.certificate.is_some()) && a.wwdr_certificate.is_none() {

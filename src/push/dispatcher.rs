@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::apns::{ApnsClient, PRODUCTION_URL, PushResult};
+use anyhow::Context;
+
+use super::apns::{ApnsClient, PRODUCTION_URL, ProviderToken, PushResult};
 use crate::config::PushConfig;
 use crate::domain::now_ms;
 use crate::passes::apple::Signers;
@@ -33,6 +35,8 @@ pub struct Dispatcher {
     poll: Duration,
     /// One client (one HTTP/2 connection) per pass type identity.
     clients: Mutex<HashMap<String, ApnsClient>>,
+    /// Token auth for the pass types of one team: `(team id, client)`.
+    token_client: Option<(String, ApnsClient)>,
 }
 
 impl Dispatcher {
@@ -53,17 +57,31 @@ impl Dispatcher {
             .as_deref()
             .map(load_certificate)
             .transpose()?;
+        let base_url = config
+            .apns_url
+            .clone()
+            .unwrap_or_else(|| PRODUCTION_URL.into());
+        let token_client = match (&config.apns_key, &config.apns_key_id, &config.apns_team_id) {
+            (Some(key), Some(key_id), Some(team)) => {
+                let pem = std::fs::read(key)
+                    .with_context(|| format!("reading the APNs key {}", key.display()))?;
+                let token = ProviderToken::new(&pem, key_id, team)?;
+                Some((
+                    team.clone(),
+                    ApnsClient::with_token(&base_url, token, extra_root.as_ref())?,
+                ))
+            }
+            _ => None,
+        };
         Ok(Some(Dispatcher {
             store,
             signers,
-            base_url: config
-                .apns_url
-                .clone()
-                .unwrap_or_else(|| PRODUCTION_URL.into()),
+            base_url,
             extra_root,
             retry_base_ms: config.retry_base_ms.max(1),
             poll: Duration::from_millis(config.poll_interval_ms.max(10)),
             clients: Mutex::default(),
+            token_client,
         }))
     }
 
@@ -178,6 +196,11 @@ impl Dispatcher {
             Ok(m) => self.store.get_program(&m.program_id).await.ok()?,
             Err(_) => return None,
         };
+        if let Some((team, client)) = &self.token_client
+            && *team == program.team_identifier
+        {
+            return Some(client.clone());
+        }
         let identity = match self
             .signers
             .identity_for(pass_type, &program.team_identifier)

@@ -26,6 +26,7 @@ pub struct Seen {
     pub topic: String,
     pub body: Vec<u8>,
     pub client_uid: String,
+    pub authorization: String,
 }
 
 pub struct StandIn {
@@ -106,17 +107,25 @@ fn reply(token: &str, earlier: usize) -> (StatusCode, &'static str) {
 }
 
 impl StandIn {
-    /// Starts the stand-in; it trusts client certificates issued under `client_ca_dir` (the dev CA).
+    /// Starts the stand-in; it requires client certificates issued under `client_ca_dir` (the
+    /// dev CA).
     pub async fn start(client_ca_dir: &std::path::Path) -> StandIn {
+        Self::start_with(Some(client_ca_dir)).await
+    }
+
+    /// With `None`, no client certificate is asked for (token auth).
+    pub async fn start_with(client_ca_dir: Option<&std::path::Path>) -> StandIn {
         let (ca, cert, key) = server_identity();
         let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
         acceptor.set_certificate(&cert).unwrap();
         acceptor.set_private_key(&key).unwrap();
-        for file in [dev_certs::ROOT_CA_FILE, dev_certs::INTERMEDIATE_FILE] {
-            let c = X509::from_pem(&std::fs::read(client_ca_dir.join(file)).unwrap()).unwrap();
-            acceptor.cert_store_mut().add_cert(c).unwrap();
+        if let Some(dir) = client_ca_dir {
+            for file in [dev_certs::ROOT_CA_FILE, dev_certs::INTERMEDIATE_FILE] {
+                let c = X509::from_pem(&std::fs::read(dir.join(file)).unwrap()).unwrap();
+                acceptor.cert_store_mut().add_cert(c).unwrap();
+            }
+            acceptor.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
         }
-        acceptor.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
         acceptor.set_alpn_select_callback(|_, client| {
             select_next_proto(b"\x02h2", client).ok_or(AlpnError::ALERT_FATAL)
         });
@@ -160,6 +169,11 @@ impl StandIn {
                                     .get("apns-topic")
                                     .map(|v| v.to_str().unwrap().to_string())
                                     .unwrap_or_default();
+                                let authorization = req
+                                    .headers()
+                                    .get("authorization")
+                                    .map(|v| v.to_str().unwrap().to_string())
+                                    .unwrap_or_default();
                                 let body =
                                     req.into_body().collect().await.unwrap().to_bytes().to_vec();
                                 let token = path.rsplit('/').next().unwrap_or_default().to_string();
@@ -172,6 +186,7 @@ impl StandIn {
                                         topic,
                                         body,
                                         client_uid: uid,
+                                        authorization,
                                     });
                                     reply(&token, earlier)
                                 };
@@ -287,4 +302,66 @@ async fn pushes_over_http2_with_the_pass_certificate() {
         .await;
     assert!(refused.is_err(), "no client certificate: {refused:?}");
     assert_eq!(standin.seen.lock().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn pushes_with_a_provider_token() {
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::ecdsa::EcdsaSig;
+    use tessera::push::apns::ProviderToken;
+
+    let standin = StandIn::start_with(None).await;
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let ec = EcKey::generate(&group).unwrap();
+    let p8 = PKey::from_ec_key(ec.clone())
+        .unwrap()
+        .private_key_to_pem_pkcs8()
+        .unwrap();
+    let token = ProviderToken::new(&p8, "KEY1234567", "ABCDE12345").unwrap();
+    let client = ApnsClient::with_token(&standin.url(), token, Some(&standin.ca)).unwrap();
+    assert_eq!(
+        client.push("pass.com.example.coffee", "ok1").await,
+        PushResult::Delivered
+    );
+    assert_eq!(
+        client.push("pass.com.example.coffee", "ok2").await,
+        PushResult::Delivered
+    );
+
+    let seen = standin.seen.lock().unwrap().clone();
+    let jwt = seen[0]
+        .authorization
+        .strip_prefix("bearer ")
+        .expect("a bearer token");
+    assert_eq!(
+        seen[1].authorization, seen[0].authorization,
+        "one token reused, not re-signed per push"
+    );
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let decode = |p: &str| data_encoding::BASE64URL_NOPAD.decode(p.as_bytes()).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&decode(parts[0])).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&decode(parts[1])).unwrap();
+    assert_eq!(
+        (header["alg"].as_str(), header["kid"].as_str()),
+        (Some("ES256"), Some("KEY1234567"))
+    );
+    assert_eq!(claims["iss"], "ABCDE12345");
+    let age = time::OffsetDateTime::now_utc().unix_timestamp() - claims["iat"].as_i64().unwrap();
+    assert!((0..60).contains(&age));
+    // The ES256 signature: raw r || s over "header.claims", verified with the public key.
+    let raw = decode(parts[2]);
+    assert_eq!(raw.len(), 64);
+    let sig = EcdsaSig::from_private_components(
+        BigNum::from_slice(&raw[..32]).unwrap(),
+        BigNum::from_slice(&raw[32..]).unwrap(),
+    )
+    .unwrap();
+    let digest = openssl::sha::sha256(format!("{}.{}", parts[0], parts[1]).as_bytes());
+    let public = EcKey::from_public_key(&group, ec.public_key()).unwrap();
+    assert!(
+        sig.verify(&digest, &public).unwrap(),
+        "the signature verifies with the key's public half"
+    );
 }
