@@ -293,3 +293,177 @@ where
     }
     Ok((total, start.elapsed()))
 }
+
+#[derive(Debug, Serialize)]
+pub struct PushBench {
+    pub devices: usize,
+    /// A bare loop of pushes through one `ApnsClient` (256 in flight) into the sink.
+    pub bare_pushes_per_sec: f64,
+    /// The dispatcher draining one committed change for each of `devices` registered devices.
+    pub dispatcher_pushes_per_sec: f64,
+    pub ratio: f64,
+    /// From a ledger write's commit to the sink receiving its push, dispatcher running.
+    pub commit_to_push_ms_p50: f64,
+    pub commit_to_push_ms_p99: f64,
+    pub latency_samples: usize,
+}
+
+/// `tessera bench push`: all in one process against the local HTTP/2 TLS stand-in (a Rust sink,
+/// so the sink does not measure itself), on a temporary SQLite database.
+pub async fn push(devices: usize, latency_samples: usize) -> anyhow::Result<PushBench> {
+    use crate::push::apns::ApnsClient;
+    use crate::push::dispatcher::Dispatcher;
+    use crate::push::standin::StandIn;
+
+    let dir =
+        std::env::temp_dir().join(format!("tessera-bench-{}", crate::secret::random_token(6)));
+    let certs = dir.join("data").join("dev-certs");
+    let ca = DevAuthority::open_or_create(&certs)?;
+    let standin = StandIn::start(&certs).await;
+    let token_of = |i: usize| format!("{i:064x}");
+
+    // Bare: the same client type the dispatcher uses, 256 requests in flight.
+    let ptid = "pass.dev.tessera.bench";
+    let identity = ca.identity(ptid, "TESSERADEV")?;
+    let client = ApnsClient::with_certificate(
+        &standin.url(),
+        identity.certificate(),
+        identity.private_key(),
+        Some(&standin.ca),
+    )?;
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let per = devices.div_ceil(256);
+    for w in 0..256 {
+        let client = client.clone();
+        set.spawn(async move {
+            for i in (w * per)..((w + 1) * per).min(devices) {
+                client.push(ptid, &format!("{:064x}", 1_000_000 + i)).await;
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let bare = devices as f64 / start.elapsed().as_secs_f64();
+
+    // The dispatcher: `devices` members, each with one registered device and one change.
+    let mut config = crate::config::Config {
+        database_url: format!("sqlite://{}", dir.join("bench.db").display()),
+        data_dir: dir.join("data"),
+        ..Default::default()
+    };
+    config.push.apns_url = Some(standin.url());
+    config.push.apns_root_certificate = Some(standin.write_ca(&dir));
+    config.push.poll_interval_ms = 1000;
+    let store = Store::connect(&config.database_url).await?;
+    let state = crate::app::AppState::new(config, store.clone())?;
+    let program = store
+        .insert_program(&NewProgram {
+            slug: "bench".into(),
+            name: "Bench".into(),
+            pass_type_identifier: ptid.into(),
+            team_identifier: "TESSERADEV".into(),
+            organization_name: "Bench".into(),
+            rules: Default::default(),
+        })
+        .await?;
+    let template = store
+        .insert_template(&program.id, "t", &crate::demo::design().validate()?, &[])
+        .await?;
+    let mut members = Vec::with_capacity(devices);
+    for i in 0..devices {
+        let (m, pass) = store
+            .insert_member(
+                &program,
+                &template,
+                &NewMember {
+                    display_name: format!("M{i}"),
+                    external_id: None,
+                },
+            )
+            .await?;
+        store
+            .register_device(
+                &format!("device-{i}"),
+                &token_of(i),
+                &pass.serial_number,
+                now_ms(),
+            )
+            .await?;
+        members.push(m.id);
+    }
+    for m in &members {
+        store
+            .post(
+                m,
+                &Operation::EarnPoints { points: 1 },
+                &Origin::default(),
+                None,
+                None,
+                now_ms(),
+            )
+            .await?;
+    }
+    let dispatcher = Dispatcher::from_config(
+        store.clone(),
+        state.cards.shared_signers(),
+        &state.config.push,
+    )?
+    .ok_or_else(|| anyhow::anyhow!("push is off"))?;
+    let before = standin.seen.lock().expect("stand-in lock").len();
+    let start = Instant::now();
+    while standin.seen.lock().expect("stand-in lock").len() < before + devices {
+        if dispatcher.run_once().await? == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let dispatched = devices as f64 / start.elapsed().as_secs_f64();
+
+    // Latency: the dispatcher runs as in `serve`; changes arrive one by one.
+    let running = tokio::spawn(dispatcher.run());
+    let mut committed = Vec::with_capacity(latency_samples);
+    for (i, m) in members.iter().take(latency_samples).enumerate() {
+        store
+            .post(
+                m,
+                &Operation::EarnPoints { points: 1 },
+                &Origin::default(),
+                None,
+                None,
+                now_ms(),
+            )
+            .await?;
+        committed.push((token_of(i), Instant::now()));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.abort();
+    let seen = standin.seen.lock().expect("stand-in lock").clone();
+    let mut latencies: Vec<f64> = committed
+        .iter()
+        .filter_map(|(token, at)| {
+            let path = format!("/3/device/{token}");
+            seen.iter()
+                .filter(|s| s.path == path && s.at >= *at)
+                .map(|s| (s.at - *at).as_secs_f64() * 1000.0)
+                .next()
+        })
+        .collect();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(PushBench {
+        devices,
+        bare_pushes_per_sec: bare.round(),
+        dispatcher_pushes_per_sec: dispatched.round(),
+        ratio: (dispatched / bare * 1000.0).round() / 1000.0,
+        commit_to_push_ms_p50: (pct(0.5) * 100.0).round() / 100.0,
+        commit_to_push_ms_p99: (pct(0.99) * 100.0).round() / 100.0,
+        latency_samples: latencies.len(),
+    })
+}

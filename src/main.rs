@@ -79,6 +79,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
     },
+    /// APNs pushes per second from the dispatcher vs a bare HTTP/2 loop, and commit-to-push latency.
+    Push {
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+    },
     /// Idempotent earn postings per second vs bare INSERT transactions, 1 and 8 writers.
     Ledger {
         #[arg(long, default_value_t = 12.0)]
@@ -174,6 +181,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             postgres_url,
         }) => {
             let report = tessera::bench::ledger(postgres_url.as_deref(), seconds).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Push { devices, samples }) => {
+            let report = tessera::bench::push(devices, samples).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

@@ -19,10 +19,10 @@ use crate::config::PushConfig;
 use crate::domain::now_ms;
 use crate::passes::apple::Signers;
 use crate::passes::apple::signer::load_certificate;
-use crate::storage::{DueChange, StorageError, Store};
+use crate::storage::{DueChange, PushSettlement, StorageError, Store};
 
 /// Rows taken per pass.
-const BATCH: i64 = 500;
+const BATCH: i64 = 2000;
 /// Give up on a row after this many failed attempts (about a day with 1 s base backoff).
 const MAX_ATTEMPTS: i64 = 18;
 
@@ -102,84 +102,90 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers what is due now; returns how many outbox rows it handled.
+    /// Delivers what is due now; returns how many outbox rows it handled. Reads the batch's
+    /// targets in one query, pushes concurrently over the HTTP/2 connection, and writes every
+    /// outcome back in one transaction.
     pub async fn run_once(&self) -> Result<usize, StorageError> {
         let now = now_ms();
         let due = self.store.due_outbox(now, BATCH).await?;
-        let mut by_member: BTreeMap<String, Vec<DueChange>> = BTreeMap::new();
-        let mut orphans = Vec::new();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let targets = self.store.push_targets(now, BATCH).await?;
+        let mut rows: BTreeMap<String, Vec<DueChange>> = BTreeMap::new();
+        let mut settlement = PushSettlement::default();
         for row in &due {
             match &row.member_id {
-                Some(m) => by_member.entry(m.clone()).or_default().push(row.clone()),
-                None => orphans.push(row.id.clone()),
+                Some(m) => rows.entry(m.clone()).or_default().push(row.clone()),
+                None => settlement.finished.push(row.id.clone()),
             }
         }
-        self.store.finish_outbox(&orphans).await?;
+        // One push per device however many of the member's changes are due: coalescing.
         let mut work = JoinSet::new();
-        for (member, rows) in by_member {
-            let pass = match self.store.pass_for_member(&member).await {
-                Ok(p) => p,
-                Err(StorageError::NotFound(_)) => {
-                    self.store.finish_outbox(&ids(&rows)).await?;
-                    continue;
-                }
-                Err(e) => return Err(e),
+        for target in targets
+            .into_iter()
+            .filter(|t| rows.contains_key(&t.member_id))
+        {
+            let Some(client) = self
+                .client_for(&target.pass_type_identifier, &target.member_id)
+                .await
+            else {
+                continue;
             };
-            let registrations = self.store.registrations(&pass.serial_number).await?;
-            let client = match self.client_for(&pass.pass_type_identifier, &member).await {
-                Some(c) => c,
-                None => {
-                    self.store.finish_outbox(&ids(&rows)).await?;
-                    continue;
-                }
-            };
-            let store = self.store.clone();
-            let retry_base = self.retry_base_ms;
             work.spawn(async move {
-                let mut retry: Option<String> = None;
-                for reg in registrations {
-                    let result = client.push(&pass.pass_type_identifier, &reg.push_token).await;
-                    let label = match &result {
-                        PushResult::Delivered => "delivered".to_string(),
-                        PushResult::TokenGone(r) => format!("token gone: {r}"),
-                        PushResult::Retry(r) => format!("retry: {r}"),
-                        PushResult::Rejected { status, reason } => format!("rejected: {status} {reason}"),
-                    };
-                    let device = reg.device_library_identifier.as_str();
-                    match &result {
-                        PushResult::TokenGone(_) => {
-                            tracing::info!(device, serial = %pass.serial_number, "APNs says the token is gone; unregistering");
-                            store.unregister_device(device, &pass.serial_number).await?;
-                        }
-                        PushResult::Retry(r) => {
-                            retry = Some(r.clone());
-                            store.record_push(device, &pass.serial_number, &label, now_ms()).await?;
-                        }
-                        PushResult::Rejected { status, reason } => {
-                            tracing::error!(status, reason, topic = %pass.pass_type_identifier, "APNs refused the push: check the certificate and topic");
-                            store.record_push(device, &pass.serial_number, &label, now_ms()).await?;
-                        }
-                        PushResult::Delivered => store.record_push(device, &pass.serial_number, &label, now_ms()).await?,
-                    }
-                }
-                let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
-                match retry {
-                    Some(error) if attempts + 1 < MAX_ATTEMPTS => {
-                        let at = now_ms() + backoff_ms(retry_base, attempts);
-                        store.retry_outbox(&ids(&rows), at, &error).await?;
-                    }
-                    Some(error) => {
-                        tracing::error!(error, "giving up on a push after {MAX_ATTEMPTS} attempts");
-                        store.finish_outbox(&ids(&rows)).await?;
-                    }
-                    None => store.finish_outbox(&ids(&rows)).await?,
-                }
-                Ok::<(), StorageError>(())
+                let result = client
+                    .push(&target.pass_type_identifier, &target.push_token)
+                    .await;
+                (target, result)
             });
         }
+        let mut retry: HashMap<String, String> = HashMap::new();
         while let Some(done) = work.join_next().await {
-            done.expect("push task panicked")?;
+            let (target, result) = done.expect("push task panicked");
+            let label = match &result {
+                PushResult::Delivered => "delivered".to_string(),
+                PushResult::TokenGone(r) => format!("token gone: {r}"),
+                PushResult::Retry(r) => format!("retry: {r}"),
+                PushResult::Rejected { status, reason } => format!("rejected: {status} {reason}"),
+            };
+            let (device, serial) = (target.device_library_identifier, target.serial_number);
+            match result {
+                PushResult::TokenGone(_) => {
+                    tracing::info!(device, serial, "APNs says the token is gone; unregistering");
+                    settlement.gone.push((device, serial));
+                    continue;
+                }
+                PushResult::Retry(why) => {
+                    retry.insert(target.member_id, why);
+                }
+                PushResult::Rejected { status, reason } => {
+                    tracing::error!(status, reason, topic = %target.pass_type_identifier, "APNs refused the push: check the certificate and topic");
+                }
+                PushResult::Delivered => {}
+            }
+            settlement.results.push((device, serial, label));
         }
+        for (member, member_rows) in rows {
+            let attempts = member_rows.iter().map(|r| r.attempts).max().unwrap_or(0);
+            match retry.remove(&member) {
+                Some(why) if attempts + 1 < MAX_ATTEMPTS => {
+                    let at = now_ms() + backoff_ms(self.retry_base_ms, attempts);
+                    settlement
+                        .retries
+                        .extend(member_rows.into_iter().map(|r| (r.id, at, why.clone())));
+                }
+                Some(why) => {
+                    tracing::error!(why, "giving up on a push after {MAX_ATTEMPTS} attempts");
+                    settlement
+                        .finished
+                        .extend(member_rows.into_iter().map(|r| r.id));
+                }
+                None => settlement
+                    .finished
+                    .extend(member_rows.into_iter().map(|r| r.id)),
+            }
+        }
+        self.store.settle_pushes(&settlement, now_ms()).await?;
         Ok(due.len())
     }
 
@@ -230,10 +236,6 @@ impl Dispatcher {
             }
         }
     }
-}
-
-fn ids(rows: &[DueChange]) -> Vec<String> {
-    rows.iter().map(|r| r.id.clone()).collect()
 }
 
 /// `base * 2^attempts`, at most 10 minutes, plus up to 50% jitter so retries spread out.

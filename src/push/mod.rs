@@ -3,3 +3,4 @@
 
 pub mod apns;
 pub mod dispatcher;
+pub mod standin;

@@ -10,7 +10,7 @@ mod passkit;
 mod rows;
 
 pub use ledger::{MemberStanding, OutboxRow};
-pub use passkit::{DueChange, Registration};
+pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
 
 use std::str::FromStr;
 use std::sync::Arc;

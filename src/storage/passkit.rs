@@ -1,6 +1,8 @@
 //! Device registrations for the Apple PassKit web service.
 
-use sqlx::Row;
+use std::collections::BTreeMap;
+
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Result, Store, rows};
 
@@ -155,49 +157,137 @@ impl Store {
             })
             .collect()
     }
+}
 
-    /// Forgets delivered outbox rows.
-    pub async fn finish_outbox(&self, ids: &[String]) -> Result<()> {
-        for id in ids {
-            sqlx::query("DELETE FROM outbox WHERE id = $1")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
+/// A device to push for a member's change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushTarget {
+    pub member_id: String,
+    pub serial_number: String,
+    pub pass_type_identifier: String,
+    pub device_library_identifier: String,
+    pub push_token: String,
+}
+
+/// What one dispatcher batch came to, written back in one transaction.
+#[derive(Debug, Default)]
+pub struct PushSettlement {
+    /// Outbox rows handled (delivered, or given up on).
+    pub finished: Vec<String>,
+    /// Outbox rows to try again: `(id, not before, why)`.
+    pub retries: Vec<(String, i64, String)>,
+    /// `(device, serial, result)` of each push.
+    pub results: Vec<(String, String, String)>,
+    /// Registrations whose token APNs called gone: `(device, serial)`.
+    pub gone: Vec<(String, String)>,
+}
+
+impl Store {
+    /// The devices to push for the members with due outbox rows (the same rows `due_outbox`
+    /// returns for the same `now` and `limit`), in one query.
+    pub async fn push_targets(&self, now: i64, limit: i64) -> Result<Vec<PushTarget>> {
+        let rows = sqlx::query(
+            "SELECT p.member_id, p.serial_number, p.pass_type_identifier, d.device_library_identifier, d.push_token
+             FROM passes p
+             JOIN registrations r ON r.serial_number = p.serial_number
+             JOIN devices d ON d.device_library_identifier = r.device_library_identifier
+             WHERE p.member_id IN (
+                 SELECT member_id FROM outbox WHERE processed_at IS NULL AND available_at <= $1 ORDER BY id LIMIT $2
+             )",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PushTarget {
+                    member_id: r.try_get("member_id")?,
+                    serial_number: r.try_get("serial_number")?,
+                    pass_type_identifier: r.try_get("pass_type_identifier")?,
+                    device_library_identifier: r.try_get("device_library_identifier")?,
+                    push_token: r.try_get("push_token")?,
+                })
+            })
+            .collect()
     }
 
-    /// Schedules outbox rows again at `available_at` after a failed delivery.
-    pub async fn retry_outbox(&self, ids: &[String], available_at: i64, error: &str) -> Result<()> {
-        for id in ids {
+    /// Writes back a dispatcher batch in one transaction (one commit, not one per push), with
+    /// one statement per chunk of rows rather than one per row.
+    pub async fn settle_pushes(&self, s: &PushSettlement, now: i64) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for chunk in s.finished.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM outbox WHERE id IN ({})",
+                numbered(1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for (id, at, error) in &s.retries {
             sqlx::query("UPDATE outbox SET attempts = attempts + 1, available_at = $2, last_error = $3 WHERE id = $1")
                 .bind(id)
-                .bind(available_at)
+                .bind(at)
                 .bind(error)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         }
+        // Most results are "delivered": one UPDATE per result label and chunk of devices.
+        let mut by_label: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+        for (device, serial, result) in &s.results {
+            by_label.entry(result).or_default().push((device, serial));
+        }
+        for (label, pairs) in by_label {
+            for chunk in pairs.chunks(CHUNK / 2) {
+                let sql = format!(
+                    "UPDATE registrations SET last_push_at = $1, last_push_result = $2
+                     WHERE (device_library_identifier, serial_number) IN ({})",
+                    numbered_pairs(3, chunk.len())
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(label);
+                for (device, serial) in chunk {
+                    q = q.bind(*device).bind(*serial);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        }
+        for (device, serial) in &s.gone {
+            sqlx::query("DELETE FROM registrations WHERE device_library_identifier = $1 AND serial_number = $2")
+                .bind(device)
+                .bind(serial)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM devices WHERE device_library_identifier = $1
+                 AND NOT EXISTS (SELECT 1 FROM registrations WHERE device_library_identifier = $1)",
+            )
+            .bind(device)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
+}
 
-    /// Records the outcome of the last push to a device for a pass.
-    pub async fn record_push(
-        &self,
-        device: &str,
-        serial: &str,
-        result: &str,
-        now: i64,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE registrations SET last_push_at = $3, last_push_result = $4
-             WHERE device_library_identifier = $1 AND serial_number = $2",
-        )
-        .bind(device)
-        .bind(serial)
-        .bind(now)
-        .bind(result)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+/// Rows per batched statement: well under SQLite's and PostgreSQL's parameter limits.
+const CHUNK: usize = 400;
+
+/// `$start, $start+1, ...` for `n` parameters. Built from counts only; values stay bound.
+fn numbered(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($start, $start+1), ...` for `n` pairs.
+fn numbered_pairs(start: usize, n: usize) -> String {
+    (0..n)
+        .map(|k| format!("(${}, ${})", start + 2 * k, start + 2 * k + 1))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
