@@ -133,22 +133,8 @@ impl ApnsClient {
             .cert(certificate)
             .build2("")?
             .to_der()?;
-        let mut builder = reqwest::Client::builder()
-            .identity(reqwest::Identity::from_pkcs12_der(&p12, "")?)
-            .http2_prior_knowledge()
-            .http2_keep_alive_interval(Duration::from_secs(60))
-            .http2_keep_alive_while_idle(true)
-            .timeout(Duration::from_secs(20))
-            .pool_max_idle_per_host(1);
-        if let Some(root) = extra_root {
-            builder =
-                builder.add_root_certificate(reqwest::Certificate::from_der(&root.to_der()?)?);
-        }
-        Ok(ApnsClient {
-            http: builder.build()?,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            token: None,
-        })
+        let identity = reqwest::Identity::from_pkcs12_der(&p12, "")?;
+        Self::build(base_url, Some(identity), None, extra_root)
     }
 
     /// A client that authenticates with a provider token instead of a certificate. It works only
@@ -158,12 +144,25 @@ impl ApnsClient {
         token: ProviderToken,
         extra_root: Option<&X509>,
     ) -> Result<ApnsClient, ApnsError> {
+        Self::build(base_url, None, Some(Arc::new(token)), extra_root)
+    }
+
+    /// One HTTP/2 connection kept alive between bursts, as APNs asks of providers.
+    fn build(
+        base_url: &str,
+        identity: Option<reqwest::Identity>,
+        token: Option<Arc<ProviderToken>>,
+        extra_root: Option<&X509>,
+    ) -> Result<ApnsClient, ApnsError> {
         let mut builder = reqwest::Client::builder()
             .http2_prior_knowledge()
             .http2_keep_alive_interval(Duration::from_secs(60))
             .http2_keep_alive_while_idle(true)
             .timeout(Duration::from_secs(20))
             .pool_max_idle_per_host(1);
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
         if let Some(root) = extra_root {
             builder =
                 builder.add_root_certificate(reqwest::Certificate::from_der(&root.to_der()?)?);
@@ -171,7 +170,7 @@ impl ApnsClient {
         Ok(ApnsClient {
             http: builder.build()?,
             base_url: base_url.trim_end_matches('/').to_string(),
-            token: Some(Arc::new(token)),
+            token,
         })
     }
 
