@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use tessera::app::{self, AppState};
 use tessera::config::Config;
+use tessera::domain::{Member, NewMember, NewProgram};
+use tessera::ledger::LoyaltyRules;
 use tessera::storage::{Role, Store};
 use tokio::sync::oneshot;
 
@@ -285,4 +287,33 @@ pub async fn issue_member(app: &TestApp, slug: &str) -> serde_json::Value {
         .await;
     assert_eq!(s, 201, "{member}");
     member
+}
+
+/// A program with `rules`, a template and one member, straight through storage.
+pub async fn member_with_rules(store: &Store, rules: LoyaltyRules) -> Member {
+    let program = store
+        .insert_program(&NewProgram {
+            slug: "coffee".into(),
+            name: "Coffee".into(),
+            pass_type_identifier: "pass.com.example.coffee".into(),
+            team_identifier: "ABCDE12345".into(),
+            organization_name: "Coffee Ltd".into(),
+            rules,
+        })
+        .await
+        .unwrap();
+    let design = tessera::demo::design().validate().unwrap();
+    let template = store
+        .insert_template(&program.id, "t", &design, &[])
+        .await
+        .unwrap();
+    let new = NewMember {
+        display_name: "Ada".into(),
+        external_id: None,
+    };
+    store
+        .insert_member(&program, &template, &new)
+        .await
+        .unwrap()
+        .0
 }

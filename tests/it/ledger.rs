@@ -3,44 +3,16 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tessera::domain::{Member, NewMember, NewProgram};
+
 use tessera::ledger::{EntryKind, LoyaltyRules, Operation, Origin};
 use tessera::storage::{Role, StorageError, Store};
 
-use crate::helpers::{TestApp, TestDb, issue_member};
+use crate::helpers::{TestApp, TestDb, issue_member, member_with_rules};
 use crate::on_both_backends;
 
 const DAY: i64 = 86_400_000;
 /// A fixed clock far from "now", so expiry and tier windows are deterministic.
 const T0: i64 = 1_800_000_000_000;
-
-async fn member_with_rules(store: &Store, rules: LoyaltyRules) -> Member {
-    let program = store
-        .insert_program(&NewProgram {
-            slug: "coffee".into(),
-            name: "Coffee".into(),
-            pass_type_identifier: "pass.com.example.coffee".into(),
-            team_identifier: "ABCDE12345".into(),
-            organization_name: "Coffee Ltd".into(),
-            rules,
-        })
-        .await
-        .unwrap();
-    let design = tessera::demo::design().validate().unwrap();
-    let template = store
-        .insert_template(&program.id, "t", &design, &[])
-        .await
-        .unwrap();
-    let new = NewMember {
-        display_name: "Ada".into(),
-        external_id: None,
-    };
-    store
-        .insert_member(&program, &template, &new)
-        .await
-        .unwrap()
-        .0
-}
 
 fn purchase(reference: &str) -> Origin {
     Origin {

@@ -2,11 +2,11 @@
 //! adjust, reversal and expiry keep every invariant after every step.
 
 use proptest::prelude::*;
-use tessera::domain::{NewMember, NewProgram};
+
 use tessera::ledger::{EntryKind, Operation, Origin};
 use tessera::storage::{StorageError, Store};
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, member_with_rules};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_800_000_000_000;
@@ -38,37 +38,7 @@ async fn run(db: TestDb, steps: Vec<Step>) {
     let store = db.store().await;
     let mut rules = tessera::demo::rules();
     rules.expiry_days = Some(30);
-    let program = store
-        .insert_program(&NewProgram {
-            slug: "p".into(),
-            name: "P".into(),
-            pass_type_identifier: "pass.com.example.p".into(),
-            team_identifier: "ABCDE12345".into(),
-            organization_name: "P".into(),
-            rules,
-        })
-        .await
-        .unwrap();
-    let template = store
-        .insert_template(
-            &program.id,
-            "t",
-            &tessera::demo::design().validate().unwrap(),
-            &[],
-        )
-        .await
-        .unwrap();
-    let (m, _) = store
-        .insert_member(
-            &program,
-            &template,
-            &NewMember {
-                display_name: "A".into(),
-                external_id: None,
-            },
-        )
-        .await
-        .unwrap();
+    let m = member_with_rules(&store, rules).await;
     let mut now = T0;
     for s in steps {
         now += 1;
