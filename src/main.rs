@@ -85,6 +85,9 @@ enum BenchCommand {
         devices: usize,
         #[arg(long, default_value_t = 1000)]
         samples: usize,
+        /// Alternating bare/dispatcher rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Idempotent earn postings per second vs bare INSERT transactions, 1 and 8 writers.
     Ledger {
@@ -184,8 +187,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Push { devices, samples }) => {
-            let report = tessera::bench::push(devices, samples).await?;
+        Command::Bench(BenchCommand::Push {
+            devices,
+            samples,
+            rounds,
+        }) => {
+            let report = tessera::bench::push(devices, samples, rounds).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

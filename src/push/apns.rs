@@ -159,6 +159,8 @@ impl ApnsClient {
             .http2_keep_alive_interval(Duration::from_secs(60))
             .http2_keep_alive_while_idle(true)
             .timeout(Duration::from_secs(20))
+            // A push is a few hundred bytes: send it now, not after the previous one's ACK.
+            .tcp_nodelay(true)
             .pool_max_idle_per_host(1);
         if let Some(identity) = identity {
             builder = builder.identity(identity);

@@ -6,10 +6,12 @@
 //! device gets one push however many changes it covers. 410 and `BadDeviceToken` remove the
 //! registration; 429, 5xx and silence reschedule the row with exponential backoff and jitter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use anyhow::Context;
@@ -19,12 +21,31 @@ use crate::config::PushConfig;
 use crate::domain::now_ms;
 use crate::passes::apple::Signers;
 use crate::passes::apple::signer::load_certificate;
-use crate::storage::{DueChange, PushSettlement, StorageError, Store};
+use crate::storage::{DueChange, PushSettlement, PushTarget, StorageError, Store};
 
-/// Rows taken per pass.
+/// Outbox rows taken per batch.
 const BATCH: i64 = 2000;
+/// Pushes in flight on one connection.
+const CONCURRENCY: usize = 256;
+/// How long the fetcher reads past its cursor before it lets the pipeline drain and starts again
+/// from the oldest due row.
+const MAX_AHEAD: Duration = Duration::from_secs(1);
+/// Batches that may wait to be settled.
+const SETTLE_QUEUE: usize = 16;
 /// Give up on a row after this many failed attempts (about a day with 1 s base backoff).
 const MAX_ATTEMPTS: i64 = 18;
+
+/// Due outbox rows and the pushes they call for, on their way through the pipeline.
+#[derive(Default)]
+struct Batch {
+    /// How many outbox rows the batch holds, and the last one's id (the fetcher's cursor).
+    rows: usize,
+    last_id: String,
+    by_member: BTreeMap<String, Vec<DueChange>>,
+    targets: Vec<(ApnsClient, PushTarget)>,
+    /// Rows already decided on (changes with no member to push for).
+    settlement: PushSettlement,
+}
 
 pub struct Dispatcher {
     store: Store,
@@ -85,108 +106,198 @@ impl Dispatcher {
         }))
     }
 
-    /// Runs until aborted: wakes on every committed change, and polls for retries.
+    /// Runs until aborted, as a three-stage pipeline so the connection never idles while the
+    /// database works: the fetcher reads batch n+1 while the pusher sends batch n and the
+    /// settler writes back batch n-1.
+    ///
+    /// Rows stay in the outbox until settled, so the fetcher reads past a cursor (the last id it
+    /// took) while batches are in flight, and starts again from the oldest due row only when
+    /// every batch it took has been settled. Retries and late commits behind the cursor wait about
+    /// `MAX_AHEAD` at most.
     pub async fn run(self) {
         let wake = self.store.changes();
-        loop {
-            match self.run_once().await {
-                // A full batch: there may be more right away.
-                Ok(n) if n as i64 >= BATCH => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "push dispatcher pass failed; retrying"),
+        let (to_push, mut pushing) = mpsc::channel::<Batch>(1);
+        let (to_settle, mut settling) = mpsc::channel::<PushSettlement>(SETTLE_QUEUE);
+        let in_flight = AtomicUsize::new(0);
+        let drained = Notify::new();
+
+        let fetcher = async {
+            let mut cursor = String::new();
+            let mut since_reset = Instant::now();
+            loop {
+                if in_flight.load(Ordering::Acquire) == 0 {
+                    cursor.clear();
+                    since_reset = Instant::now();
+                }
+                match self.fetch(&cursor).await {
+                    Ok(Some(batch)) => {
+                        let full = batch.rows as i64 >= BATCH;
+                        cursor = batch.last_id.clone();
+                        in_flight.fetch_add(1, Ordering::AcqRel);
+                        if to_push.send(batch).await.is_err() {
+                            return;
+                        }
+                        if full && since_reset.elapsed() < MAX_AHEAD {
+                            continue; // a full batch: there may be more right away
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the push outbox failed; retrying");
+                        tokio::time::sleep(self.poll).await;
+                        continue;
+                    }
+                }
+                if since_reset.elapsed() >= MAX_AHEAD {
+                    while in_flight.load(Ordering::Acquire) > 0 {
+                        drained.notified().await;
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = drained.notified() => {}
+                    _ = tokio::time::sleep(self.poll) => {}
+                }
             }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(self.poll) => {}
+        };
+        let pusher = async {
+            while let Some(batch) = pushing.recv().await {
+                let settlement = self.push(batch).await;
+                if to_settle.send(settlement).await.is_err() {
+                    return;
+                }
             }
-        }
+        };
+        let settler = async {
+            while let Some(mut settlement) = settling.recv().await {
+                // Group commit: whatever else has been pushed meanwhile goes in the same
+                // transaction, so small batches under a trickle of changes cost one commit.
+                let mut batches = 1;
+                while let Ok(more) = settling.try_recv() {
+                    settlement.absorb(more);
+                    batches += 1;
+                }
+                // On failure the rows stay in the outbox and are pushed again once the
+                // pipeline drains: at least once, never lost.
+                if let Err(e) = self.store.settle_pushes(&settlement, now_ms()).await {
+                    tracing::error!(error = %e, "recording push results failed; they will be pushed again");
+                }
+                in_flight.fetch_sub(batches, Ordering::AcqRel);
+                drained.notify_one();
+            }
+        };
+        tokio::join!(fetcher, pusher, settler);
     }
 
-    /// Delivers what is due now; returns how many outbox rows it handled. Reads the batch's
-    /// targets in one query, pushes concurrently over the HTTP/2 connection, and writes every
-    /// outcome back in one transaction.
-    pub async fn run_once(&self) -> Result<usize, StorageError> {
+    /// The next batch of due rows after `cursor` and the devices to push for them.
+    async fn fetch(&self, cursor: &str) -> Result<Option<Batch>, StorageError> {
         let now = now_ms();
-        let due = self.store.due_outbox(now, BATCH).await?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let targets = self.store.push_targets(now, BATCH).await?;
-        let mut rows: BTreeMap<String, Vec<DueChange>> = BTreeMap::new();
-        let mut settlement = PushSettlement::default();
-        for row in &due {
-            match &row.member_id {
-                Some(m) => rows.entry(m.clone()).or_default().push(row.clone()),
-                None => settlement.finished.push(row.id.clone()),
+        let (due, targets) = self.store.due_pushes(now, cursor, BATCH).await?;
+        let Some(last) = due.last() else {
+            return Ok(None);
+        };
+        let last_id = last.id.clone();
+        let mut batch = Batch {
+            rows: due.len(),
+            last_id,
+            ..Batch::default()
+        };
+        for row in due {
+            match row.member_id.clone() {
+                Some(m) => batch.by_member.entry(m).or_default().push(row),
+                None => batch.settlement.finished.push(row.id),
             }
         }
         // One push per device however many of the member's changes are due: coalescing.
-        let mut work = JoinSet::new();
-        for target in targets
-            .into_iter()
-            .filter(|t| rows.contains_key(&t.member_id))
-        {
-            let Some(client) = self
+        for target in targets {
+            if let Some(client) = self
                 .client_for(&target.pass_type_identifier, &target.member_id)
                 .await
-            else {
-                continue;
-            };
-            work.spawn(async move {
-                let result = client
-                    .push(&target.pass_type_identifier, &target.push_token)
-                    .await;
-                (target, result)
+            {
+                batch.targets.push((client, target));
+            }
+        }
+        Ok(Some(batch))
+    }
+
+    /// Pushes a batch, `CONCURRENCY` requests in flight on the connection, and decides what
+    /// becomes of each of its rows.
+    async fn push(&self, batch: Batch) -> PushSettlement {
+        let Batch {
+            by_member,
+            targets,
+            mut settlement,
+            ..
+        } = batch;
+        let queue = Arc::new(Mutex::new(VecDeque::from(targets)));
+        let mut workers = JoinSet::new();
+        for _ in 0..CONCURRENCY.min(queue.lock().expect("push queue poisoned").len()) {
+            let queue = queue.clone();
+            workers.spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let next = queue.lock().expect("push queue poisoned").pop_front();
+                    let Some((client, target)) = next else {
+                        return done;
+                    };
+                    let result = client
+                        .push(&target.pass_type_identifier, &target.push_token)
+                        .await;
+                    done.push((target, result));
+                }
             });
         }
         let mut retry: HashMap<String, String> = HashMap::new();
-        while let Some(done) = work.join_next().await {
-            let (target, result) = done.expect("push task panicked");
-            let label = match &result {
-                PushResult::Delivered => "delivered".to_string(),
-                PushResult::TokenGone(r) => format!("token gone: {r}"),
-                PushResult::Retry(r) => format!("retry: {r}"),
-                PushResult::Rejected { status, reason } => format!("rejected: {status} {reason}"),
-            };
-            let (device, serial) = (target.device_library_identifier, target.serial_number);
-            match result {
-                PushResult::TokenGone(_) => {
-                    tracing::info!(device, serial, "APNs says the token is gone; unregistering");
-                    settlement.gone.push((device, serial));
-                    continue;
+        while let Some(done) = workers.join_next().await {
+            for (target, result) in done.expect("push worker panicked") {
+                let label = match &result {
+                    PushResult::Delivered => "delivered".to_string(),
+                    PushResult::TokenGone(r) => format!("token gone: {r}"),
+                    PushResult::Retry(r) => format!("retry: {r}"),
+                    PushResult::Rejected { status, reason } => {
+                        format!("rejected: {status} {reason}")
+                    }
+                };
+                let (device, serial) = (target.device_library_identifier, target.serial_number);
+                match result {
+                    PushResult::TokenGone(_) => {
+                        tracing::info!(
+                            device,
+                            serial,
+                            "APNs says the token is gone; unregistering"
+                        );
+                        settlement.gone.push((device, serial));
+                        continue;
+                    }
+                    PushResult::Retry(why) => {
+                        retry.insert(target.member_id, why);
+                    }
+                    PushResult::Rejected { status, reason } => {
+                        tracing::error!(status, reason, topic = %target.pass_type_identifier, "APNs refused the push: check the certificate and topic");
+                    }
+                    PushResult::Delivered => {}
                 }
-                PushResult::Retry(why) => {
-                    retry.insert(target.member_id, why);
-                }
-                PushResult::Rejected { status, reason } => {
-                    tracing::error!(status, reason, topic = %target.pass_type_identifier, "APNs refused the push: check the certificate and topic");
-                }
-                PushResult::Delivered => {}
+                settlement.results.push((device, serial, label));
             }
-            settlement.results.push((device, serial, label));
         }
-        for (member, member_rows) in rows {
-            let attempts = member_rows.iter().map(|r| r.attempts).max().unwrap_or(0);
+        for (member, rows) in by_member {
+            let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0);
             match retry.remove(&member) {
                 Some(why) if attempts + 1 < MAX_ATTEMPTS => {
                     let at = now_ms() + backoff_ms(self.retry_base_ms, attempts);
                     settlement
                         .retries
-                        .extend(member_rows.into_iter().map(|r| (r.id, at, why.clone())));
+                        .extend(rows.into_iter().map(|r| (r.id, at, why.clone())));
                 }
                 Some(why) => {
                     tracing::error!(why, "giving up on a push after {MAX_ATTEMPTS} attempts");
-                    settlement
-                        .finished
-                        .extend(member_rows.into_iter().map(|r| r.id));
+                    settlement.finished.extend(rows.into_iter().map(|r| r.id));
                 }
-                None => settlement
-                    .finished
-                    .extend(member_rows.into_iter().map(|r| r.id)),
+                None => settlement.finished.extend(rows.into_iter().map(|r| r.id)),
             }
         }
-        self.store.settle_pushes(&settlement, now_ms()).await?;
-        Ok(due.len())
+        settlement
     }
 
     async fn client_for(&self, pass_type: &str, member: &str) -> Option<ApnsClient> {

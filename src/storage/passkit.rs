@@ -137,28 +137,6 @@ pub struct DueChange {
     pub attempts: i64,
 }
 
-impl Store {
-    /// Outbox rows due by `now`, oldest first.
-    pub async fn due_outbox(&self, now: i64, limit: i64) -> Result<Vec<DueChange>> {
-        let rows = sqlx::query(
-            "SELECT id, member_id, attempts FROM outbox WHERE processed_at IS NULL AND available_at <= $1 ORDER BY id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DueChange {
-                    id: r.try_get("id")?,
-                    member_id: r.try_get("member_id")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect()
-    }
-}
-
 /// A device to push for a member's change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushTarget {
@@ -182,34 +160,73 @@ pub struct PushSettlement {
     pub gone: Vec<(String, String)>,
 }
 
+impl PushSettlement {
+    /// Adds another batch's outcome, to write both in one transaction.
+    pub fn absorb(&mut self, other: PushSettlement) {
+        self.finished.extend(other.finished);
+        self.retries.extend(other.retries);
+        self.results.extend(other.results);
+        self.gone.extend(other.gone);
+    }
+}
+
 impl Store {
-    /// The devices to push for the members with due outbox rows (the same rows `due_outbox`
-    /// returns for the same `now` and `limit`), in one query.
-    pub async fn push_targets(&self, now: i64, limit: i64) -> Result<Vec<PushTarget>> {
+    /// Outbox rows due by `now` with ids after `after` (`""` for all), oldest first, and every
+    /// device registered for their members' passes, in one query. A device appears once however
+    /// many of its member's changes are due.
+    pub async fn due_pushes(
+        &self,
+        now: i64,
+        after: &str,
+        limit: i64,
+    ) -> Result<(Vec<DueChange>, Vec<PushTarget>)> {
         let rows = sqlx::query(
-            "SELECT p.member_id, p.serial_number, p.pass_type_identifier, d.device_library_identifier, d.push_token
-             FROM passes p
-             JOIN registrations r ON r.serial_number = p.serial_number
-             JOIN devices d ON d.device_library_identifier = r.device_library_identifier
-             WHERE p.member_id IN (
-                 SELECT member_id FROM outbox WHERE processed_at IS NULL AND available_at <= $1 ORDER BY id LIMIT $2
-             )",
+            "SELECT o.id, o.member_id, o.attempts, p.serial_number, p.pass_type_identifier,
+                    d.device_library_identifier, d.push_token
+             FROM (SELECT id, member_id, attempts FROM outbox
+                   WHERE processed_at IS NULL AND available_at <= $1 AND id > $3
+                   ORDER BY id LIMIT $2) o
+             LEFT JOIN passes p ON p.member_id = o.member_id
+             LEFT JOIN registrations r ON r.serial_number = p.serial_number
+             LEFT JOIN devices d ON d.device_library_identifier = r.device_library_identifier
+             ORDER BY o.id",
         )
         .bind(now)
         .bind(limit)
+        .bind(after)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PushTarget {
-                    member_id: r.try_get("member_id")?,
-                    serial_number: r.try_get("serial_number")?,
+        let mut due: Vec<DueChange> = Vec::new();
+        let mut targets = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let member_id: Option<String> = r.try_get("member_id")?;
+            if due.last().is_none_or(|d| d.id != id) {
+                due.push(DueChange {
+                    id,
+                    member_id: member_id.clone(),
+                    attempts: r.try_get("attempts")?,
+                });
+            }
+            let (Some(member_id), Some(device)) = (
+                member_id,
+                r.try_get::<Option<String>, _>("device_library_identifier")?,
+            ) else {
+                continue;
+            };
+            let serial: String = r.try_get("serial_number")?;
+            if seen.insert((device.clone(), serial.clone())) {
+                targets.push(PushTarget {
+                    member_id,
+                    serial_number: serial,
                     pass_type_identifier: r.try_get("pass_type_identifier")?,
-                    device_library_identifier: r.try_get("device_library_identifier")?,
+                    device_library_identifier: device,
                     push_token: r.try_get("push_token")?,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok((due, targets))
     }
 
     /// Writes back a dispatcher batch in one transaction (one commit, not one per push), with
@@ -242,9 +259,13 @@ impl Store {
         }
         for (label, pairs) in by_label {
             for chunk in pairs.chunks(CHUNK / 2) {
+                // Joined with a VALUES list so both backends look each pair up by the primary
+                // key (a row-value IN list makes SQLite scan the table).
                 let sql = format!(
                     "UPDATE registrations SET last_push_at = $1, last_push_result = $2
-                     WHERE (device_library_identifier, serial_number) IN ({})",
+                     FROM (VALUES {}) AS v
+                     WHERE registrations.device_library_identifier = v.column1
+                       AND registrations.serial_number = v.column2",
                     numbered_pairs(3, chunk.len())
                 );
                 let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(label);

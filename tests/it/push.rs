@@ -200,3 +200,77 @@ async fn a_push_survives_a_restart() {
     .await;
     workers.iter().for_each(|w| w.abort());
 }
+
+/// More changes than one dispatcher batch, committed at once: the pipeline reads past its
+/// cursor while earlier batches are in flight, and still pushes every device exactly once.
+async fn a_burst_larger_than_a_batch_pushes_each_device_once(db: TestDb) {
+    const MEMBERS: usize = 2300;
+    let (app, standin) = app_with_standin(db).await;
+    let first = issue_member(&app, "coffee").await;
+    let store = &app.state.store;
+    let program = store
+        .get_program(first["program_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let template = store
+        .get_template(first["pass"]["template_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let mut members = Vec::with_capacity(MEMBERS);
+    for i in 0..MEMBERS {
+        let new = tessera::domain::NewMember {
+            display_name: format!("M{i}"),
+            external_id: None,
+        };
+        let (member, pass) = store
+            .insert_member(&program, &template, &new)
+            .await
+            .unwrap();
+        let token = format!("{:064x}", 0xb000 + i);
+        store
+            .register_device(&format!("device-{i}"), &token, &pass.serial_number, 1)
+            .await
+            .unwrap();
+        members.push(member.id);
+    }
+    // Two changes for some members: still one push each (coalesced within a batch), or at
+    // most two when the changes fall in different batches.
+    for (i, m) in members.iter().enumerate() {
+        for _ in 0..(1 + (i % 7 == 0) as usize) {
+            store
+                .post(
+                    m,
+                    &tessera::ledger::Operation::EarnPoints { points: 1 },
+                    &tessera::ledger::Origin::default(),
+                    None,
+                    None,
+                    tessera::domain::now_ms(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    for _ in 0..500 {
+        if store.pending_outbox(1).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        store.pending_outbox(1).await.unwrap().is_empty(),
+        "outbox drained"
+    );
+    let seen = standin.seen.lock().unwrap().clone();
+    let mut per_token = std::collections::HashMap::<String, usize>::new();
+    for s in &seen {
+        *per_token.entry(s.path.clone()).or_default() += 1;
+    }
+    assert_eq!(per_token.len(), MEMBERS, "every device was pushed");
+    for (i, _) in members.iter().enumerate() {
+        let n = per_token[&format!("/3/device/{:064x}", 0xb000 + i)];
+        let most = if i % 7 == 0 { 2 } else { 1 };
+        assert!((1..=most).contains(&n), "device {i} pushed {n} times");
+    }
+}
+
+on_both_backends!(a_burst_larger_than_a_batch_pushes_each_device_once);
