@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::domain::Pass;
 use crate::passes::apple::Signers;
 use crate::storage::Store;
+use crate::webservice::fetches::FetchLog;
 
 /// Request bodies above this are refused before a handler runs. Template uploads carry up to
 /// three base64 images of at most 5 MB each.
@@ -24,6 +25,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub cards: Arc<Cards>,
+    /// Pass downloads not yet written to the database.
+    pub fetches: Arc<FetchLog>,
 }
 
 impl AppState {
@@ -36,6 +39,7 @@ impl AppState {
             config: Arc::new(config),
             store,
             cards: Arc::new(cards),
+            fetches: Arc::default(),
         })
     }
 
@@ -67,7 +71,10 @@ pub fn router(state: AppState) -> Router {
 /// Starts the background workers: the ledger jobs and, when pushing is on, the push
 /// dispatcher. Abort the handles to stop them.
 pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let mut workers = vec![tokio::spawn(crate::jobs::ledger_loop(state.clone()))];
+    let mut workers = vec![
+        tokio::spawn(crate::jobs::ledger_loop(state.clone())),
+        tokio::spawn(crate::jobs::fetch_log_loop(state.clone())),
+    ];
     let dispatcher = crate::push::dispatcher::Dispatcher::from_config(
         state.store.clone(),
         state.cards.shared_signers(),

@@ -507,3 +507,147 @@ pub async fn push(
         latency_samples: latencies.len(),
     })
 }
+
+#[derive(Debug, Serialize)]
+pub struct PasskitBench {
+    /// `wrk` connections and seconds per measurement.
+    pub connections: usize,
+    pub seconds: u64,
+    pub rounds: Vec<PasskitRound>,
+    /// Medians of the rounds' ratios to the trivial handler.
+    pub registrations_ratio_median: f64,
+    pub pass_ratio_median: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PasskitRound {
+    /// `GET /noop`: a handler of the same server that answers 204 and does nothing else.
+    pub noop_per_sec: f64,
+    /// `GET /passkit/v1/devices/{d}/registrations/{ptid}`: 200 with the device's serial.
+    pub registrations_per_sec: f64,
+    /// `GET /passkit/v1/passes/{ptid}/{serial}` for an unchanged pass: 200 with its cached
+    /// signed bytes.
+    pub pass_per_sec: f64,
+    pub registrations_ratio: f64,
+    pub pass_ratio: f64,
+}
+
+/// `tessera bench passkit`: the PassKit web service under `wrk` (which must be installed), in
+/// alternating rounds next to a trivial 204 handler served by the same router, process and
+/// database (a temporary SQLite file).
+pub async fn passkit(
+    seconds: u64,
+    connections: usize,
+    rounds: usize,
+) -> anyhow::Result<PasskitBench> {
+    let dir =
+        std::env::temp_dir().join(format!("tessera-bench-{}", crate::secret::random_token(6)));
+    let config = crate::config::Config {
+        database_url: format!("sqlite://{}", dir.join("bench.db").display()),
+        data_dir: dir.join("data"),
+        ..Default::default()
+    };
+    let store = Store::connect(&config.database_url).await?;
+    let state = crate::app::AppState::new(config, store.clone())?;
+    let card = crate::demo::seed(&state).await?;
+    let device = "bench-device";
+    store
+        .register_device(device, &"ab".repeat(32), &card.serial, now_ms())
+        .await?;
+    let app = crate::app::router(state).route(
+        "/noop",
+        axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let auth = format!("Authorization: ApplePass {}", card.auth_token);
+    let registrations = format!(
+        "{base}/passkit/v1/devices/{device}/registrations/{}",
+        card.pass_type_identifier
+    );
+    let pass = format!(
+        "{base}/passkit/v1/passes/{}/{}",
+        card.pass_type_identifier, card.serial
+    );
+    // Check each answer once (and fill the signed-pass cache) before measuring.
+    let http = reqwest::Client::new();
+    let expect = |url: String, status: u16, with_auth: bool| {
+        let (http, token) = (http.clone(), card.auth_token.clone());
+        async move {
+            let mut req = http.get(&url);
+            if with_auth {
+                req = req.header("Authorization", format!("ApplePass {token}"));
+            }
+            let got = req.send().await?.status().as_u16();
+            anyhow::ensure!(got == status, "{url} answered {got}, not {status}");
+            anyhow::Ok(())
+        }
+    };
+    expect(format!("{base}/noop"), 204, false).await?;
+    expect(registrations.clone(), 200, false).await?;
+    expect(pass.clone(), 200, true).await?;
+
+    let wrk = |url: String, header: Option<String>| async move {
+        tokio::task::spawn_blocking(move || wrk_rate(&url, header.as_deref(), seconds, connections))
+            .await?
+    };
+    let mut results = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let noop = wrk(format!("{base}/noop"), None).await?;
+        let regs = wrk(registrations.clone(), None).await?;
+        let passes = wrk(pass.clone(), Some(auth.clone())).await?;
+        results.push(PasskitRound {
+            noop_per_sec: noop.round(),
+            registrations_per_sec: regs.round(),
+            pass_per_sec: passes.round(),
+            registrations_ratio: (regs / noop * 1000.0).round() / 1000.0,
+            pass_ratio: (passes / noop * 1000.0).round() / 1000.0,
+        });
+    }
+    server.abort();
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let median = |f: fn(&PasskitRound) -> f64| {
+        let mut v: Vec<f64> = results.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    Ok(PasskitBench {
+        connections,
+        seconds,
+        registrations_ratio_median: median(|r| r.registrations_ratio),
+        pass_ratio_median: median(|r| r.pass_ratio),
+        rounds: results,
+    })
+}
+
+/// Requests per second `wrk` measured for `url` (one thread), refusing a run with errors or
+/// non-2xx answers, which would make a failing endpoint look fast.
+fn wrk_rate(
+    url: &str,
+    header: Option<&str>,
+    seconds: u64,
+    connections: usize,
+) -> anyhow::Result<f64> {
+    let mut cmd = std::process::Command::new("wrk");
+    cmd.args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running wrk (apt install wrk): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "wrk failed: {text}");
+    anyhow::ensure!(
+        !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "wrk saw errors for {url}:\n{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no Requests/sec in wrk's output:\n{text}"))
+}

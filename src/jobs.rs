@@ -18,6 +18,17 @@ pub async fn ledger_loop(state: AppState) {
     }
 }
 
+/// Writes pass-download times every second (see `webservice::fetches`).
+pub async fn fetch_log_loop(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.fetches.flush(&state.store).await {
+            tracing::warn!(error = %e, "recording pass downloads failed; retrying");
+        }
+    }
+}
+
 /// One pass of every ledger job; returns the number of members whose points expired.
 pub async fn run_once(state: &AppState) -> usize {
     let mut expired = 0;

@@ -89,6 +89,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// PassKit `GET registrations` and `GET pass` (unchanged) requests per second under wrk vs a
+    /// trivial 204 handler of the same server.
+    Passkit {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Idempotent earn postings per second vs bare INSERT transactions, 1 and 8 writers.
     Ledger {
         #[arg(long, default_value_t = 12.0)]
@@ -187,6 +197,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Command::Bench(BenchCommand::Passkit {
+            seconds,
+            connections,
+            rounds,
+        }) => {
+            let report = tessera::bench::passkit(seconds, connections, rounds).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::Bench(BenchCommand::Push {
             devices,
             samples,
@@ -245,6 +264,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let workers = app::spawn_workers(&state)?;
     app::run(state.clone(), listener, app::shutdown_signal()).await?;
     workers.iter().for_each(|w| w.abort());
+    if let Err(e) = state.fetches.flush(&state.store).await {
+        tracing::warn!(error = %e, "recording the last pass downloads failed");
+    }
     state.store.close().await;
     Ok(())
 }

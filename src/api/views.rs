@@ -114,7 +114,9 @@ impl PassView {
             template_id: p.template_id.clone(),
             updated_at: p.updated_at,
             pass_url: state.pass_url(p),
-            last_fetched_at: p.last_fetched_at,
+            last_fetched_at: p
+                .last_fetched_at
+                .max(state.fetches.pending(&p.serial_number)),
         }
     }
 }

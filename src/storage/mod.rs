@@ -364,11 +364,45 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        // Every installed card shows the change: one outbox row per holder, committed with
+        // the change itself, for the push dispatcher.
+        let holders = sqlx::query("SELECT member_id FROM passes WHERE template_id = $1")
+            .bind(template_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let payload = serde_json::json!({ "template_id": template_id }).to_string();
+        for chunk in holders.chunks(OUTBOX_CHUNK) {
+            let values = (0..chunk.len())
+                .map(|k| {
+                    format!(
+                        "(${}, 'template.changed', ${}, $1, $2)",
+                        3 + 2 * k,
+                        4 + 2 * k
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO outbox (id, topic, member_id, payload, created_at) VALUES {values}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&payload)
+                .bind(now);
+            for row in chunk {
+                q = q
+                    .bind(new_id())
+                    .bind(row.try_get::<String, _>("member_id")?);
+            }
+            q.execute(&mut *tx).await?;
+        }
         let row = sqlx::query("SELECT * FROM templates WHERE id = $1")
             .bind(template_id)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
+        if !holders.is_empty() {
+            self.changed.notify_one();
+        }
         rows::template(&row)
     }
 
@@ -640,6 +674,9 @@ async fn upsert_images(
 
 /// Time-ordered ids (UUIDv7): new rows land at the end of each primary-key index instead of on
 /// a random page, which keeps ledger writes cheap as tables grow.
+/// Outbox rows per INSERT statement (two parameters each, under both backends' limits).
+const OUTBOX_CHUNK: usize = 400;
+
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

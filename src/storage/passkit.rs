@@ -95,13 +95,25 @@ impl Store {
             .collect()
     }
 
-    /// Notes that Wallet downloaded the pass.
-    pub async fn mark_fetched(&self, serial: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE passes SET last_fetched_at = $2 WHERE serial_number = $1")
-            .bind(serial)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+    /// Notes when Wallet downloaded passes: `(serial, at)` pairs, in one transaction. A time
+    /// older than the one stored is ignored.
+    pub async fn mark_fetched(&self, fetches: &[(String, i64)]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for chunk in fetches.chunks(CHUNK / 2) {
+            let sql = format!(
+                "UPDATE passes SET last_fetched_at = v.column2
+                 FROM (VALUES {}) AS v
+                 WHERE passes.serial_number = v.column1
+                   AND (passes.last_fetched_at IS NULL OR passes.last_fetched_at < v.column2)",
+                numbered_pairs(1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (serial, at) in chunk {
+                q = q.bind(serial).bind(*at);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -21,6 +21,8 @@ use crate::domain::{Pass, now_ms};
 use crate::secret::constant_time_eq;
 use crate::storage::StorageError;
 
+pub mod fetches;
+
 /// How far behind "now" a `lastUpdated` tag is held. A change's time is taken before its
 /// transaction commits, so a change stamped earlier can commit after one stamped later; a tag
 /// never newer than this margin makes the device ask again for anything that committed late.
@@ -237,13 +239,7 @@ async fn latest_pass(
     }
     match state.cards.pkpass_cached(&pass).await {
         Ok(bytes) => {
-            if let Err(e) = state
-                .store
-                .mark_fetched(&pass.serial_number, now_ms())
-                .await
-            {
-                tracing::warn!(error = %e, "PassKit: recording the fetch failed");
-            }
+            state.fetches.record(&pass.serial_number, now_ms());
             crate::api::pkpass_response(bytes, pass.updated_at)
         }
         Err(e) => {

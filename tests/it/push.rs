@@ -274,3 +274,41 @@ async fn a_burst_larger_than_a_batch_pushes_each_device_once(db: TestDb) {
 }
 
 on_both_backends!(a_burst_larger_than_a_batch_pushes_each_device_once);
+
+/// Changing a template's image changes every card on it: each holder's device is pushed.
+async fn a_template_change_pushes_every_holder(db: TestDb) {
+    let (app, standin) = app_with_standin(db).await;
+    let first = issue_member(&app, "coffee").await;
+    let (s, second) = app
+        .post(
+            &format!(
+                "/api/v1/programs/{}/members",
+                first["program_id"].as_str().unwrap()
+            ),
+            json!({"display_name": "Grace Hopper"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{second}");
+    register(&app, &first, "phone-1", "abcd11").await;
+    register(&app, &second, "phone-2", "abcd12").await;
+    let template_id = first["pass"]["template_id"].as_str().unwrap();
+    let r = app
+        .client
+        .put(app.url(&format!("/api/v1/templates/{template_id}/images/logo")))
+        .bearer_auth(&app.admin_key)
+        .body(tessera::passes::apple::images::sample_png(
+            320,
+            100,
+            [1, 200, 3],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("a push to each holder", || {
+        standin.pushes_to("abcd11").len() == 1 && standin.pushes_to("abcd12").len() == 1
+    })
+    .await;
+}
+
+on_both_backends!(a_template_change_pushes_every_holder);

@@ -251,7 +251,13 @@ async fn updates_flow_from_earn_to_fetch(db: TestDb) {
         last_modified,
         tessera::api::http_date(pass.updated_at).unwrap()
     );
-    assert!(pass.last_fetched_at.is_some(), "the fetch is recorded");
+    assert!(
+        app.state.fetches.pending(&c.serial).is_some(),
+        "the fetch is recorded"
+    );
+    app.state.fetches.flush(&app.state.store).await.unwrap();
+    let stored = app.state.store.get_pass(&c.serial).await.unwrap();
+    assert!(stored.last_fetched_at.is_some(), "and written on flush");
     let first = r.bytes().await.unwrap();
     let r = http
         .get(c.pass_url(&app))
