@@ -51,9 +51,25 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Manage staff accounts for the web UI.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Measure throughput; prints JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a staff account. The password is read from standard input (one line) when it is
+    /// not a terminal; otherwise a random one is generated and printed once.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// admin, marketer or cashier.
+        #[arg(long)]
+        role: Role,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,6 +195,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 role.as_str()
             );
             println!("{key}");
+            store.close().await;
+            Ok(())
+        }
+        Command::User(UserCommand::Create { email, role }) => {
+            use std::io::IsTerminal;
+            let (password, generated) = if std::io::stdin().is_terminal() {
+                (tessera::secret::random_token(15), true)
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                (line.trim_end_matches(['\r', '\n']).to_string(), false)
+            };
+            let store = Store::connect(&config.database_url).await?;
+            let user = tessera::web::staff::create_user(&store, &email, role, &password).await?;
+            eprintln!("created {} account {}", user.role.as_str(), user.email);
+            if generated {
+                eprintln!("its password, shown only this once:");
+                println!("{password}");
+            }
             store.close().await;
             Ok(())
         }

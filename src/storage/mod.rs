@@ -8,9 +8,11 @@
 mod ledger;
 mod passkit;
 mod rows;
+mod staff;
 
 pub use ledger::{MemberStanding, OutboxRow};
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
+pub use staff::{StaffSession, StaffUser};
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -11,8 +11,11 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 
+pub mod staff;
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(staff::router())
         .route("/", get(home))
         .route("/healthz", get(health))
         .route("/passes/{file}", get(download))

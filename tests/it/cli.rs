@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-fn tessera(dir: &std::path::Path) -> Command {
+pub fn tessera(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
     c.current_dir(dir).env_remove("RUST_LOG");
     for (k, _) in std::env::vars() {

@@ -9,5 +9,6 @@ mod ledger_props;
 mod openapi;
 mod pass_checks;
 mod push;
+mod staff;
 mod storage;
 mod webservice;
