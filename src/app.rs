@@ -12,6 +12,7 @@ use tower_http::trace::TraceLayer;
 use crate::cards::Cards;
 use crate::config::Config;
 use crate::domain::Pass;
+use crate::google::Google;
 use crate::passes::apple::Signers;
 use crate::storage::Store;
 use crate::webservice::fetches::FetchLog;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub cards: Arc<Cards>,
     /// Pass downloads not yet written to the database.
     pub fetches: Arc<FetchLog>,
+    /// Google Wallet, when configured.
+    pub google: Option<Arc<Google>>,
 }
 
 impl AppState {
@@ -35,11 +38,18 @@ impl AppState {
         let signers = Signers::from_config(&config.apple, &config.data_dir)
             .context("loading the Apple signing identity")?;
         let cards = Cards::new(store.clone(), signers, config.web_service_url());
+        let google = Google::from_config(&config.google)
+            .context("loading the Google Wallet configuration")?
+            .map(Arc::new);
+        if google.is_some() {
+            store.enable_google_sync();
+        }
         Ok(AppState {
             config: Arc::new(config),
             store,
             cards: Arc::new(cards),
             fetches: Arc::default(),
+            google,
         })
     }
 
@@ -81,6 +91,20 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
         &state.config.push,
     )
     .context("configuring push")?;
+    if let Some(google) = &state.google {
+        workers.push(tokio::spawn(
+            crate::google::sync::Worker {
+                google: google.clone(),
+                store: state.store.clone(),
+                public_base: state.config.public_base().to_string(),
+                retry_base_ms: state.config.google.retry_base_ms.max(1),
+                poll: std::time::Duration::from_millis(
+                    state.config.google.poll_interval_ms.max(10),
+                ),
+            }
+            .run(),
+        ));
+    }
     match dispatcher {
         Some(d) => workers.push(tokio::spawn(d.run())),
         None => tracing::info!("APNs push is off (development identity and no push.apns_url)"),

@@ -26,6 +26,46 @@ pub struct Config {
     pub apple: AppleConfig,
     pub ledger: LedgerConfig,
     pub push: PushConfig,
+    pub google: GoogleConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoogleConfig {
+    /// The numeric issuer id from the Google Pay & Wallet Console. Google Wallet is off unless
+    /// this and `service_account_key` are set.
+    pub issuer_id: Option<String>,
+    /// The service account's JSON key file (its e-mail must be a user of the issuer).
+    pub service_account_key: Option<PathBuf>,
+    /// The OAuth2 token endpoint; the key file's `token_uri` unless set.
+    pub token_uri: Option<String>,
+    pub api_base: String,
+    /// Save links are this plus the JWT.
+    pub save_url_base: String,
+    /// Domains allowed to show the "Add to Google Wallet" button from a save JWT.
+    pub origins: Vec<String>,
+    /// Wallet API requests per second at most (Google allows 20).
+    pub requests_per_second: u32,
+    /// First retry delay after a failed sync; doubles with each attempt, with jitter.
+    pub retry_base_ms: u64,
+    /// How often the sync worker looks for members to write.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for GoogleConfig {
+    fn default() -> Self {
+        GoogleConfig {
+            issuer_id: None,
+            service_account_key: None,
+            token_uri: None,
+            api_base: crate::google::client::API_BASE.into(),
+            save_url_base: "https://pay.google.com/gp/v/save/".into(),
+            origins: Vec::new(),
+            requests_per_second: 20,
+            retry_base_ms: 1000,
+            poll_interval_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +143,7 @@ impl Default for Config {
             apple: AppleConfig::default(),
             ledger: LedgerConfig::default(),
             push: PushConfig::default(),
+            google: GoogleConfig::default(),
         }
     }
 }

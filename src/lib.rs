@@ -8,6 +8,7 @@ pub mod cards;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod google;
 pub mod jobs;
 pub mod ledger;
 pub mod passes;

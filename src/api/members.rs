@@ -10,8 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
 use super::views::{
-    DeviceView, ErrorBody, MemberSummary, MemberView, NextExpiry, Paged, PassDetail, PassList,
-    PassView, TierProgress,
+    DeviceView, ErrorBody, GoogleCard, MemberSummary, MemberView, NextExpiry, Paged, PassDetail,
+    PassList, PassView, TierProgress,
 };
 use super::{Page, paged};
 use crate::app::AppState;
@@ -199,6 +199,51 @@ pub async fn list_passes(
             pass: PassView::new(&state, &pass),
             devices,
         }],
+    }))
+}
+
+/// The member's Google Wallet card: its object (written now if it was not yet) and an
+/// "Add to Google Wallet" link. 404 when Google Wallet is not configured.
+#[utoipa::path(get, path = "/api/v1/members/{member_id}/google", tag = "members",
+    params(("member_id" = String, Path)),
+    responses((status = 200, description = "OK", body = GoogleCard), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found, or Google Wallet is not configured", body = ErrorBody), (status = 503, description = "Google Wallet did not answer; try again", body = ErrorBody)))]
+pub async fn google_card(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+) -> Result<Json<GoogleCard>, ApiError> {
+    caller.require(READERS)?;
+    state.store.get_member(&member_id).await?;
+    let Some(google) = &state.google else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "google_not_configured",
+            "Google Wallet is not configured: set google.issuer_id and google.service_account_key",
+        ));
+    };
+    let object = match state.store.google_object(&member_id).await? {
+        Some(o) => o,
+        None => google
+            .sync_member(&state.store, &member_id, state.config.public_base())
+            .await
+            .map_err(|e| match e {
+                crate::google::sync::SyncError::Storage(s) => ApiError::from(s),
+                crate::google::sync::SyncError::Google(g) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "google_unavailable",
+                    g.to_string(),
+                ),
+            })?,
+    };
+    let save_url = google
+        .save_url(&object.class_id, &object.object_id)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(Json(GoogleCard {
+        object_id: object.object_id,
+        class_id: object.class_id,
+        save_url,
+        synced_points: object.synced_points,
+        synced_at: object.synced_at,
     }))
 }
 

@@ -73,6 +73,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(members::get_member))
         .routes(routes!(members::download_pass))
         .routes(routes!(members::list_passes))
+        .routes(routes!(members::google_card))
         .routes(routes!(
             transactions::post_transaction,
             transactions::list_transactions

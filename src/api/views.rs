@@ -271,3 +271,15 @@ pub struct KeyCreated {
     /// The full key, shown only in this response; only its hash is stored.
     pub key: String,
 }
+
+/// A member's Google Wallet card.
+#[derive(Serialize, ToSchema)]
+pub struct GoogleCard {
+    pub object_id: String,
+    pub class_id: String,
+    /// "Add to Google Wallet": a signed link carrying only ids, under 1,800 characters.
+    pub save_url: String,
+    /// The balance Google shows, and when it was written.
+    pub synced_points: i64,
+    pub synced_at: i64,
+}

@@ -350,7 +350,7 @@ impl Dispatcher {
 }
 
 /// `base * 2^attempts`, at most 10 minutes, plus up to 50% jitter so retries spread out.
-fn backoff_ms(base: u64, attempts: i64) -> i64 {
+pub fn backoff_ms(base: u64, attempts: i64) -> i64 {
     let exp = base
         .saturating_mul(1u64 << attempts.clamp(0, 20))
         .min(600_000);

@@ -715,6 +715,16 @@ impl Store {
                 ],
             );
         }
+        if self.google_sync() {
+            b.push(
+                super::google::QUEUE_SQL,
+                vec![
+                    text(e.member_id.clone()),
+                    Arg::Int(Some(e.created_at)),
+                    Arg::Int(Some(e.created_at)),
+                ],
+            );
+        }
         b.push(
             // No guard in WHERE: the CHECK (points >= 0) constraint raises an error, which stops a
             // SQLite script before its COMMIT; a WHERE guard would silently update nothing.

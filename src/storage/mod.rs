@@ -5,11 +5,13 @@
 //! the backend. Writes that must not interleave open `BEGIN IMMEDIATE` on SQLite, so a writer
 //! takes the lock up front instead of failing to upgrade a read lock halfway.
 
+mod google;
 mod ledger;
 mod passkit;
 mod rows;
 mod staff;
 
+pub use google::{GoogleObject, GooglePending};
 pub use ledger::{MemberStanding, OutboxRow};
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
 pub use staff::{StaffSession, StaffUser};
@@ -113,6 +115,8 @@ pub struct Store {
     /// Woken after every committed change that wrote an outbox row, so the push dispatcher
     /// starts at once instead of at its next poll.
     changed: Arc<Notify>,
+    /// Whether changes also queue a Google Wallet sync (`enable_google_sync`).
+    google: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -172,6 +176,7 @@ impl Store {
             pool,
             backend,
             changed: Arc::new(Notify::new()),
+            google: Arc::default(),
         })
     }
 
@@ -478,6 +483,14 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if self.google_sync() {
+            sqlx::query(sqlx::AssertSqlSafe(google::numbered(google::QUEUE_SQL)))
+                .bind(&member.id)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok((member, pass))
     }

@@ -19,6 +19,10 @@ pub fn router() -> Router<AppState> {
         .route("/", get(home))
         .route("/healthz", get(health))
         .route("/passes/{file}", get(download))
+        .route(
+            "/google/images/{template_id}/{version}/{file}",
+            get(google_image),
+        )
 }
 
 #[derive(Template, WebTemplate)]
@@ -71,6 +75,44 @@ async fn download(
                 "the pass could not be built; see the server log\n",
             )
                 .into_response()
+        }
+    }
+}
+
+/// The template's square image for Google Wallet's program logo. Google fetches it from this
+/// public URL and caches it, so the URL carries the template version: a new version is a new
+/// URL, and Google fetches the new image.
+async fn google_image(
+    State(state): State<AppState>,
+    Path((template_id, _version, file)): Path<(String, i64, String)>,
+) -> Response {
+    if file != "logo.png" {
+        return (StatusCode::NOT_FOUND, "no such image\n").into_response();
+    }
+    match state.store.template_images(&template_id).await {
+        Ok(files) => {
+            // The largest icon: square, which is what Google's circular logo mask needs.
+            let best = ["icon@3x.png", "icon@2x.png", "icon.png"]
+                .iter()
+                .find_map(|name| files.iter().find(|(n, _)| n == name));
+            match best {
+                Some((_, bytes)) => (
+                    [
+                        (axum::http::header::CONTENT_TYPE, "image/png"),
+                        (
+                            axum::http::header::CACHE_CONTROL,
+                            "public, max-age=31536000, immutable",
+                        ),
+                    ],
+                    bytes.clone(),
+                )
+                    .into_response(),
+                None => (StatusCode::NOT_FOUND, "the template has no icon\n").into_response(),
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading template images failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
 }

@@ -3,6 +3,7 @@
 mod api;
 mod apns;
 mod cli;
+mod google;
 mod helpers;
 mod ledger;
 mod ledger_props;

@@ -1,0 +1,149 @@
+//! Our template and member as Google's LoyaltyClass and LoyaltyObject (`google-wallet.md`
+//! §3.3-3.4), with Google's length limits applied.
+
+use serde_json::{Value, json};
+
+use crate::domain::template::{FieldValue, Substitutions};
+use crate::domain::{BarcodeFormat, FieldSpec, Member, Program, Template};
+
+/// Cuts `s` to `max` characters, with an ellipsis when it was longer.
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// The class for a template version: everything every holder shares.
+pub fn loyalty_class(
+    class_id: &str,
+    program: &Program,
+    template: &Template,
+    public_base: &str,
+) -> Value {
+    let design = &template.design;
+    let logo = format!(
+        "{public_base}/google/images/{}/{}/logo.png",
+        template.id, template.version
+    );
+    let locations: Vec<Value> = design
+        .locations
+        .iter()
+        .take(10)
+        .map(|l| json!({"latitude": l.latitude, "longitude": l.longitude}))
+        .collect();
+    json!({
+        "id": class_id,
+        "issuerName": cut(&program.organization_name, 20),
+        "programName": cut(&program.name, 20),
+        "programLogo": {
+            "sourceUri": {"uri": logo},
+            "contentDescription": {"defaultValue": {"language": "en", "value": cut(&program.name, 100)}},
+        },
+        "hexBackgroundColor": design.colors.background,
+        "reviewStatus": "UNDER_REVIEW",
+        "accountNameLabel": "Member",
+        "accountIdLabel": "Number",
+        "merchantLocations": locations,
+        "callbackOptions": {"url": format!("{public_base}/google/callback")},
+        "multipleDevicesAndHoldersAllowedStatus": "ONE_USER_ALL_DEVICES",
+    })
+}
+
+fn google_barcode(format: BarcodeFormat) -> &'static str {
+    match format {
+        BarcodeFormat::Qr => "QR_CODE",
+        BarcodeFormat::Pdf417 => "PDF_417",
+        BarcodeFormat::Aztec => "AZTEC",
+        BarcodeFormat::Code128 => "CODE_128",
+    }
+}
+
+fn text(v: FieldValue) -> String {
+    match v {
+        FieldValue::Number(n) => n.to_string(),
+        FieldValue::Text(t) => t,
+    }
+}
+
+/// The label of the design's `{{balance}}` field, or "Points".
+fn points_label(template: &Template) -> String {
+    let d = &template.design;
+    d.header_fields
+        .iter()
+        .chain(&d.primary_fields)
+        .chain(&d.secondary_fields)
+        .chain(&d.auxiliary_fields)
+        .find(|f: &&FieldSpec| f.value.trim() == "{{balance}}")
+        .and_then(|f| f.label.clone())
+        .unwrap_or_else(|| "Points".into())
+}
+
+/// One member's card. The balance is an `int`; the tier rides as secondary points; the back
+/// fields become text modules (at most 10, ids without dots).
+pub fn loyalty_object(
+    object_id: &str,
+    class_id: &str,
+    program: &Program,
+    template: &Template,
+    member: &Member,
+) -> Value {
+    let subs = Substitutions {
+        balance: member.points,
+        tier: member.tier.as_deref().unwrap_or(""),
+        member_name: &member.display_name,
+        external_id: member.external_id.as_deref().unwrap_or(""),
+        barcode: &member.barcode,
+        program_name: &program.name,
+    };
+    let modules: Vec<Value> = template
+        .design
+        .back_fields
+        .iter()
+        .take(10)
+        .map(|f| {
+            json!({
+                "id": f.key.replace('.', "_"),
+                "header": cut(f.label.as_deref().unwrap_or(""), 35),
+                "body": cut(&text(subs.fill(&f.value)), 500),
+            })
+        })
+        .collect();
+    let mut object = json!({
+        "id": object_id,
+        "classId": class_id,
+        "state": "ACTIVE",
+        "accountId": cut(member.external_id.as_deref().unwrap_or(&member.barcode), 20),
+        "accountName": cut(&member.display_name, 20),
+        "loyaltyPoints": {"label": cut(&points_label(template), 9), "balance": {"int": member.points}},
+        "barcode": {
+            "type": google_barcode(template.design.barcode.format),
+            "value": member.barcode,
+            "alternateText": if template.design.barcode.show_value { member.barcode.as_str() } else { "" },
+        },
+        "textModulesData": modules,
+    });
+    if let Some(tier) = &member.tier {
+        object["secondaryLoyaltyPoints"] =
+            json!({"label": "Tier", "balance": {"string": cut(tier, 7)}});
+    }
+    object
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_texts_are_cut_with_an_ellipsis() {
+        assert_eq!(super::cut("Tessera", 20), "Tessera");
+        assert_eq!(
+            super::cut("Tessera Coffee Roasters Ltd", 20)
+                .chars()
+                .count(),
+            20
+        );
+        assert!(super::cut("Tessera Coffee Roasters Ltd", 20).ends_with('…'));
+    }
+}

@@ -1,0 +1,196 @@
+//! Keeps Google's copy current (`google-wallet.md` §5): a worker drains `google_pending` (one
+//! row per member, so bursts coalesce), writes the member's object after commit, and spends
+//! Google's notification budget (3 per card per 24 h) only on balance changes while it lasts;
+//! past it the update goes out silently, so the balance is always current and no request fails
+//! on the quota.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::client::GoogleError;
+use super::{Google, model};
+use crate::domain::now_ms;
+use crate::storage::{GoogleObject, GooglePending, StorageError, Store};
+
+/// Google's budget: notifications per card per rolling 24 hours.
+pub const NOTIFY_BUDGET: i64 = 3;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// Members synced per pass of the worker.
+const BATCH: i64 = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Google(#[from] GoogleError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl Google {
+    /// Inserts or updates the class for the template's current version, if Google has an older
+    /// one (or none).
+    async fn ensure_class(
+        &self,
+        store: &Store,
+        template: &crate::domain::Template,
+        public_base: &str,
+    ) -> Result<String, SyncError> {
+        let class_id = self.class_id(&template.id);
+        if store.google_class_version(&template.id).await? != Some(template.version) {
+            let program = store.get_program(&template.program_id).await?;
+            let class = model::loyalty_class(&class_id, &program, template, public_base);
+            self.client.upsert("loyaltyClass", &class).await?;
+            store
+                .record_google_class(&template.id, &class_id, template.version, now_ms())
+                .await?;
+        }
+        Ok(class_id)
+    }
+
+    /// Writes the member's object as it stands now: inserted the first time, patched after,
+    /// with a notification when the balance changed and the budget allows.
+    pub async fn sync_member(
+        &self,
+        store: &Store,
+        member_id: &str,
+        public_base: &str,
+    ) -> Result<GoogleObject, SyncError> {
+        let member = store.get_member(member_id).await?;
+        let pass = store.pass_for_member(member_id).await?;
+        let template = store.get_template(&pass.template_id).await?;
+        let program = store.get_program(&member.program_id).await?;
+        let class_id = self.ensure_class(store, &template, public_base).await?;
+        let object_id = self.object_id(&member.id);
+        let object = model::loyalty_object(&object_id, &class_id, &program, &template, &member);
+        let now = now_ms();
+        let previous = store.google_object(member_id).await?;
+        let mut notified = false;
+        match &previous {
+            None => {
+                self.client.upsert("loyaltyObject", &object).await?;
+            }
+            Some(before) => {
+                let wants_notice = before.synced_points != member.points
+                    && store
+                        .google_notifications_since(&object_id, now - DAY_MS)
+                        .await?
+                        < NOTIFY_BUDGET;
+                notified = self.patch_object(&object, wants_notice).await?;
+            }
+        }
+        let synced = GoogleObject {
+            object_id,
+            class_id,
+            synced_points: member.points,
+            synced_at: now,
+        };
+        store
+            .record_google_object(member_id, &synced, notified)
+            .await?;
+        Ok(synced)
+    }
+
+    /// PATCHes the object (inserting it if Google lost it); returns whether it notified.
+    async fn patch_object(&self, object: &Value, notify: bool) -> Result<bool, GoogleError> {
+        let id = object["id"].as_str().unwrap_or_default();
+        let mut body = object.clone();
+        if notify {
+            // Not stored by Google: it must ride on every update that should notify [§5.2].
+            body["notifyPreference"] = "NOTIFY_ON_UPDATE".into();
+        }
+        match self.client.patch("loyaltyObject", id, &body).await {
+            Ok((404, _)) => {
+                self.client.upsert("loyaltyObject", object).await?;
+                Ok(false)
+            }
+            Ok((status, json)) if !(200..300).contains(&status) => Err(GoogleError::Rejected {
+                status,
+                message: json.to_string(),
+            }),
+            Ok(_) => Ok(notify),
+            // Our count and Google's disagree (another server, a message): update silently.
+            Err(GoogleError::Quota) if notify => {
+                tracing::info!(
+                    object = id,
+                    "Google's notification quota is spent; updating silently"
+                );
+                Box::pin(self.patch_object(object, false)).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The worker: runs until aborted.
+pub struct Worker {
+    pub google: Arc<Google>,
+    pub store: Store,
+    pub public_base: String,
+    pub retry_base_ms: u64,
+    pub poll: Duration,
+}
+
+impl Worker {
+    pub async fn run(self) {
+        loop {
+            match self.run_once().await {
+                Ok(n) if n as i64 >= BATCH => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "Google sync pass failed; retrying"),
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    /// One pass: classes of changed templates, then the members due. Returns members handled.
+    pub async fn run_once(&self) -> Result<usize, StorageError> {
+        for template_id in self.store.templates_ahead_of_google().await? {
+            let template = self.store.get_template(&template_id).await?;
+            if let Err(e) = self
+                .google
+                .ensure_class(&self.store, &template, &self.public_base)
+                .await
+            {
+                tracing::warn!(error = %e, template = %template_id, "updating the Google class failed; retrying");
+            }
+        }
+        let due = self.store.google_due(now_ms(), BATCH).await?;
+        for p in &due {
+            self.sync(p).await?;
+        }
+        Ok(due.len())
+    }
+
+    async fn sync(&self, p: &GooglePending) -> Result<(), StorageError> {
+        match self
+            .google
+            .sync_member(&self.store, &p.member_id, &self.public_base)
+            .await
+        {
+            Ok(_) => self.store.google_done(p).await,
+            Err(SyncError::Storage(StorageError::NotFound(what))) => {
+                tracing::warn!(member = %p.member_id, what, "nothing to sync to Google");
+                self.store.google_done(p).await
+            }
+            Err(SyncError::Storage(e)) => Err(e),
+            Err(SyncError::Google(e)) => {
+                let delay = match &e {
+                    GoogleError::Retry(_) | GoogleError::Quota => {
+                        crate::push::dispatcher::backoff_ms(self.retry_base_ms, p.attempts)
+                    }
+                    // A refused request will not pass as it is: look again in an hour, when
+                    // the configuration or template may have been fixed.
+                    GoogleError::Rejected { .. } | GoogleError::Config(_) => {
+                        tracing::error!(error = %e, member = %p.member_id, "Google Wallet refused the card");
+                        3_600_000
+                    }
+                };
+                self.store
+                    .google_retry(p, now_ms() + delay, &e.to_string())
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Google Wallet sync state: synced classes and objects, the notification budget, and the
+//! queue of members whose object is out of date.
+
+use std::sync::atomic::Ordering;
+
+use sqlx::Row;
+
+use super::{Result, Store};
+
+/// The UPSERT that queues a member for a Google sync; `?`s are member id, time, time.
+pub(super) const QUEUE_SQL: &str =
+    "INSERT INTO google_pending (member_id, queued_at, available_at) VALUES (?, ?, ?)
+     ON CONFLICT (member_id) DO UPDATE SET queued_at = excluded.queued_at";
+
+/// A member waiting for its object to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GooglePending {
+    pub member_id: String,
+    pub queued_at: i64,
+    pub attempts: i64,
+}
+
+/// What was last written to Google for a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleObject {
+    pub object_id: String,
+    pub class_id: String,
+    pub synced_points: i64,
+    pub synced_at: i64,
+}
+
+impl Store {
+    /// From now on every ledger change and new member also queues a Google sync.
+    pub fn enable_google_sync(&self) {
+        self.google.store(true, Ordering::Release);
+    }
+
+    pub(super) fn google_sync(&self) -> bool {
+        self.google.load(Ordering::Acquire)
+    }
+
+    /// Queues `member_id` (no-op when already queued, except that the change time moves).
+    pub async fn queue_google_sync(&self, member_id: &str, now: i64) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(numbered(QUEUE_SQL)))
+            .bind(member_id)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn google_due(&self, now: i64, limit: i64) -> Result<Vec<GooglePending>> {
+        let rows = sqlx::query(
+            "SELECT member_id, queued_at, attempts FROM google_pending WHERE available_at <= $1
+             ORDER BY available_at, member_id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GooglePending {
+                    member_id: r.try_get("member_id")?,
+                    queued_at: r.try_get("queued_at")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Done with `p`: forgets it unless another change queued it again meanwhile.
+    pub async fn google_done(&self, p: &GooglePending) -> Result<()> {
+        sqlx::query("DELETE FROM google_pending WHERE member_id = $1 AND queued_at = $2")
+            .bind(&p.member_id)
+            .bind(p.queued_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Try `p` again at `at`.
+    pub async fn google_retry(&self, p: &GooglePending, at: i64, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE google_pending SET attempts = attempts + 1, available_at = $2, last_error = $3 WHERE member_id = $1",
+        )
+        .bind(&p.member_id)
+        .bind(at)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn google_pending_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM google_pending")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    pub async fn google_class_version(&self, template_id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT version FROM google_classes WHERE template_id = $1")
+            .bind(template_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("version")).transpose()?)
+    }
+
+    pub async fn record_google_class(
+        &self,
+        template_id: &str,
+        class_id: &str,
+        version: i64,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO google_classes (template_id, class_id, version, synced_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (template_id) DO UPDATE SET class_id = excluded.class_id, version = excluded.version, synced_at = excluded.synced_at",
+        )
+        .bind(template_id)
+        .bind(class_id)
+        .bind(version)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Templates whose Google class was written for an older version.
+    pub async fn templates_ahead_of_google(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT t.id FROM templates t JOIN google_classes g ON g.template_id = t.id WHERE g.version < t.version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    pub async fn google_object(&self, member_id: &str) -> Result<Option<GoogleObject>> {
+        let row = sqlx::query("SELECT * FROM google_objects WHERE member_id = $1")
+            .bind(member_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(GoogleObject {
+                object_id: r.try_get("object_id")?,
+                class_id: r.try_get("class_id")?,
+                synced_points: r.try_get("synced_points")?,
+                synced_at: r.try_get("synced_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records a written object and, when it notified the holder, the notification.
+    pub async fn record_google_object(
+        &self,
+        member_id: &str,
+        o: &GoogleObject,
+        notified: bool,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO google_objects (member_id, object_id, class_id, synced_points, synced_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (member_id) DO UPDATE SET class_id = excluded.class_id, synced_points = excluded.synced_points, synced_at = excluded.synced_at",
+        )
+        .bind(member_id)
+        .bind(&o.object_id)
+        .bind(&o.class_id)
+        .bind(o.synced_points)
+        .bind(o.synced_at)
+        .execute(&mut *tx)
+        .await?;
+        if notified {
+            sqlx::query("INSERT INTO google_notifications (object_id, sent_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&o.object_id)
+                .bind(o.synced_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Notifications sent for `object_id` since `since`.
+    pub async fn google_notifications_since(&self, object_id: &str, since: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM google_notifications WHERE object_id = $1 AND sent_at > $2",
+        )
+        .bind(object_id)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+}
+
+/// `?` placeholders as `$1, $2, ...` (both backends read those through the Any driver).
+pub(super) fn numbered(sql: &str) -> String {
+    let mut parts = sql.split('?');
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for (i, part) in parts.enumerate() {
+        out.push_str(&format!("${}{part}", i + 1));
+    }
+    out
+}

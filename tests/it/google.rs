@@ -1,0 +1,342 @@
+//! Google Wallet against the local stand-in: the token grant, classes and objects, live
+//! balance updates within the notification budget, and save links.
+
+use std::time::Duration;
+
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use serde_json::{Value, json};
+use tessera::google::standin::GoogleStandIn;
+use tessera::google::{Credentials, TokenProvider, WalletClient};
+
+use crate::helpers::{TestApp, TestDb, issue_member};
+use crate::on_both_backends;
+
+const ISSUER: &str = "3388000000012345678";
+const EMAIL: &str = "tessera@test-project.iam.gserviceaccount.com";
+
+/// A service-account key pair and its JSON key file in `dir`.
+fn service_account(dir: &std::path::Path) -> (PKey<Private>, std::path::PathBuf) {
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let pem = String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let path = dir.join("service-account.json");
+    let file = json!({
+        "type": "service_account",
+        "client_email": EMAIL,
+        "private_key": pem,
+        "private_key_id": "key-1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    std::fs::write(&path, file.to_string()).unwrap();
+    (key, path)
+}
+
+fn public(key: &PKey<Private>) -> PKey<openssl::pkey::Public> {
+    PKey::public_key_from_pem(&key.public_key_to_pem().unwrap()).unwrap()
+}
+
+async fn google_app(db: TestDb) -> (TestApp, GoogleStandIn, PKey<Private>) {
+    let (key, path) = service_account(db.dir.path());
+    let standin = GoogleStandIn::start(public(&key), EMAIL, ISSUER, 3600).await;
+    let (token_url, api) = (standin.token_url(), standin.api_base());
+    let app = TestApp::spawn_with(db, move |c| {
+        c.google.issuer_id = Some(ISSUER.into());
+        c.google.service_account_key = Some(path);
+        c.google.token_uri = Some(token_url);
+        c.google.api_base = api;
+        c.google.poll_interval_ms = 20;
+        c.google.retry_base_ms = 20;
+        c.google.requests_per_second = 1000;
+    })
+    .await;
+    (app, standin, key)
+}
+
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..250 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn object_balance(standin: &GoogleStandIn, id: &str) -> Option<i64> {
+    standin.recorded().objects.get(id)?["loyaltyPoints"]["balance"]["int"].as_i64()
+}
+
+async fn an_earn_reaches_google_and_the_fourth_notice_is_silent(db: TestDb) {
+    let (app, standin, _) = google_app(db).await;
+    let member = issue_member(&app, "coffee").await;
+    let member_id = member["id"].as_str().unwrap();
+    let object_id = format!("{ISSUER}.tessera-m-{member_id}");
+    // Joining writes the class and the object, without a notification.
+    eventually("the object", || {
+        object_balance(&standin, &object_id) == Some(0)
+    })
+    .await;
+    {
+        let r = standin.recorded();
+        let object = &r.objects[&object_id];
+        let class_id = object["classId"].as_str().unwrap();
+        assert_eq!(r.classes[class_id]["reviewStatus"], "APPROVED");
+        assert_eq!(object["state"], "ACTIVE");
+        assert_eq!(
+            object["barcode"]["value"], member["barcode"],
+            "same code as the Apple card"
+        );
+        assert_eq!(object["accountName"], "Ada Lovelace");
+    }
+    let path = format!("/api/v1/members/{member_id}/transactions");
+    let mut balance = 0;
+    for (i, points) in [10, 20, 30, 40].into_iter().enumerate() {
+        let (s, _) = app
+            .post_idem(
+                &path,
+                &format!("e{i}"),
+                json!({"type": "earn", "points": points}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        balance += points;
+        eventually("the new balance at Google", || {
+            object_balance(&standin, &object_id) == Some(balance)
+        })
+        .await;
+        let r = standin.recorded();
+        let patch = r
+            .calls
+            .iter()
+            .rev()
+            .find(|c| c.method == "PATCH" && c.path.ends_with(&object_id))
+            .unwrap();
+        let expected = (i < 3).then(|| "NOTIFY_ON_UPDATE".to_string());
+        assert_eq!(patch.notify, expected, "update {} of 4", i + 1);
+    }
+    let notifying = standin
+        .recorded()
+        .calls
+        .iter()
+        .filter(|c| c.notify.is_some())
+        .count();
+    assert_eq!(
+        notifying, 3,
+        "our own count kept within the budget: no refused attempt"
+    );
+    assert_eq!(
+        standin.recorded().token_requests,
+        1,
+        "one access token, cached"
+    );
+    assert_eq!(app.state.store.google_pending_count().await.unwrap(), 0);
+}
+
+on_both_backends!(an_earn_reaches_google_and_the_fourth_notice_is_silent);
+
+#[tokio::test]
+async fn google_outages_are_retried_until_the_card_is_current() {
+    let (app, standin, _) = google_app(TestDb::sqlite().await).await;
+    standin.recorded().fail_next = 3;
+    let member = issue_member(&app, "coffee").await;
+    let object_id = format!("{ISSUER}.tessera-m-{}", member["id"].as_str().unwrap());
+    eventually("the object after 503s", || {
+        object_balance(&standin, &object_id) == Some(0)
+    })
+    .await;
+    assert!(
+        standin.recorded().calls.len() > 3,
+        "the failed calls were made"
+    );
+
+    // Google counts a notification we did not (another server, a message): the notifying
+    // update is refused on quota and goes out silently, so the balance is still current.
+    standin
+        .recorded()
+        .notifications
+        .insert(object_id.clone(), 3);
+    let path = format!(
+        "/api/v1/members/{}/transactions",
+        member["id"].as_str().unwrap()
+    );
+    let (s, _) = app
+        .post_idem(&path, "e1", json!({"type": "earn", "points": 5}))
+        .await;
+    assert_eq!(s, 201);
+    eventually("the balance despite the quota", || {
+        object_balance(&standin, &object_id) == Some(5)
+    })
+    .await;
+    let r = standin.recorded();
+    let patches: Vec<_> = r.calls.iter().filter(|c| c.method == "PATCH").collect();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert_eq!(patches[0].notify.as_deref(), Some("NOTIFY_ON_UPDATE"));
+    assert_eq!(patches[1].notify, None);
+}
+
+#[tokio::test]
+async fn the_save_link_is_a_short_signed_jwt_with_ids_only() {
+    let (app, standin, key) = google_app(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    let member_id = member["id"].as_str().unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/members/{member_id}/google")))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let card: Value = r.json().await.unwrap();
+    let object_id = card["object_id"].as_str().unwrap();
+    assert_eq!(object_id, format!("{ISSUER}.tessera-m-{member_id}"));
+    assert!(
+        standin.recorded().objects.contains_key(object_id),
+        "the object exists before the link is handed out"
+    );
+    let url = card["save_url"].as_str().unwrap();
+    let jwt = url
+        .strip_prefix("https://pay.google.com/gp/v/save/")
+        .expect("Google's save URL");
+    assert!(jwt.len() < 1800, "{} characters", jwt.len());
+    let (header, claims) = tessera::google::jwt::verify_rs256(&public(&key), jwt).unwrap();
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(claims["iss"], EMAIL);
+    assert_eq!(claims["aud"], "google");
+    assert_eq!(claims["typ"], "savetowallet");
+    assert!(claims["origins"].is_array());
+    let objects = claims["payload"]["loyaltyObjects"].as_array().unwrap();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0]["id"], object_id);
+    let keys: Vec<&String> = objects[0].as_object().unwrap().keys().collect();
+    assert!(
+        keys.iter().all(|k| *k == "id" || *k == "classId"),
+        "ids only: {keys:?}"
+    );
+
+    // And the openssl CLI agrees that the service account signed it.
+    let dir = tempfile::tempdir().unwrap();
+    let (input, signature) = jwt.rsplit_once('.').unwrap();
+    std::fs::write(dir.path().join("input"), input).unwrap();
+    std::fs::write(
+        dir.path().join("sig"),
+        data_encoding::BASE64URL_NOPAD
+            .decode(signature.as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("pub.pem"), key.public_key_to_pem().unwrap()).unwrap();
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir.path())
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            "pub.pem",
+            "-signature",
+            "sig",
+            "input",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn without_google_the_card_endpoint_says_so() {
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/members/{}/google",
+            member["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "google_not_configured");
+}
+
+#[tokio::test]
+async fn access_tokens_are_cached_shared_and_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, path) = service_account(dir.path());
+    // expires_in 61 s with a 60 s margin: the token is stale after a second.
+    let standin = GoogleStandIn::start(public(&key), EMAIL, ISSUER, 61).await;
+    let credentials = std::sync::Arc::new(
+        Credentials::from_json(&std::fs::read(&path).unwrap(), Some(&standin.token_url())).unwrap(),
+    );
+    let client = WalletClient::new(
+        &standin.api_base(),
+        TokenProvider::new(credentials.clone()),
+        1000,
+    );
+    let missing = format!("/loyaltyClass/{ISSUER}.nothing");
+    let get = || client.call(reqwest::Method::GET, &missing, None);
+    // Ten concurrent callers, one grant.
+    let results = futures_join_all((0..10).map(|_| get())).await;
+    assert!(results.iter().all(|r| matches!(r, Ok((404, _)))));
+    assert_eq!(standin.recorded().token_requests, 1);
+    // A token the API no longer accepts: 401, one refresh, the call succeeds.
+    standin.revoke_tokens();
+    assert!(matches!(get().await, Ok((404, _))));
+    assert_eq!(standin.recorded().token_requests, 2);
+    // Past its lifetime (minus the margin) the token is refreshed before use.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(matches!(get().await, Ok((404, _))));
+    assert_eq!(standin.recorded().token_requests, 3);
+
+    // A key the endpoint does not know: refused, with a message that says so.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (_, other_path) = service_account(other_dir.path());
+    let stranger = Credentials::from_json(
+        &std::fs::read(&other_path).unwrap(),
+        Some(&standin.token_url()),
+    )
+    .unwrap();
+    let err = TokenProvider::new(std::sync::Arc::new(stranger))
+        .token()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("refused the service account"),
+        "{err}"
+    );
+}
+
+/// Polls all `futures` concurrently on this task and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
