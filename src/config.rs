@@ -44,6 +44,10 @@ pub struct GoogleConfig {
     pub save_url_base: String,
     /// Domains allowed to show the "Add to Google Wallet" button from a save JWT.
     pub origins: Vec<String>,
+    /// Where Google's root keys for callback signatures are published, and the sender id the
+    /// callbacks are signed for (`GoogleWalletPasses` with `wallet.google.com` in newer docs).
+    pub callback_keys_url: String,
+    pub callback_sender_id: String,
     /// Wallet API requests per second at most (Google allows 20).
     pub requests_per_second: u32,
     /// First retry delay after a failed sync; doubles with each attempt, with jitter.
@@ -61,6 +65,8 @@ impl Default for GoogleConfig {
             api_base: crate::google::client::API_BASE.into(),
             save_url_base: "https://pay.google.com/gp/v/save/".into(),
             origins: Vec::new(),
+            callback_keys_url: crate::google::callback::KEYS_URL.into(),
+            callback_sender_id: crate::google::callback::SENDER_ID.into(),
             requests_per_second: 20,
             retry_base_ms: 1000,
             poll_interval_ms: 1000,

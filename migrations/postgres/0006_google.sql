@@ -32,3 +32,13 @@ CREATE TABLE google_pending (
     last_error   TEXT
 );
 CREATE INDEX google_pending_due ON google_pending(available_at);
+
+-- Google's signed save/delete callbacks, one row per nonce (Google may deliver twice).
+CREATE TABLE google_events (
+    nonce       TEXT PRIMARY KEY,
+    object_id   TEXT NOT NULL,
+    member_id   TEXT REFERENCES members(id),
+    event_type  TEXT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX google_events_member ON google_events(member_id, received_at);

@@ -244,6 +244,7 @@ pub async fn google_card(
         save_url,
         synced_points: object.synced_points,
         synced_at: object.synced_at,
+        saved: state.store.google_saved(&member_id).await?,
     }))
 }
 

@@ -282,4 +282,6 @@ pub struct GoogleCard {
     /// The balance Google shows, and when it was written.
     pub synced_points: i64,
     pub synced_at: i64,
+    /// From Google's callbacks: true after a save, false after a delete, null if none came.
+    pub saved: Option<bool>,
 }

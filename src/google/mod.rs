@@ -5,6 +5,7 @@
 //! configuration, so tests run `standin` instead of Google.
 
 pub mod auth;
+pub mod callback;
 pub mod client;
 pub mod jwt;
 pub mod model;
@@ -26,6 +27,7 @@ pub struct Google {
     pub issuer_id: String,
     pub credentials: Arc<Credentials>,
     pub client: WalletClient,
+    pub callbacks: callback::CallbackVerifier,
 }
 
 impl Google {
@@ -43,6 +45,11 @@ impl Google {
         let tokens = TokenProvider::new(credentials.clone());
         Ok(Some(Google {
             client: WalletClient::new(&config.api_base, tokens, config.requests_per_second),
+            callbacks: callback::CallbackVerifier::new(
+                &config.callback_keys_url,
+                &config.callback_sender_id,
+                issuer,
+            ),
             issuer_id: issuer.clone(),
             credentials,
             config: config.clone(),

@@ -39,6 +39,8 @@ pub struct Recorded {
     pub notifications: HashMap<String, usize>,
     /// Answer the next this-many Wallet calls with 503.
     pub fail_next: usize,
+    /// What `GET /keys` serves: Google's callback root keys document.
+    pub root_keys: Value,
 }
 
 struct Shared {
@@ -77,6 +79,7 @@ impl GoogleStandIn {
         });
         let app = Router::new()
             .route("/token", post(token))
+            .route("/keys", get(keys))
             .route("/walletobjects/v1/{kind}", post(insert))
             .route(
                 "/walletobjects/v1/{kind}/{id}",
@@ -89,6 +92,11 @@ impl GoogleStandIn {
 
     pub fn token_url(&self) -> String {
         self.shared.token_url.clone()
+    }
+
+    /// Where the callback root keys are published (`recorded().root_keys`).
+    pub fn keys_url(&self) -> String {
+        format!("http://{}/keys", self.addr)
     }
 
     pub fn api_base(&self) -> String {
@@ -130,6 +138,10 @@ fn error(status: StatusCode, reason: &'static str, message: &str) -> Refuse {
         reason,
         message: message.into(),
     }
+}
+
+async fn keys(State(s): State<Arc<Shared>>) -> Json<Value> {
+    Json(s.recorded.lock().expect("stand-in lock").root_keys.clone())
 }
 
 #[derive(Deserialize)]

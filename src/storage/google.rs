@@ -128,6 +128,51 @@ impl Store {
         Ok(())
     }
 
+    /// Records a verified callback; `false` when its nonce was seen before (nothing changes).
+    pub async fn record_google_event(
+        &self,
+        nonce: &str,
+        object_id: &str,
+        event_type: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO google_events (nonce, object_id, member_id, event_type, received_at)
+             SELECT $1, $2, (SELECT member_id FROM google_objects WHERE object_id = $2), $3, $4
+             ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(object_id)
+        .bind(event_type)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The member's last save or delete event from Google: `Some(true)` when the card is in a
+    /// Google Wallet, `None` when Google never said.
+    pub async fn google_saved(&self, member_id: &str) -> Result<Option<bool>> {
+        let row = sqlx::query(
+            "SELECT event_type FROM google_events WHERE member_id = $1 ORDER BY received_at DESC, nonce DESC LIMIT 1",
+        )
+        .bind(member_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| r.try_get::<String, _>("event_type"))
+            .transpose()?
+            .map(|e| e == "save"))
+    }
+
+    pub async fn google_event_count(&self, object_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM google_events WHERE object_id = $1")
+            .bind(object_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Templates whose Google class was written for an older version.
     pub async fn templates_ahead_of_google(&self) -> Result<Vec<String>> {
         let rows = sqlx::query(

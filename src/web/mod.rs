@@ -23,6 +23,11 @@ pub fn router() -> Router<AppState> {
             "/google/images/{template_id}/{version}/{file}",
             get(google_image),
         )
+        .route(
+            "/google/callback",
+            axum::routing::post(google_callback)
+                .layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+        )
 }
 
 #[derive(Template, WebTemplate)]
@@ -112,6 +117,40 @@ async fn google_image(
         }
         Err(e) => {
             tracing::error!(error = %e, "reading template images failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// `POST /google/callback`: Google's signed save/delete events. Verified events are recorded
+/// once per nonce; a replay gets 200 and changes nothing, so Google stops retrying.
+async fn google_callback(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let Some(google) = &state.google else {
+        return (StatusCode::NOT_FOUND, "Google Wallet is not configured\n").into_response();
+    };
+    let now = crate::domain::now_ms();
+    let event = match google.callbacks.verify(&body, now).await {
+        Ok(e) => e,
+        Err(crate::google::callback::CallbackError::Keys(e)) => {
+            tracing::error!(error = %e, "Google callback: fetching the root keys failed");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Google callback refused");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    match state
+        .store
+        .record_google_event(&event.nonce, &event.object_id, &event.event_type, now)
+        .await
+    {
+        Ok(fresh) => {
+            tracing::info!(object = %event.object_id, event = %event.event_type, replay = !fresh, "Google callback");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Google callback: recording failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }

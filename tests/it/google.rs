@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tessera::google::standin::GoogleStandIn;
 use tessera::google::{Credentials, TokenProvider, WalletClient};
 
-use crate::helpers::{TestApp, TestDb, issue_member};
+use crate::helpers::{TestApp, TestDb, eventually, issue_member};
 use crate::on_both_backends;
 
 const ISSUER: &str = "3388000000012345678";
@@ -38,7 +38,7 @@ fn public(key: &PKey<Private>) -> PKey<openssl::pkey::Public> {
 async fn google_app(db: TestDb) -> (TestApp, GoogleStandIn, PKey<Private>) {
     let (key, path) = service_account(db.dir.path());
     let standin = GoogleStandIn::start(public(&key), EMAIL, ISSUER, 3600).await;
-    let (token_url, api) = (standin.token_url(), standin.api_base());
+    let (token_url, api, keys) = (standin.token_url(), standin.api_base(), standin.keys_url());
     let app = TestApp::spawn_with(db, move |c| {
         c.google.issuer_id = Some(ISSUER.into());
         c.google.service_account_key = Some(path);
@@ -47,19 +47,10 @@ async fn google_app(db: TestDb) -> (TestApp, GoogleStandIn, PKey<Private>) {
         c.google.poll_interval_ms = 20;
         c.google.retry_base_ms = 20;
         c.google.requests_per_second = 1000;
+        c.google.callback_keys_url = keys;
     })
     .await;
     (app, standin, key)
-}
-
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..250 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn object_balance(standin: &GoogleStandIn, id: &str) -> Option<i64> {
@@ -339,4 +330,197 @@ async fn futures_join_all<F: std::future::Future>(
     out.into_iter()
         .map(|o| o.expect("every future finished"))
         .collect()
+}
+
+/// Save and delete callbacks: verified, recorded once per nonce, and every forgery refused.
+#[tokio::test]
+async fn callbacks_are_verified_recorded_once_and_forgeries_refused() {
+    use tessera::google::callback::signing::{callback, p256, public_b64};
+    let (app, standin, _) = google_app(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    let member_id = member["id"].as_str().unwrap();
+    let object_id = format!("{ISSUER}.tessera-m-{member_id}");
+    eventually("the object", || {
+        standin.recorded().objects.contains_key(&object_id)
+    })
+    .await;
+    let class_id = standin.recorded().objects[&object_id]["classId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let (root, intermediate) = (p256(), p256());
+    let now = tessera::domain::now_ms();
+    let later = (now + 3_600_000).to_string();
+    standin.recorded().root_keys = json!({"keys": [
+        {"keyValue": public_b64(&root), "protocolVersion": "ECv2SigningOnly", "keyExpiration": later},
+    ]});
+    let message = |event: &str, nonce: &str, exp: i64| {
+        json!({"classId": class_id, "objectId": object_id, "eventType": event,
+               "expTimeMillis": exp, "count": 1, "nonce": nonce})
+    };
+    let post = |body: Value| {
+        let (client, url) = (app.client.clone(), app.url("/google/callback"));
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let saved = || async {
+        let r = app
+            .client
+            .get(app.url(&format!("/api/v1/members/{member_id}/google")))
+            .bearer_auth(&app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["saved"].clone()
+    };
+    assert_eq!(saved().await, Value::Null, "no callback yet");
+
+    let hour = now + 3_600_000;
+    let good = callback(
+        &root,
+        &intermediate,
+        hour,
+        "GooglePayPasses",
+        ISSUER,
+        &message("save", "n1", hour),
+    );
+    assert_eq!(post(good.clone()).await.0, 200);
+    assert_eq!(saved().await, json!(true));
+    // Google may deliver twice: the replay is acknowledged and changes nothing.
+    assert_eq!(post(good).await.0, 200);
+    let events = app
+        .state
+        .store
+        .google_event_count(&object_id)
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+
+    let forged = [
+        (
+            "wrong sender",
+            callback(
+                &root,
+                &intermediate,
+                hour,
+                "SomeoneElse",
+                ISSUER,
+                &message("del", "n2", hour),
+            ),
+        ),
+        (
+            "wrong recipient",
+            callback(
+                &root,
+                &intermediate,
+                hour,
+                "GooglePayPasses",
+                "999",
+                &message("del", "n3", hour),
+            ),
+        ),
+        (
+            "expired key",
+            callback(
+                &root,
+                &intermediate,
+                now - 1,
+                "GooglePayPasses",
+                ISSUER,
+                &message("del", "n4", hour),
+            ),
+        ),
+        (
+            "expired message",
+            callback(
+                &root,
+                &intermediate,
+                hour,
+                "GooglePayPasses",
+                ISSUER,
+                &message("del", "n5", now - 1),
+            ),
+        ),
+        (
+            "unknown root",
+            callback(
+                &p256(),
+                &intermediate,
+                hour,
+                "GooglePayPasses",
+                ISSUER,
+                &message("del", "n6", hour),
+            ),
+        ),
+        ("tampered", {
+            let mut b = callback(
+                &root,
+                &intermediate,
+                hour,
+                "GooglePayPasses",
+                ISSUER,
+                &message("save", "n7", hour),
+            );
+            b["signedMessage"] = message("del", "n7", hour).to_string().into();
+            b
+        }),
+    ];
+    for (what, body) in forged {
+        let (status, text) = post(body).await;
+        assert_eq!(status, 400, "{what}: {text}");
+    }
+    assert_eq!(saved().await, json!(true), "no forged delete took effect");
+    assert_eq!(
+        app.state
+            .store
+            .google_event_count(&object_id)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // A genuine delete is recorded.
+    let del = callback(
+        &root,
+        &intermediate,
+        hour,
+        "GooglePayPasses",
+        ISSUER,
+        &message("del", "n8", hour),
+    );
+    assert_eq!(post(del).await.0, 200);
+    assert_eq!(saved().await, json!(false));
+}
+
+#[tokio::test]
+async fn callback_roots_of_another_protocol_are_not_trusted() {
+    use tessera::google::callback::signing::{callback, p256, public_b64};
+    use tessera::google::callback::{CallbackError, CallbackVerifier};
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = service_account(dir.path());
+    let standin = GoogleStandIn::start(public(&key), EMAIL, ISSUER, 3600).await;
+    let (root, intermediate) = (p256(), p256());
+    let now = tessera::domain::now_ms();
+    standin.recorded().root_keys = json!({"keys": [
+        {"keyValue": public_b64(&root), "protocolVersion": "ECv1", "keyExpiration": (now + 3_600_000).to_string()},
+    ]});
+    let verifier = CallbackVerifier::new(&standin.keys_url(), "GooglePayPasses", ISSUER);
+    let body = callback(
+        &root,
+        &intermediate,
+        now + 3_600_000,
+        "GooglePayPasses",
+        ISSUER,
+        &json!({"classId": format!("{ISSUER}.c"), "objectId": format!("{ISSUER}.o"),
+                "eventType": "save", "expTimeMillis": now + 3_600_000, "nonce": "x"}),
+    );
+    let err = verifier
+        .verify(body.to_string().as_bytes(), now)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallbackError::Signature(_)), "{err}");
 }

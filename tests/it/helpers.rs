@@ -317,3 +317,14 @@ pub async fn member_with_rules(store: &Store, rules: LoyaltyRules) -> Member {
         .unwrap()
         .0
 }
+
+/// Waits up to five seconds for `cond`, checking every 20 ms; panics naming `what`.
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..250 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -6,7 +6,7 @@ use serde_json::json;
 use tessera::passes::apple::dev_certs::DevAuthority;
 
 use crate::apns::StandIn;
-use crate::helpers::{TestApp, TestDb, issue_member};
+use crate::helpers::{TestApp, TestDb, eventually, issue_member};
 use crate::on_both_backends;
 
 /// An app whose dispatcher pushes to a fresh stand-in, retrying fast.
@@ -24,16 +24,6 @@ async fn app_with_standin(db: TestDb) -> (TestApp, StandIn) {
     })
     .await;
     (app, standin)
-}
-
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..150 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// Registers `device` with push token `token` for the member's pass through the web service.
