@@ -22,6 +22,9 @@ pub struct DemoCard {
     pub auth_token: String,
     pub pass_type_identifier: String,
     pub pass_url: String,
+    /// "Add to Google Wallet", when Google Wallet is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub google_save_url: Option<String>,
 }
 
 fn field(key: &str, label: &str, value: &str) -> FieldSpec {
@@ -155,7 +158,28 @@ pub async fn seed(state: &AppState) -> Result<DemoCard, CardError> {
         }
     };
     let pass = store.pass_for_member(&member.id).await?;
+    // With Google Wallet configured: write the member's object now and hand out its link. A
+    // Google outage does not stop the demo; the sync worker writes the object later.
+    let google_save_url = match &state.google {
+        Some(google) => match google
+            .sync_member(store, &member.id, state.config.public_base())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|o| {
+                google
+                    .save_url(&o.class_id, &o.object_id)
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                tracing::warn!(error = %e, "demo: no Google Wallet link this time");
+                None
+            }
+        },
+        None => None,
+    };
     Ok(DemoCard {
+        google_save_url,
         program_id: program.id,
         member_id: member.id,
         pass_url: state.pass_url(&pass),

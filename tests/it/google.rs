@@ -524,3 +524,26 @@ async fn callback_roots_of_another_protocol_are_not_trusted() {
         .unwrap_err();
     assert!(matches!(err, CallbackError::Signature(_)), "{err}");
 }
+
+#[tokio::test]
+async fn the_demo_card_carries_a_google_save_link_when_google_is_configured() {
+    let (app, standin, _) = google_app(TestDb::sqlite().await).await;
+    let card = tessera::demo::seed(&app.state).await.unwrap();
+    let url = card.google_save_url.expect("a Google link");
+    assert!(
+        url.starts_with("https://pay.google.com/gp/v/save/"),
+        "{url}"
+    );
+    let object_id = format!("{ISSUER}.tessera-m-{}", card.member_id);
+    assert!(standin.recorded().objects.contains_key(&object_id));
+    let json = serde_json::to_value(
+        tessera::demo::seed(&TestApp::spawn(TestDb::sqlite().await).await.state)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        json.get("google_save_url").is_none(),
+        "absent without Google"
+    );
+}
