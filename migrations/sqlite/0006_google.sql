@@ -42,3 +42,17 @@ CREATE TABLE google_events (
     received_at BIGINT NOT NULL
 );
 CREATE INDEX google_events_member ON google_events(member_id, received_at);
+
+-- Messages marketers send to cards (addMessage), one row per card; the message id comes from
+-- the request's Idempotency-Key, so a retried request queues nothing twice.
+CREATE TABLE google_messages (
+    message_id   TEXT NOT NULL,
+    member_id    TEXT NOT NULL REFERENCES members(id),
+    header       TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    available_at BIGINT NOT NULL,
+    attempts     BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (message_id, member_id)
+);
+CREATE INDEX google_messages_due ON google_messages(available_at);

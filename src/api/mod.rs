@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+mod google;
 mod keys;
 mod members;
 mod programs;
@@ -74,6 +75,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(members::download_pass))
         .routes(routes!(members::list_passes))
         .routes(routes!(members::google_card))
+        .routes(routes!(google::message_member))
+        .routes(routes!(google::message_template))
         .routes(routes!(
             transactions::post_transaction,
             transactions::list_transactions

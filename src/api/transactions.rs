@@ -206,14 +206,7 @@ pub async fn post_transaction(
     headers: HeaderMap,
     ApiJson(req): ApiJson<TransactionRequest>,
 ) -> Result<Response, ApiError> {
-    let key = headers
-        .get(IDEMPOTENCY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| (1..=255).contains(&k.len()))
-        .ok_or_else(|| {
-            ApiError::bad_request("the Idempotency-Key header is required on writes (1 to 255 characters), so a retry never double-credits")
-        })?;
+    let key = idempotency_key(&headers)?;
     let op = req.operation()?;
     authorize(&caller, &req, &op)?;
     // The hash covers the member and the request as parsed, so formatting differences in the
@@ -273,4 +266,16 @@ pub async fn list_transactions(
         |e| (e.created_at, e.id.clone()),
         |e| EntryView::from(e),
     )))
+}
+
+/// The request's `Idempotency-Key`, required on writes that a client may retry.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| {
+            ApiError::bad_request("the Idempotency-Key header is required on writes (1 to 255 characters), so a retry never double-credits")
+        })
 }

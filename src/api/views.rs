@@ -285,3 +285,12 @@ pub struct GoogleCard {
     /// From Google's callbacks: true after a save, false after a delete, null if none came.
     pub saved: Option<bool>,
 }
+
+/// Messages queued for Google Wallet cards.
+#[derive(Serialize, ToSchema)]
+pub struct MessagesQueued {
+    /// The id Google shows the message under; the same for a retried request.
+    pub message_id: String,
+    /// Cards newly queued (0 for a retry).
+    pub queued: u64,
+}

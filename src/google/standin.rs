@@ -85,6 +85,10 @@ impl GoogleStandIn {
                 "/walletobjects/v1/{kind}/{id}",
                 get(fetch).put(replace).patch(merge),
             )
+            .route(
+                "/walletobjects/v1/{kind}/{id}/addMessage",
+                post(add_message),
+            )
             .with_state(shared.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         GoogleStandIn { addr, shared }
@@ -212,7 +216,13 @@ fn admit(
         method: method.into(),
         path: format!("/{kind}{}", id.map(|i| format!("/{i}")).unwrap_or_default()),
         notify: body
-            .and_then(|b| b["notifyPreference"].as_str())
+            .and_then(|b| {
+                b["notifyPreference"]
+                    .as_str()
+                    .or(b["message"]["messageType"]
+                        .as_str()
+                        .filter(|t| *t == "TEXT_AND_NOTIFY"))
+            })
             .map(String::from),
     });
     if r.fail_next > 0 {
@@ -492,4 +502,69 @@ async fn write(
     let v = stored(&kind, next);
     store_of(&mut r, &kind).insert(id, v.clone());
     Json(v).into_response()
+}
+
+/// `addMessage`: appends to `messages` (at most 10) and counts a `TEXT_AND_NOTIFY` against the
+/// object's notification quota.
+async fn add_message(
+    State(s): State<Arc<Shared>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = admit(
+        &s,
+        &headers,
+        "POST",
+        &kind,
+        Some(&format!("{id}/addMessage")),
+        Some(&body),
+    ) {
+        return r.into_response();
+    }
+    let mut r = s.recorded.lock().expect("stand-in lock");
+    let message = body["message"].clone();
+    if message["header"].as_str().is_none() || message["body"].as_str().is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalidArgument",
+            "message.header and message.body are required",
+        )
+        .into_response();
+    }
+    let Some(current) = store_of(&mut r, &kind).get(&id).cloned() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "resourceNotFound",
+            &format!("{id} not found."),
+        )
+        .into_response();
+    };
+    if message["messageType"] == "TEXT_AND_NOTIFY" {
+        let n = r.notifications.entry(id.clone()).or_default();
+        if *n >= 3 {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quotaExceeded",
+                "QuotaExceededException: notification quota exceeded for this object",
+            )
+            .into_response();
+        }
+        *n += 1;
+    }
+    let mut next = current;
+    let messages = next["messages"].as_array().cloned().unwrap_or_default();
+    if messages.len() >= 10 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalidArgument",
+            "at most 10 messages",
+        )
+        .into_response();
+    }
+    let mut messages = messages;
+    messages.push(message);
+    next["messages"] = Value::Array(messages);
+    store_of(&mut r, &kind).insert(id, next.clone());
+    Json(json!({"resource": next})).into_response()
 }

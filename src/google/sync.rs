@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::client::GoogleError;
 use super::{Google, model};
 use crate::domain::now_ms;
-use crate::storage::{GoogleObject, GooglePending, StorageError, Store};
+use crate::storage::{GoogleMessage, GoogleObject, GooglePending, StorageError, Store};
 
 /// Google's budget: notifications per card per rolling 24 hours.
 pub const NOTIFY_BUDGET: i64 = 3;
@@ -123,6 +123,67 @@ impl Google {
     }
 }
 
+impl Google {
+    /// Adds a message to the member's card (`addMessage`), with a notification while the
+    /// budget lasts and silently after; returns whether it notified.
+    pub async fn add_message(
+        &self,
+        store: &Store,
+        message: &GoogleMessage,
+        public_base: &str,
+    ) -> Result<(String, bool), SyncError> {
+        let object = match store.google_object(&message.member_id).await? {
+            Some(o) => o,
+            None => {
+                self.sync_member(store, &message.member_id, public_base)
+                    .await?
+            }
+        };
+        let notify = store
+            .google_notifications_since(&object.object_id, now_ms() - DAY_MS)
+            .await?
+            < NOTIFY_BUDGET;
+        let path = format!("/loyaltyObject/{}/addMessage", object.object_id);
+        let send = |notify: bool| {
+            let body = serde_json::json!({"message": {
+                "id": message.message_id,
+                "header": message.header,
+                "body": message.body,
+                "messageType": if notify { "TEXT_AND_NOTIFY" } else { "TEXT" },
+            }});
+            let path = path.clone();
+            async move {
+                self.client
+                    .call(reqwest::Method::POST, &path, Some(&body))
+                    .await
+            }
+        };
+        let notified = match send(notify).await {
+            Ok((200..=299, _)) => notify,
+            Err(GoogleError::Quota) if notify => {
+                expect_2xx(send(false).await?)?;
+                false
+            }
+            other => {
+                expect_2xx(other?)?;
+                notify
+            }
+        };
+        Ok((object.object_id, notified))
+    }
+}
+
+fn expect_2xx((status, json): (u16, Value)) -> Result<(), GoogleError> {
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(GoogleError::Rejected {
+            status,
+            message: json.to_string(),
+        })
+    }
+}
+
 /// The worker: runs until aborted.
 pub struct Worker {
     pub google: Arc<Google>,
@@ -160,7 +221,27 @@ impl Worker {
         for p in &due {
             self.sync(p).await?;
         }
-        Ok(due.len())
+        let messages = self.store.google_messages_due(now_ms(), BATCH).await?;
+        for m in &messages {
+            match self
+                .google
+                .add_message(&self.store, m, &self.public_base)
+                .await
+            {
+                Ok((object_id, notified)) => {
+                    self.store
+                        .google_message_done(m, &object_id, notified, now_ms())
+                        .await?
+                }
+                Err(SyncError::Storage(e)) => return Err(e),
+                Err(SyncError::Google(e)) => {
+                    tracing::warn!(error = %e, member = %m.member_id, "adding a Google message failed; retrying");
+                    let delay = crate::push::dispatcher::backoff_ms(self.retry_base_ms, m.attempts);
+                    self.store.google_message_retry(m, now_ms() + delay).await?
+                }
+            }
+        }
+        Ok(due.len() + messages.len())
     }
 
     async fn sync(&self, p: &GooglePending) -> Result<(), StorageError> {

@@ -20,6 +20,16 @@ pub struct GooglePending {
     pub attempts: i64,
 }
 
+/// A message waiting to be added to one card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleMessage {
+    pub message_id: String,
+    pub member_id: String,
+    pub header: String,
+    pub body: String,
+    pub attempts: i64,
+}
+
 /// What was last written to Google for a member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoogleObject {
@@ -171,6 +181,114 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get("n")?)
+    }
+
+    /// Queues a message for one member's card; `false` when this message id was queued for it
+    /// before (a retried request).
+    pub async fn queue_google_message(
+        &self,
+        message_id: &str,
+        member_id: &str,
+        header: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO google_messages (message_id, member_id, header, body, created_at, available_at)
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (message_id, member_id) DO NOTHING",
+        )
+        .bind(message_id)
+        .bind(member_id)
+        .bind(header)
+        .bind(body)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Queues a message for every card of a template, in one statement; returns how many were
+    /// newly queued.
+    pub async fn queue_google_message_for_template(
+        &self,
+        message_id: &str,
+        template_id: &str,
+        header: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "INSERT INTO google_messages (message_id, member_id, header, body, created_at, available_at)
+             SELECT $1, member_id, $3, $4, $5, $5 FROM passes WHERE template_id = $2
+             ON CONFLICT (message_id, member_id) DO NOTHING",
+        )
+        .bind(message_id)
+        .bind(template_id)
+        .bind(header)
+        .bind(body)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn google_messages_due(&self, now: i64, limit: i64) -> Result<Vec<GoogleMessage>> {
+        let rows = sqlx::query(
+            "SELECT message_id, member_id, header, body, attempts FROM google_messages
+             WHERE available_at <= $1 ORDER BY available_at, message_id, member_id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GoogleMessage {
+                    message_id: r.try_get("message_id")?,
+                    member_id: r.try_get("member_id")?,
+                    header: r.try_get("header")?,
+                    body: r.try_get("body")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A message was added to the card; `notified` records it against the budget.
+    pub async fn google_message_done(
+        &self,
+        m: &GoogleMessage,
+        object_id: &str,
+        notified: bool,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM google_messages WHERE message_id = $1 AND member_id = $2")
+            .bind(&m.message_id)
+            .bind(&m.member_id)
+            .execute(&mut *tx)
+            .await?;
+        if notified {
+            sqlx::query("INSERT INTO google_notifications (object_id, sent_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(object_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn google_message_retry(&self, m: &GoogleMessage, at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE google_messages SET attempts = attempts + 1, available_at = $3 WHERE message_id = $1 AND member_id = $2",
+        )
+        .bind(&m.message_id)
+        .bind(&m.member_id)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Templates whose Google class was written for an older version.

@@ -11,7 +11,7 @@ mod passkit;
 mod rows;
 mod staff;
 
-pub use google::{GoogleObject, GooglePending};
+pub use google::{GoogleMessage, GoogleObject, GooglePending};
 pub use ledger::{MemberStanding, OutboxRow};
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
 pub use staff::{StaffSession, StaffUser};

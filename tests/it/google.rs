@@ -547,3 +547,107 @@ async fn the_demo_card_carries_a_google_save_link_when_google_is_configured() {
         "absent without Google"
     );
 }
+
+/// Marketers' messages: to every card of a template and to one card, once per request
+/// however often it is retried, notifying only while a card's budget lasts.
+#[tokio::test]
+async fn messages_reach_every_card_once_within_the_budget() {
+    let (app, standin, _) = google_app(TestDb::sqlite().await).await;
+    let first = issue_member(&app, "coffee").await;
+    let (s, second) = app
+        .post(
+            &format!(
+                "/api/v1/programs/{}/members",
+                first["program_id"].as_str().unwrap()
+            ),
+            json!({"display_name": "Grace Hopper"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{second}");
+    let ids: Vec<String> = [&first, &second]
+        .iter()
+        .map(|m| format!("{ISSUER}.tessera-m-{}", m["id"].as_str().unwrap()))
+        .collect();
+    eventually("both objects", || {
+        let r = standin.recorded();
+        ids.iter().all(|id| r.objects.contains_key(id))
+    })
+    .await;
+    // Grace's card has had its three notifications today.
+    let store = &app.state.store;
+    let grace = second["id"].as_str().unwrap();
+    let mut object = store.google_object(grace).await.unwrap().unwrap();
+    for _ in 0..3 {
+        object.synced_at += 1;
+        store
+            .record_google_object(grace, &object, true)
+            .await
+            .unwrap();
+    }
+
+    let template = first["pass"]["template_id"].as_str().unwrap();
+    let send = |path: String, key: &'static str| {
+        let (client, url, admin) = (app.client.clone(), app.url(&path), app.admin_key.clone());
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(admin)
+                .header("Idempotency-Key", key)
+                .json(&json!({"header": "Double points", "body": "All weekend, on every coffee."}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let to_all = format!("/api/v1/templates/{template}/google/messages");
+    let (s, body) = send(to_all.clone(), "weekend-1").await;
+    assert_eq!((s, body["queued"].as_u64()), (202, Some(2)), "{body}");
+    let (s, again) = send(to_all, "weekend-1").await;
+    assert_eq!(
+        (s, again["queued"].as_u64()),
+        (202, Some(0)),
+        "a retry queues nothing"
+    );
+    assert_eq!(again["message_id"], body["message_id"]);
+
+    let messages = |id: &str| {
+        standin.recorded().objects[id]["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually("the message on both cards", || {
+        ids.iter().all(|id| messages(id).len() == 1)
+    })
+    .await;
+    assert_eq!(messages(&ids[0])[0]["messageType"], "TEXT_AND_NOTIFY");
+    assert_eq!(
+        messages(&ids[1])[0]["messageType"],
+        "TEXT",
+        "budget spent: silent"
+    );
+    assert_eq!(messages(&ids[0])[0]["header"], "Double points");
+
+    let to_one = format!(
+        "/api/v1/members/{}/google/messages",
+        first["id"].as_str().unwrap()
+    );
+    let (s, body) = send(to_one, "ada-1").await;
+    assert_eq!((s, body["queued"].as_u64()), (202, Some(1)), "{body}");
+    eventually("a second message for Ada", || messages(&ids[0]).len() == 2).await;
+    assert_eq!(messages(&ids[1]).len(), 1, "Grace got no second message");
+
+    let (s, bad) = send(format!("/api/v1/members/{grace}/google/messages"), "x").await;
+    assert_eq!(s, 202, "{bad}");
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/members/{grace}/google/messages")))
+        .bearer_auth(&app.admin_key)
+        .header("Idempotency-Key", "y")
+        .json(&json!({"header": "", "body": "no title"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -1,0 +1,137 @@
+//! Messages to Google Wallet cards (`addMessage`): to one member's card or to every card of a
+//! template. Queued, then sent by the Google sync worker within Google's notification budget.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson};
+use super::transactions::idempotency_key;
+use super::views::{ErrorBody, MessagesQueued};
+use crate::app::AppState;
+use crate::domain::now_ms;
+use crate::storage::Role;
+
+const SENDERS: &[Role] = &[Role::Admin, Role::Marketer];
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageRequest {
+    /// At most 35 characters are shown as the title.
+    pub header: String,
+    /// At most 500 characters.
+    pub body: String,
+}
+
+impl MessageRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        let h = self.header.trim().chars().count();
+        let b = self.body.trim().chars().count();
+        if !(1..=35).contains(&h) {
+            return Err(ApiError::bad_request("header must have 1 to 35 characters"));
+        }
+        if !(1..=500).contains(&b) {
+            return Err(ApiError::bad_request("body must have 1 to 500 characters"));
+        }
+        Ok(())
+    }
+}
+
+/// The message id Google gets: the same for a retried request (same key, same target), so a
+/// retry never queues a message twice.
+fn message_id(caller: &Caller, key: &str, target: &str) -> String {
+    let digest = Sha256::digest(format!("{}\n{key}\n{target}", caller.key_id).as_bytes());
+    format!("m{}", &data_encoding::HEXLOWER.encode(&digest)[..24])
+}
+
+fn require_google(state: &AppState) -> Result<(), ApiError> {
+    match state.google {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "google_not_configured",
+            "Google Wallet is not configured: set google.issuer_id and google.service_account_key",
+        )),
+    }
+}
+
+/// Send a message to one member's Google Wallet card. It notifies the holder while the card's
+/// budget (3 notifications per 24 hours) lasts, and is added silently after.
+#[utoipa::path(post, path = "/api/v1/members/{member_id}/google/messages", tag = "members",
+    params(("member_id" = String, Path),
+        ("Idempotency-Key" = String, Header, description = "1 to 255 characters; a retry with the same key queues nothing again")),
+    request_body = MessageRequest,
+    responses((status = 202, description = "Queued", body = MessagesQueued), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found, or Google Wallet is not configured", body = ErrorBody)))]
+pub async fn message_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<MessageRequest>,
+) -> Result<(StatusCode, Json<MessagesQueued>), ApiError> {
+    caller.require(SENDERS)?;
+    let key = idempotency_key(&headers)?;
+    state.store.get_member(&member_id).await?;
+    require_google(&state)?;
+    req.validate()?;
+    let id = message_id(&caller, key, &format!("member:{member_id}"));
+    let queued = state
+        .store
+        .queue_google_message(
+            &id,
+            &member_id,
+            req.header.trim(),
+            req.body.trim(),
+            now_ms(),
+        )
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MessagesQueued {
+            message_id: id,
+            queued: queued as u64,
+        }),
+    ))
+}
+
+/// Send a message to every Google Wallet card of a template, as a background job.
+#[utoipa::path(post, path = "/api/v1/templates/{template_id}/google/messages", tag = "templates",
+    params(("template_id" = String, Path),
+        ("Idempotency-Key" = String, Header, description = "1 to 255 characters; a retry with the same key queues nothing again")),
+    request_body = MessageRequest,
+    responses((status = 202, description = "Queued", body = MessagesQueued), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found, or Google Wallet is not configured", body = ErrorBody)))]
+pub async fn message_template(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(template_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<MessageRequest>,
+) -> Result<(StatusCode, Json<MessagesQueued>), ApiError> {
+    caller.require(SENDERS)?;
+    let key = idempotency_key(&headers)?;
+    state.store.get_template(&template_id).await?;
+    require_google(&state)?;
+    req.validate()?;
+    let id = message_id(&caller, key, &format!("template:{template_id}"));
+    let queued = state
+        .store
+        .queue_google_message_for_template(
+            &id,
+            &template_id,
+            req.header.trim(),
+            req.body.trim(),
+            now_ms(),
+        )
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MessagesQueued {
+            message_id: id,
+            queued,
+        }),
+    ))
+}
