@@ -73,29 +73,7 @@ pub async fn message_member(
     headers: HeaderMap,
     ApiJson(req): ApiJson<MessageRequest>,
 ) -> Result<(StatusCode, Json<MessagesQueued>), ApiError> {
-    caller.require(SENDERS)?;
-    let key = idempotency_key(&headers)?;
-    state.store.get_member(&member_id).await?;
-    require_google(&state)?;
-    req.validate()?;
-    let id = message_id(&caller, key, &format!("member:{member_id}"));
-    let queued = state
-        .store
-        .queue_google_message(
-            &id,
-            &member_id,
-            req.header.trim(),
-            req.body.trim(),
-            now_ms(),
-        )
-        .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(MessagesQueued {
-            message_id: id,
-            queued: queued as u64,
-        }),
-    ))
+    queue(&state, &caller, &headers, &req, Target::Member(&member_id)).await
 }
 
 /// Send a message to every Google Wallet card of a template, as a background job.
@@ -111,22 +89,59 @@ pub async fn message_template(
     headers: HeaderMap,
     ApiJson(req): ApiJson<MessageRequest>,
 ) -> Result<(StatusCode, Json<MessagesQueued>), ApiError> {
+    queue(
+        &state,
+        &caller,
+        &headers,
+        &req,
+        Target::Template(&template_id),
+    )
+    .await
+}
+
+enum Target<'a> {
+    Member(&'a str),
+    Template(&'a str),
+}
+
+/// Checks the request and queues the message for its target's cards (202).
+async fn queue(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    req: &MessageRequest,
+    target: Target<'_>,
+) -> Result<(StatusCode, Json<MessagesQueued>), ApiError> {
     caller.require(SENDERS)?;
-    let key = idempotency_key(&headers)?;
-    state.store.get_template(&template_id).await?;
-    require_google(&state)?;
+    let key = idempotency_key(headers)?;
+    let scope = match target {
+        Target::Member(id) => {
+            state.store.get_member(id).await?;
+            format!("member:{id}")
+        }
+        Target::Template(id) => {
+            state.store.get_template(id).await?;
+            format!("template:{id}")
+        }
+    };
+    require_google(state)?;
     req.validate()?;
-    let id = message_id(&caller, key, &format!("template:{template_id}"));
-    let queued = state
-        .store
-        .queue_google_message_for_template(
-            &id,
-            &template_id,
-            req.header.trim(),
-            req.body.trim(),
-            now_ms(),
-        )
-        .await?;
+    let id = message_id(caller, key, &scope);
+    let (header, body, now) = (req.header.trim(), req.body.trim(), now_ms());
+    let queued = match target {
+        Target::Member(member) => {
+            state
+                .store
+                .queue_google_message(&id, member, header, body, now)
+                .await? as u64
+        }
+        Target::Template(template) => {
+            state
+                .store
+                .queue_google_message_for_template(&id, template, header, body, now)
+                .await?
+        }
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(MessagesQueued {
