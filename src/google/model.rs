@@ -48,9 +48,51 @@ pub fn loyalty_class(
         "accountNameLabel": "Member",
         "accountIdLabel": "Number",
         "merchantLocations": locations,
+        "textModulesData": text_modules(template.design.back_fields.iter().filter(|f| is_static(f) && link(f).is_none()), |v| v.to_string()),
+        "linksModuleData": {"uris": template.design.back_fields.iter().filter_map(|f| {
+            link(f).map(|uri| json!({"uri": uri, "description": cut(f.label.as_deref().unwrap_or(&f.key), 100), "id": module_id(&f.key)}))
+        }).collect::<Vec<_>>()},
         "callbackOptions": {"url": format!("{public_base}/google/callback")},
         "multipleDevicesAndHoldersAllowedStatus": "ONE_USER_ALL_DEVICES",
     })
+}
+
+/// A back field whose value has no placeholder: the same on every card.
+fn is_static(f: &FieldSpec) -> bool {
+    !f.value.contains("{{")
+}
+
+/// A back field whose whole value is a link Google can open (web, phone, e-mail).
+fn link(f: &FieldSpec) -> Option<&str> {
+    let v = f.value.trim();
+    (is_static(f)
+        && !v.contains(char::is_whitespace)
+        && ["https://", "http://", "tel:", "mailto:"]
+            .iter()
+            .any(|p| v.starts_with(p)))
+    .then_some(v)
+}
+
+/// Text-module ids may not contain dots (they are used in template field paths).
+fn module_id(key: &str) -> String {
+    key.replace('.', "_")
+}
+
+/// Up to 10 text modules (what Google shows from one class or object).
+fn text_modules<'a>(
+    fields: impl Iterator<Item = &'a FieldSpec>,
+    value: impl Fn(&str) -> String,
+) -> Vec<Value> {
+    fields
+        .take(10)
+        .map(|f| {
+            json!({
+                "id": module_id(&f.key),
+                "header": cut(f.label.as_deref().unwrap_or(""), 35),
+                "body": cut(&value(&f.value), 500),
+            })
+        })
+        .collect()
 }
 
 fn google_barcode(format: BarcodeFormat) -> &'static str {
@@ -99,19 +141,12 @@ pub fn loyalty_object(
         barcode: &member.barcode,
         program_name: &program.name,
     };
-    let modules: Vec<Value> = template
-        .design
-        .back_fields
-        .iter()
-        .take(10)
-        .map(|f| {
-            json!({
-                "id": f.key.replace('.', "_"),
-                "header": cut(f.label.as_deref().unwrap_or(""), 35),
-                "body": cut(&text(subs.fill(&f.value)), 500),
-            })
-        })
-        .collect();
+    // Fields with placeholders differ per member, so they ride on the object; the rest are
+    // on the class, shared by every card.
+    let modules = text_modules(
+        template.design.back_fields.iter().filter(|f| !is_static(f)),
+        |v| text(subs.fill(v)),
+    );
     let mut object = json!({
         "id": object_id,
         "classId": class_id,
@@ -135,6 +170,37 @@ pub fn loyalty_object(
 
 #[cfg(test)]
 mod tests {
+    use crate::domain::FieldSpec;
+
+    fn field(key: &str, value: &str) -> FieldSpec {
+        FieldSpec {
+            key: key.into(),
+            label: Some("Label".into()),
+            value: value.into(),
+            change_message: None,
+            text_alignment: None,
+        }
+    }
+
+    #[test]
+    fn back_fields_split_between_class_and_object() {
+        assert!(super::is_static(&field("terms", "No cash value.")));
+        assert!(!super::is_static(&field("card", "Card {{barcode}}")));
+        assert_eq!(
+            super::link(&field("web", " https://example.com/coffee ")),
+            Some("https://example.com/coffee")
+        );
+        assert_eq!(
+            super::link(&field("tel", "tel:+441234567")),
+            Some("tel:+441234567")
+        );
+        assert_eq!(
+            super::link(&field("text", "Visit https://example.com")),
+            None
+        );
+        assert_eq!(super::module_id("store.hours"), "store_hours");
+    }
+
     #[test]
     fn long_texts_are_cut_with_an_ellipsis() {
         assert_eq!(super::cut("Tessera", 20), "Tessera");
