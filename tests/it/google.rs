@@ -53,6 +53,25 @@ async fn google_app(db: TestDb) -> (TestApp, GoogleStandIn, PKey<Private>) {
     (app, standin, key)
 }
 
+/// Waits until the worker has recorded the member's object (it does so just after Google
+/// answered, so the stand-in can hold it a moment earlier).
+async fn synced(app: &TestApp, member_id: &str) {
+    for _ in 0..250 {
+        if app
+            .state
+            .store
+            .google_object(member_id)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the object of {member_id} was never recorded");
+}
+
 fn object_balance(standin: &GoogleStandIn, id: &str) -> Option<i64> {
     standin.recorded().objects.get(id)?["loyaltyPoints"]["balance"]["int"].as_i64()
 }
@@ -120,7 +139,16 @@ async fn an_earn_reaches_google_and_the_fourth_notice_is_silent(db: TestDb) {
         1,
         "one access token, cached"
     );
-    assert_eq!(app.state.store.google_pending_count().await.unwrap(), 0);
+    // The worker forgets the pending row right after Google's answer: wait for that too.
+    let mut pending = 1;
+    for _ in 0..100 {
+        pending = app.state.store.google_pending_count().await.unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pending, 0, "the queue drains");
 }
 
 on_both_backends!(an_earn_reaches_google_and_the_fourth_notice_is_silent);
@@ -344,6 +372,7 @@ async fn callbacks_are_verified_recorded_once_and_forgeries_refused() {
         standin.recorded().objects.contains_key(&object_id)
     })
     .await;
+    synced(&app, member_id).await;
     let class_id = standin.recorded().objects[&object_id]["classId"]
         .as_str()
         .unwrap()
@@ -575,6 +604,7 @@ async fn messages_reach_every_card_once_within_the_budget() {
     .await;
     // Grace's card has had its three notifications today.
     let store = &app.state.store;
+    synced(&app, second["id"].as_str().unwrap()).await;
     let grace = second["id"].as_str().unwrap();
     let mut object = store.google_object(grace).await.unwrap().unwrap();
     for _ in 0..3 {
