@@ -353,9 +353,12 @@ fn store_of<'a>(r: &'a mut Recorded, kind: &str) -> &'a mut HashMap<String, Valu
     }
 }
 
-/// Counts a notifying update; the fourth within the window is refused, as Google does.
+/// Counts a notifying update or message; the fourth within the window is refused, as Google
+/// does (one budget for both).
 fn spend_notice(r: &mut Recorded, kind: &str, id: &str, body: &Value) -> Result<(), Refuse> {
-    if kind == "loyaltyObject" && body["notifyPreference"] == "NOTIFY_ON_UPDATE" {
+    let notifying = body["notifyPreference"] == "NOTIFY_ON_UPDATE"
+        || body["message"]["messageType"] == "TEXT_AND_NOTIFY";
+    if kind == "loyaltyObject" && notifying {
         let n = r.notifications.entry(id.to_string()).or_default();
         if *n >= 3 {
             return Err(error(
@@ -540,17 +543,8 @@ async fn add_message(
         )
         .into_response();
     };
-    if message["messageType"] == "TEXT_AND_NOTIFY" {
-        let n = r.notifications.entry(id.clone()).or_default();
-        if *n >= 3 {
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "quotaExceeded",
-                "QuotaExceededException: notification quota exceeded for this object",
-            )
-            .into_response();
-        }
-        *n += 1;
+    if let Err(e) = spend_notice(&mut r, &kind, &id, &body) {
+        return e.into_response();
     }
     let mut next = current;
     let messages = next["messages"].as_array().cloned().unwrap_or_default();
