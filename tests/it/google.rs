@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tessera::google::standin::GoogleStandIn;
 use tessera::google::{Credentials, TokenProvider, WalletClient};
 
-use crate::helpers::{TestApp, TestDb, eventually, issue_member};
+use crate::helpers::{TestApp, TestDb, another_member, eventually, issue_member};
 use crate::on_both_backends;
 
 const ISSUER: &str = "3388000000012345678";
@@ -583,16 +583,7 @@ async fn the_demo_card_carries_a_google_save_link_when_google_is_configured() {
 async fn messages_reach_every_card_once_within_the_budget() {
     let (app, standin, _) = google_app(TestDb::sqlite().await).await;
     let first = issue_member(&app, "coffee").await;
-    let (s, second) = app
-        .post(
-            &format!(
-                "/api/v1/programs/{}/members",
-                first["program_id"].as_str().unwrap()
-            ),
-            json!({"display_name": "Grace Hopper"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{second}");
+    let second = another_member(&app, &first).await;
     let ids: Vec<String> = [&first, &second]
         .iter()
         .map(|m| format!("{ISSUER}.tessera-m-{}", m["id"].as_str().unwrap()))

@@ -289,6 +289,19 @@ pub async fn issue_member(app: &TestApp, slug: &str) -> serde_json::Value {
     member
 }
 
+/// A second member ("Grace Hopper") in the program of `first`, through the API.
+pub async fn another_member(app: &TestApp, first: &serde_json::Value) -> serde_json::Value {
+    let path = format!(
+        "/api/v1/programs/{}/members",
+        first["program_id"].as_str().unwrap()
+    );
+    let (s, member) = app
+        .post(&path, serde_json::json!({"display_name": "Grace Hopper"}))
+        .await;
+    assert_eq!(s, 201, "{member}");
+    member
+}
+
 /// A program with `rules`, a template and one member, straight through storage.
 pub async fn member_with_rules(store: &Store, rules: LoyaltyRules) -> Member {
     let program = store

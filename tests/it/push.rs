@@ -6,7 +6,7 @@ use serde_json::json;
 use tessera::passes::apple::dev_certs::DevAuthority;
 
 use crate::apns::StandIn;
-use crate::helpers::{TestApp, TestDb, eventually, issue_member};
+use crate::helpers::{TestApp, TestDb, another_member, eventually, issue_member};
 use crate::on_both_backends;
 
 /// An app whose dispatcher pushes to a fresh stand-in, retrying fast.
@@ -269,16 +269,7 @@ on_both_backends!(a_burst_larger_than_a_batch_pushes_each_device_once);
 async fn a_template_change_pushes_every_holder(db: TestDb) {
     let (app, standin) = app_with_standin(db).await;
     let first = issue_member(&app, "coffee").await;
-    let (s, second) = app
-        .post(
-            &format!(
-                "/api/v1/programs/{}/members",
-                first["program_id"].as_str().unwrap()
-            ),
-            json!({"display_name": "Grace Hopper"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{second}");
+    let second = another_member(&app, &first).await;
     register(&app, &first, "phone-1", "abcd11").await;
     register(&app, &second, "phone-2", "abcd12").await;
     let template_id = first["pass"]["template_id"].as_str().unwrap();
