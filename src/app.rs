@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::api::router())
         .merge(crate::web::router())
+        .merge(crate::designer::router())
         .merge(crate::webservice::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // The span names the route, never the full URI: query strings carry pass tokens.
@@ -84,6 +85,7 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
     let mut workers = vec![
         tokio::spawn(crate::jobs::ledger_loop(state.clone())),
         tokio::spawn(crate::jobs::fetch_log_loop(state.clone())),
+        tokio::spawn(crate::jobs::publish_loop(state.clone())),
     ];
     let dispatcher = crate::push::dispatcher::Dispatcher::from_config(
         state.store.clone(),

@@ -90,6 +90,7 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
             member,
             pass: &pass,
             web_service_url: "https://example.com/passkit",
+            standing: Default::default(),
         })
     };
     let manifest = bundle::manifest(&render(&member), &assets);

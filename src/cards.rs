@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 
+use crate::domain::template::{Standing, checks};
 use crate::domain::{Invalid, Member, NewMember, Pass, Program, Template, TemplateDesign};
 use crate::passes::apple::bundle::{self, BundleError};
 use crate::passes::apple::images::{self, ImageKind};
@@ -143,6 +144,56 @@ impl Cards {
             .await?)
     }
 
+    /// Renders an upload and puts it in the template's draft (a new draft if none exists).
+    pub async fn upload_draft_image(
+        &self,
+        template_id: &str,
+        kind: ImageKind,
+        bytes: Vec<u8>,
+    ) -> Result<(), CardError> {
+        let files = render_uploads(vec![(kind, bytes)]).await?;
+        Ok(self
+            .store
+            .put_draft_image(template_id, kind.name(), &files)
+            .await?)
+    }
+
+    /// Every pre-publish finding for the template's draft.
+    pub async fn draft_findings(&self, draft: &crate::storage::Draft) -> Vec<checks::Finding> {
+        checks::pre_publish(
+            &draft.design,
+            images_present(&draft.image_names),
+            crate::domain::now_ms(),
+        )
+    }
+
+    /// Publishes the template's draft if no check finds an error: it becomes the version every
+    /// holder's card shows, and a background job marks their passes changed and pushes them.
+    pub async fn publish_draft(
+        &self,
+        template_id: &str,
+        by: &str,
+    ) -> Result<(Template, crate::storage::PublishJob), CardError> {
+        let draft = self.store.template_draft(template_id).await?;
+        let findings = self.draft_findings(&draft).await;
+        let problems: Vec<_> = checks::errors(&findings)
+            .map(|f| crate::domain::Problem {
+                field: f.field.clone(),
+                message: f.message.clone(),
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(Invalid { problems }.into());
+        }
+        let design = draft.design.validate()?;
+        let published = self
+            .store
+            .publish_template(template_id, &design, by, crate::domain::now_ms())
+            .await?;
+        tracing::info!(template = %template_id, version = published.0.version, holders = published.1.total, by, "template published");
+        Ok(published)
+    }
+
     /// Creates a member and their pass on the program's newest template.
     pub async fn create_member(
         &self,
@@ -188,12 +239,77 @@ impl Cards {
         let identity = self
             .signers
             .identity_for(&program.pass_type_identifier, &program.team_identifier)?;
+        // Tier progress and expiry cost two queries: only for designs that show them.
+        let standing = if template.design.uses_standing() {
+            Some(
+                self.store
+                    .member_standing(&member.id, &program.rules, crate::domain::now_ms())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let next = program.rules.next_tier(member.tier.as_deref());
+        let standing = standing.map_or_else(Standing::default, |s| Standing {
+            next_tier: next.map_or("", |t| t.name.as_str()),
+            points_to_next_tier: next.map_or(0, |t| (t.threshold - s.qualifying).max(0)),
+            next_expiry: s.next_expiry,
+        });
         let json = pass_json::render(&PassContent {
             program: &program,
             template: &template,
             member: &member,
             pass,
             web_service_url: &self.web_service_url,
+            standing,
+        });
+        Ok(bundle::build(&json, &assets, &identity)?)
+    }
+
+    /// A signed pass of a design that is not published yet, for the sample member the
+    /// designer previews: what a marketer downloads to try on a phone.
+    pub async fn sample_pkpass(
+        &self,
+        program: &Program,
+        template: &Template,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<u8>, CardError> {
+        let identity = self
+            .signers
+            .identity_for(&program.pass_type_identifier, &program.team_identifier)?;
+        let now = crate::domain::now_ms();
+        let sample = checks::sample_substitutions(&program.name, now);
+        let member = Member {
+            id: "sample".into(),
+            program_id: program.id.clone(),
+            display_name: sample.member_name.into(),
+            external_id: Some(sample.external_id.into()),
+            barcode: sample.barcode.into(),
+            points: sample.balance,
+            tier: Some(sample.tier.into()),
+            created_at: now,
+        };
+        let pass = Pass {
+            serial_number: format!("sample-{}", template.id),
+            member_id: member.id.clone(),
+            template_id: template.id.clone(),
+            pass_type_identifier: program.pass_type_identifier.clone(),
+            // A sample is never registered for updates: no web service, a throwaway token.
+            authentication_token: crate::secret::random_token(32),
+            created_at: now,
+            updated_at: now,
+            last_fetched_at: None,
+        };
+        let mut files = files;
+        files.extend(template.design.pass_strings());
+        let assets = PreparedAssets::new(template.version, files);
+        let json = pass_json::render(&PassContent {
+            program,
+            template,
+            member: &member,
+            pass: &pass,
+            web_service_url: &self.web_service_url,
+            standing: sample.standing,
         });
         Ok(bundle::build(&json, &assets, &identity)?)
     }
@@ -221,15 +337,26 @@ impl Cards {
         if let Some(a) = self.assets.get(&template.id, template.version) {
             return Ok(a);
         }
-        let files = self.store.template_images(&template.id).await?;
+        let mut files = self.store.template_images(&template.id).await?;
+        files.extend(template.design.pass_strings());
         let prepared = Arc::new(PreparedAssets::new(template.version, files));
         self.assets.put(&template.id, prepared.clone());
         Ok(prepared)
     }
 }
 
+/// Which of the images a storeCard needs are among `names`.
+pub fn images_present(names: &[String]) -> checks::ImagesPresent {
+    let has = |f: &str| names.iter().any(|n| n == f);
+    checks::ImagesPresent {
+        icon: has("icon.png"),
+        logo: has("logo.png"),
+        strip: has("strip.png"),
+    }
+}
+
 /// Decodes and resizes uploads off the async threads; image work takes tens of milliseconds.
-async fn render_uploads(
+pub async fn render_uploads(
     uploads: Vec<(ImageKind, Vec<u8>)>,
 ) -> Result<Vec<(String, Vec<u8>)>, Invalid> {
     tokio::task::spawn_blocking(move || {

@@ -34,6 +34,7 @@ fn field(key: &str, label: &str, value: &str) -> FieldSpec {
         value: value.into(),
         change_message: None,
         text_alignment: None,
+        ..FieldSpec::default()
     }
 }
 
@@ -65,12 +66,15 @@ pub fn design() -> TemplateDesign {
         barcode: BarcodeSpec {
             format: BarcodeFormat::Qr,
             show_value: true,
+            alt_text: None,
         },
         locations: vec![Location {
             latitude: 52.3731,
             longitude: 4.8922,
             relevant_text: Some("Coffee is near".into()),
         }],
+        info: Default::default(),
+        translations: Default::default(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Background work: expiring lapsed points and forgetting old idempotency keys.
+//! Background work: expiring lapsed points, forgetting old idempotency keys, and publishing
+//! template versions to their holders.
 
 use std::time::Duration;
 
@@ -27,6 +28,55 @@ pub async fn fetch_log_loop(state: AppState) {
             tracing::warn!(error = %e, "recording pass downloads failed; retrying");
         }
     }
+}
+
+/// Holders a publish step marks changed in one transaction.
+const PUBLISH_BATCH: i64 = 1000;
+
+/// Runs publish jobs to the end, one batch per transaction. A job's progress lives in its row,
+/// so after a restart the loop resumes each running job where it stopped.
+pub async fn publish_loop(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        publish_once(&state).await;
+    }
+}
+
+/// Runs every running publish job to completion; returns the holders handled.
+pub async fn publish_once(state: &AppState) -> i64 {
+    let jobs = match state.store.running_publish_jobs().await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::error!(error = %e, "reading publish jobs failed; retrying");
+            return 0;
+        }
+    };
+    let mut handled = 0;
+    for job in jobs {
+        let mut done = job.done;
+        loop {
+            match state
+                .store
+                .publish_step(&job.id, PUBLISH_BATCH, now_ms())
+                .await
+            {
+                Ok(after) => {
+                    handled += after.done - done;
+                    done = after.done;
+                    if after.status != "running" {
+                        tracing::info!(job = %job.id, template = %job.template_id, version = job.version, holders = after.done, "publish finished");
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, job = %job.id, "a publish step failed; retrying");
+                    break;
+                }
+            }
+        }
+    }
+    handled
 }
 
 /// One pass of every ledger job; returns the number of members whose points expired.

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cards;
 pub mod config;
 pub mod demo;
+pub mod designer;
 pub mod domain;
 pub mod google;
 pub mod jobs;

@@ -4,12 +4,18 @@
 //! Field values may hold placeholders such as `{{balance}}`, filled per member when a pass is
 //! built. The design is stored as JSON: it is our own versioned document, not a wire format.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::color::Rgb;
 use super::{Checker, Invalid};
+
+pub mod checks;
+pub mod i18n;
+pub mod info;
+
+pub use info::CardInfo;
 
 /// The `changeMessage` a `{{balance}}` field gets when the design gives none.
 pub const DEFAULT_BALANCE_MESSAGE: &str = "You now have %@ points";
@@ -19,9 +25,22 @@ pub const PLACEHOLDERS: &[&str] = &[
     "balance",
     "tier",
     "member_name",
+    "member_number",
     "external_id",
     "barcode",
     "program_name",
+    "next_tier",
+    "points_to_next_tier",
+    "next_expiry_date",
+    "next_expiry_points",
+];
+
+/// Placeholders whose values need the member's standing (tier progress, expiry) from the ledger.
+const STANDING_PLACEHOLDERS: &[&str] = &[
+    "next_tier",
+    "points_to_next_tier",
+    "next_expiry_date",
+    "next_expiry_points",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -46,6 +65,13 @@ pub struct TemplateDesign {
     pub barcode: BarcodeSpec,
     #[serde(default)]
     pub locations: Vec<Location>,
+    /// Back-of-card information: stores, links, support, offers, terms.
+    #[serde(default, skip_serializing_if = "CardInfo::is_empty")]
+    pub info: CardInfo,
+    /// Translations by language tag (`de`, `pt-BR`): each maps an English text of the design
+    /// (a label, a fixed value, the description) to its translation.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub translations: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -56,7 +82,7 @@ pub struct Colors {
     pub label: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldSpec {
     pub key: String,
@@ -69,6 +95,47 @@ pub struct FieldSpec {
     pub change_message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_alignment: Option<TextAlignment>,
+    /// How Wallet shows the value: as a number, percentage, currency amount or date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ValueFormat>,
+    /// ISO 4217 code, with `format: currency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency_code: Option<String>,
+}
+
+/// Display formats Wallet applies on the device, in the holder's locale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    Number,
+    Percent,
+    Currency,
+    Date,
+    DateTime,
+}
+
+impl ValueFormat {
+    pub const ALL: [ValueFormat; 5] = [
+        ValueFormat::Number,
+        ValueFormat::Percent,
+        ValueFormat::Currency,
+        ValueFormat::Date,
+        ValueFormat::DateTime,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueFormat::Number => "number",
+            ValueFormat::Percent => "percent",
+            ValueFormat::Currency => "currency",
+            ValueFormat::Date => "date",
+            ValueFormat::DateTime => "date_time",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ValueFormat> {
+        Self::ALL.into_iter().find(|f| f.name() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -81,6 +148,26 @@ pub enum TextAlignment {
 }
 
 impl TextAlignment {
+    pub const ALL: [TextAlignment; 4] = [
+        TextAlignment::Left,
+        TextAlignment::Center,
+        TextAlignment::Right,
+        TextAlignment::Natural,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TextAlignment::Left => "left",
+            TextAlignment::Center => "center",
+            TextAlignment::Right => "right",
+            TextAlignment::Natural => "natural",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TextAlignment> {
+        Self::ALL.into_iter().find(|a| a.name() == s)
+    }
+
     pub fn apple_name(self) -> &'static str {
         match self {
             TextAlignment::Left => "PKTextAlignmentLeft",
@@ -98,6 +185,9 @@ pub struct BarcodeSpec {
     /// Show the barcode value as text under the barcode, for manual entry at the till.
     #[serde(default = "yes")]
     pub show_value: bool,
+    /// The text under the barcode (placeholders allowed); the barcode value when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alt_text: Option<String>,
 }
 
 fn yes() -> bool {
@@ -109,6 +199,7 @@ impl Default for BarcodeSpec {
         BarcodeSpec {
             format: BarcodeFormat::Qr,
             show_value: true,
+            alt_text: None,
         }
     }
 }
@@ -123,6 +214,26 @@ pub enum BarcodeFormat {
 }
 
 impl BarcodeFormat {
+    pub const ALL: [BarcodeFormat; 4] = [
+        BarcodeFormat::Qr,
+        BarcodeFormat::Pdf417,
+        BarcodeFormat::Aztec,
+        BarcodeFormat::Code128,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BarcodeFormat::Qr => "qr",
+            BarcodeFormat::Pdf417 => "pdf417",
+            BarcodeFormat::Aztec => "aztec",
+            BarcodeFormat::Code128 => "code128",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BarcodeFormat> {
+        Self::ALL.into_iter().find(|f| f.name() == s)
+    }
+
     pub fn apple_name(self) -> &'static str {
         match self {
             BarcodeFormat::Qr => "PKBarcodeFormatQR",
@@ -148,8 +259,8 @@ pub struct Location {
 const MAX_HEADER: usize = 3;
 const MAX_PRIMARY: usize = 1;
 const MAX_SECONDARY_AUXILIARY: usize = 4;
-const MAX_BACK: usize = 20;
-const MAX_LOCATIONS: usize = 10;
+pub const MAX_BACK: usize = 20;
+pub const MAX_LOCATIONS: usize = 10;
 
 impl TemplateDesign {
     /// Checks every rule and returns the design with colours in Apple's `rgb()` form.
@@ -169,10 +280,16 @@ impl TemplateDesign {
                 ),
             }
         }
+        if let Some(t) = &self.logo_text {
+            c.check(t.chars().count() <= 100, "logo_text", || {
+                "logo_text must be at most 100 characters".into()
+            });
+        }
+        let back = self.back_fields.len() + self.info.back_fields().len();
         let counts = [
             ("header_fields", self.header_fields.len(), MAX_HEADER),
             ("primary_fields", self.primary_fields.len(), MAX_PRIMARY),
-            ("back_fields", self.back_fields.len(), MAX_BACK),
+            ("back_fields", back, MAX_BACK),
         ];
         for (area, n, max) in counts {
             c.check(n <= max, area, || {
@@ -198,6 +315,30 @@ impl TemplateDesign {
         for (area, field) in self.all_fields() {
             check_field(&mut c, area, field, &mut keys);
         }
+        for field in self.info.back_fields() {
+            if !keys.insert(field.key.clone()) {
+                c.fail(
+                    "back_fields",
+                    format!(
+                        "field key {:?} is used by the back-of-card information; pick another key",
+                        field.key
+                    ),
+                );
+            }
+        }
+        self.info.check(&mut c);
+        if let Some(alt) = &self.barcode.alt_text
+            && let Err(name) = check_placeholders(alt)
+        {
+            c.fail(
+                "barcode.alt_text",
+                format!(
+                    "the barcode text uses unknown placeholder {{{{{name}}}}}; known: {}",
+                    PLACEHOLDERS.join(", ")
+                ),
+            );
+        }
+        i18n::check(&mut c, &self.translations);
         c.check(self.locations.len() <= MAX_LOCATIONS, "locations", || {
             format!(
                 "a pass may have at most {MAX_LOCATIONS} locations, got {}",
@@ -226,6 +367,28 @@ impl TemplateDesign {
             .chain(self.secondary_fields.iter_mut())
             .chain(self.auxiliary_fields.iter_mut())
             .chain(self.back_fields.iter_mut())
+    }
+
+    /// The back of the card as Wallet shows it: current offers, the designer's own back fields,
+    /// then stores, links, support and terms.
+    pub fn back_fields_all(&self) -> Vec<FieldSpec> {
+        let info = self.info.back_fields();
+        let (offers, rest): (Vec<_>, Vec<_>) = info
+            .into_iter()
+            .partition(|f| f.key.starts_with("info_offer"));
+        offers
+            .into_iter()
+            .chain(self.back_fields.iter().cloned())
+            .chain(rest)
+            .collect()
+    }
+
+    /// True when a field uses a placeholder that needs the member's tier progress or expiry.
+    pub fn uses_standing(&self) -> bool {
+        self.all_fields()
+            .map(|(_, f)| f.value.as_str())
+            .chain(self.barcode.alt_text.as_deref())
+            .any(|v| STANDING_PLACEHOLDERS.iter().any(|p| v.contains(p)))
     }
 
     /// Every field with the name of the area it sits in, front to back.
@@ -279,6 +442,20 @@ fn check_field(c: &mut Checker, area: &str, field: &FieldSpec, keys: &mut HashSe
             ),
         );
     }
+    if field.format == Some(ValueFormat::Currency)
+        && !field
+            .currency_code
+            .as_deref()
+            .is_some_and(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        c.fail(
+            &at,
+            format!(
+                "field {:?} is formatted as currency and needs a 3-letter ISO 4217 code such as EUR",
+                field.key
+            ),
+        );
+    }
     if field.text_alignment.is_some() && (area == "primary_fields" || area == "back_fields") {
         c.fail(
             &at,
@@ -326,6 +503,28 @@ pub struct Substitutions<'a> {
     pub external_id: &'a str,
     pub barcode: &'a str,
     pub program_name: &'a str,
+    /// Tier progress and expiry; zeros and empty when the design uses none of them.
+    pub standing: Standing<'a>,
+}
+
+/// What the card shows of the member's ledger standing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standing<'a> {
+    /// The next tier's name, empty at the top tier or without tiers.
+    pub next_tier: &'a str,
+    pub points_to_next_tier: i64,
+    /// The earliest expiry (milliseconds) and the points lapsing then.
+    pub next_expiry: Option<(i64, i64)>,
+}
+
+/// A W3C date-time at midnight UTC of an instant, as Wallet requires (`apple-wallet.md` §4.3).
+pub fn w3c_date(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::macros::format_description!(
+        "[year]-[month]-[day]T00:00:00Z"
+    ))
+    .unwrap_or_default()
 }
 
 /// A filled field value: a number when the whole value is a numeric placeholder.
@@ -337,8 +536,15 @@ pub enum FieldValue {
 
 impl Substitutions<'_> {
     pub fn fill(&self, template: &str) -> FieldValue {
-        if template.trim() == "{{balance}}" {
-            return FieldValue::Number(self.balance);
+        match template.trim() {
+            "{{balance}}" => return FieldValue::Number(self.balance),
+            "{{points_to_next_tier}}" => {
+                return FieldValue::Number(self.standing.points_to_next_tier);
+            }
+            "{{next_expiry_points}}" => {
+                return FieldValue::Number(self.standing.next_expiry.map_or(0, |(_, p)| p));
+            }
+            _ => {}
         }
         let mut out = String::with_capacity(template.len() + 16);
         let mut rest = template;
@@ -356,6 +562,23 @@ impl Substitutions<'_> {
                 "external_id" => out.push_str(self.external_id),
                 "barcode" => out.push_str(self.barcode),
                 "program_name" => out.push_str(self.program_name),
+                "member_number" => out.push_str(if self.external_id.is_empty() {
+                    self.barcode
+                } else {
+                    self.external_id
+                }),
+                "next_tier" => out.push_str(self.standing.next_tier),
+                "points_to_next_tier" => {
+                    out.push_str(&self.standing.points_to_next_tier.to_string())
+                }
+                "next_expiry_date" => {
+                    if let Some((at, _)) = self.standing.next_expiry {
+                        out.push_str(&w3c_date(at));
+                    }
+                }
+                "next_expiry_points" => {
+                    out.push_str(&self.standing.next_expiry.map_or(0, |(_, p)| p).to_string())
+                }
                 other => {
                     out.push_str("{{");
                     out.push_str(other);

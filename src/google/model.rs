@@ -23,6 +23,7 @@ pub fn loyalty_class(
     program: &Program,
     template: &Template,
     public_base: &str,
+    hero: bool,
 ) -> Value {
     let design = &template.design;
     let logo = format!(
@@ -35,7 +36,8 @@ pub fn loyalty_class(
         .take(10)
         .map(|l| json!({"latitude": l.latitude, "longitude": l.longitude}))
         .collect();
-    json!({
+    let back = design.back_fields_all();
+    let mut class = json!({
         "id": class_id,
         "issuerName": cut(&program.organization_name, 20),
         "programName": cut(&program.name, 20),
@@ -48,12 +50,33 @@ pub fn loyalty_class(
         "accountNameLabel": "Member",
         "accountIdLabel": "Number",
         "merchantLocations": locations,
-        "textModulesData": text_modules(template.design.back_fields.iter().filter(|f| is_static(f) && link(f).is_none()), |v| v.to_string()),
-        "linksModuleData": {"uris": template.design.back_fields.iter().filter_map(|f| {
+        "textModulesData": text_modules(design, back.iter().filter(|f| is_static(f) && link(f).is_none()), |v| v.to_string()),
+        "linksModuleData": {"uris": back.iter().filter_map(|f| {
             link(f).map(|uri| json!({"uri": uri, "description": cut(f.label.as_deref().unwrap_or(&f.key), 100), "id": module_id(&f.key)}))
         }).collect::<Vec<_>>()},
         "callbackOptions": {"url": format!("{public_base}/google/callback")},
         "multipleDevicesAndHoldersAllowedStatus": "ONE_USER_ALL_DEVICES",
+    });
+    if hero {
+        class["heroImage"] = json!({
+            "sourceUri": {"uri": format!("{public_base}/google/images/{}/{}/hero.png", template.id, template.version)},
+            "contentDescription": {"defaultValue": {"language": "en", "value": cut(&program.name, 100)}},
+        });
+    }
+    class
+}
+
+/// Google's `LocalizedString` for a text of the design, when the design translates it.
+fn localized(design: &crate::domain::TemplateDesign, text: &str, max: usize) -> Option<Value> {
+    let translated = design.translations_of(text);
+    (!translated.is_empty()).then(|| {
+        json!({
+            "defaultValue": {"language": "en", "value": cut(text, max)},
+            "translatedValues": translated
+                .into_iter()
+                .map(|(language, value)| json!({"language": language, "value": cut(value, max)}))
+                .collect::<Vec<_>>(),
+        })
     })
 }
 
@@ -78,19 +101,32 @@ fn module_id(key: &str) -> String {
     key.replace('.', "_")
 }
 
-/// Up to 10 text modules (what Google shows from one class or object).
+/// Up to 10 text modules (what Google shows from one class or object), with their
+/// translations.
 fn text_modules<'a>(
+    design: &crate::domain::TemplateDesign,
     fields: impl Iterator<Item = &'a FieldSpec>,
     value: impl Fn(&str) -> String,
 ) -> Vec<Value> {
     fields
         .take(10)
         .map(|f| {
-            json!({
+            let header = f.label.as_deref().unwrap_or("");
+            let mut module = json!({
                 "id": module_id(&f.key),
-                "header": cut(f.label.as_deref().unwrap_or(""), 35),
+                "header": cut(header, 35),
                 "body": cut(&value(&f.value), 500),
-            })
+            });
+            if let Some(l) = localized(design, header, 35) {
+                module["localizedHeader"] = l;
+            }
+            if let Some(l) = is_static(f)
+                .then(|| localized(design, &f.value, 500))
+                .flatten()
+            {
+                module["localizedBody"] = l;
+            }
+            module
         })
         .collect()
 }
@@ -140,27 +176,38 @@ pub fn loyalty_object(
         external_id: member.external_id.as_deref().unwrap_or(""),
         barcode: &member.barcode,
         program_name: &program.name,
+        standing: Default::default(),
     };
+    let design = &template.design;
     // Fields with placeholders differ per member, so they ride on the object; the rest are
     // on the class, shared by every card.
-    let modules = text_modules(
-        template.design.back_fields.iter().filter(|f| !is_static(f)),
-        |v| text(subs.fill(v)),
-    );
+    let back = design.back_fields_all();
+    let modules = text_modules(design, back.iter().filter(|f| !is_static(f)), |v| {
+        text(subs.fill(v))
+    });
+    let alternate = match (&design.barcode.alt_text, design.barcode.show_value) {
+        (_, false) => String::new(),
+        (Some(t), true) => text(subs.fill(t)),
+        (None, true) => member.barcode.clone(),
+    };
+    let label = points_label(template);
     let mut object = json!({
         "id": object_id,
         "classId": class_id,
         "state": "ACTIVE",
         "accountId": cut(member.external_id.as_deref().unwrap_or(&member.barcode), 20),
         "accountName": cut(&member.display_name, 20),
-        "loyaltyPoints": {"label": cut(&points_label(template), 9), "balance": {"int": member.points}},
+        "loyaltyPoints": {"label": cut(&label, 9), "balance": {"int": member.points}},
         "barcode": {
-            "type": google_barcode(template.design.barcode.format),
+            "type": google_barcode(design.barcode.format),
             "value": member.barcode,
-            "alternateText": if template.design.barcode.show_value { member.barcode.as_str() } else { "" },
+            "alternateText": alternate,
         },
         "textModulesData": modules,
     });
+    if let Some(l) = localized(design, &label, 9) {
+        object["loyaltyPoints"]["localizedLabel"] = l;
+    }
     if let Some(tier) = &member.tier {
         object["secondaryLoyaltyPoints"] =
             json!({"label": "Tier", "balance": {"string": cut(tier, 7)}});
@@ -179,6 +226,7 @@ mod tests {
             value: value.into(),
             change_message: None,
             text_alignment: None,
+            ..FieldSpec::default()
         }
     }
 

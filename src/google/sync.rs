@@ -40,7 +40,12 @@ impl Google {
         let class_id = self.class_id(&template.id);
         if store.google_class_version(&template.id).await? != Some(template.version) {
             let program = store.get_program(&template.program_id).await?;
-            let class = model::loyalty_class(&class_id, &program, template, public_base);
+            let hero = store
+                .template_image_names(&template.id)
+                .await?
+                .iter()
+                .any(|n| n == crate::passes::apple::images::GOOGLE_HERO.0);
+            let class = model::loyalty_class(&class_id, &program, template, public_base, hero);
             self.client.upsert("loyaltyClass", &class).await?;
             store
                 .record_google_class(&template.id, &class_id, template.version, now_ms())

@@ -5,12 +5,14 @@
 //! the backend. Writes that must not interleave open `BEGIN IMMEDIATE` on SQLite, so a writer
 //! takes the lock up front instead of failing to upgrade a read lock halfway.
 
+mod designer;
 mod google;
 mod ledger;
 mod passkit;
 mod rows;
 mod staff;
 
+pub use designer::{Draft, PublishJob, TemplateSummary, VersionInfo};
 pub use google::{GoogleMessage, GoogleObject, GooglePending};
 pub use ledger::{MemberStanding, OutboxRow};
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
@@ -318,11 +320,12 @@ impl Store {
         .bind(&template.id)
         .bind(program_id)
         .bind(name)
-        .bind(design_json)
+        .bind(&design_json)
         .bind(now)
         .execute(&mut *tx)
         .await?;
         upsert_images(&mut tx, &template.id, images).await?;
+        designer::snapshot_version(&mut tx, &template.id, 1, &design_json, None, now).await?;
         tx.commit().await?;
         Ok(template)
     }
@@ -335,10 +338,12 @@ impl Store {
         rows::template(&row.ok_or(StorageError::NotFound("template"))?)
     }
 
-    /// The program's most recently created template, which new members get.
+    /// The program's most recently created template that is published and not archived,
+    /// which new members get.
     pub async fn latest_template(&self, program_id: &str) -> Result<Option<Template>> {
         let row = sqlx::query(
-            "SELECT * FROM templates WHERE program_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+            "SELECT * FROM templates WHERE program_id = $1 AND version > 0 AND archived_at IS NULL
+             ORDER BY created_at DESC, id DESC LIMIT 1",
         )
         .bind(program_id)
         .fetch_optional(&self.pool)
@@ -376,41 +381,31 @@ impl Store {
         let holders = sqlx::query("SELECT member_id FROM passes WHERE template_id = $1")
             .bind(template_id)
             .fetch_all(&mut *tx)
-            .await?;
-        let payload = serde_json::json!({ "template_id": template_id }).to_string();
-        for chunk in holders.chunks(OUTBOX_CHUNK) {
-            let values = (0..chunk.len())
-                .map(|k| {
-                    format!(
-                        "(${}, 'template.changed', ${}, $1, $2)",
-                        3 + 2 * k,
-                        4 + 2 * k
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO outbox (id, topic, member_id, payload, created_at) VALUES {values}"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&payload)
-                .bind(now);
-            for row in chunk {
-                q = q
-                    .bind(new_id())
-                    .bind(row.try_get::<String, _>("member_id")?);
-            }
-            q.execute(&mut *tx).await?;
-        }
+            .await?
+            .iter()
+            .map(|r| r.try_get("member_id"))
+            .collect::<Result<Vec<String>, _>>()?;
+        insert_template_outbox(&mut tx, template_id, &holders, now).await?;
         let row = sqlx::query("SELECT * FROM templates WHERE id = $1")
             .bind(template_id)
             .fetch_one(&mut *tx)
             .await?;
+        let template = rows::template(&row)?;
+        let design_json = serde_json::to_string(&template.design).expect("design serialises");
+        designer::snapshot_version(
+            &mut tx,
+            template_id,
+            template.version,
+            &design_json,
+            None,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         if !holders.is_empty() {
             self.changed.notify_one();
         }
-        rows::template(&row)
+        Ok(template)
     }
 
     pub async fn template_images(&self, template_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
@@ -424,6 +419,91 @@ impl Store {
     }
 
     // ---- members and passes ----
+
+    /// Creates many members and their passes on `template` in one transaction, a few hundred
+    /// rows per statement: imports and load tests. Barcodes, serials and tokens are random as
+    /// in `insert_member`.
+    pub async fn insert_members_bulk(
+        &self,
+        program: &Program,
+        template: &Template,
+        new: &[NewMember],
+    ) -> Result<Vec<(Member, Pass)>> {
+        let now = now_ms();
+        let made: Vec<(Member, Pass)> = new
+            .iter()
+            .map(|m| {
+                let member = Member {
+                    id: new_id(),
+                    program_id: program.id.clone(),
+                    display_name: m.display_name.clone(),
+                    external_id: m.external_id.clone(),
+                    barcode: random_barcode(16),
+                    points: 0,
+                    tier: None,
+                    created_at: now,
+                };
+                let pass = Pass {
+                    serial_number: random_token(16),
+                    member_id: member.id.clone(),
+                    template_id: template.id.clone(),
+                    pass_type_identifier: program.pass_type_identifier.clone(),
+                    authentication_token: random_token(32),
+                    created_at: now,
+                    updated_at: now,
+                    last_fetched_at: None,
+                };
+                (member, pass)
+            })
+            .collect();
+        let mut tx = self.write_tx().await?;
+        for chunk in made.chunks(BULK_CHUNK) {
+            let members = values_list(chunk.len(), 5, "0, $1");
+            let sql = format!(
+                "INSERT INTO members (id, program_id, display_name, external_id, barcode, points, created_at) VALUES {members}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for (m, _) in chunk {
+                q = q
+                    .bind(&m.id)
+                    .bind(&m.program_id)
+                    .bind(&m.display_name)
+                    .bind(&m.external_id)
+                    .bind(&m.barcode);
+            }
+            q.execute(&mut *tx).await.map_err(|e| {
+                conflict(e, || {
+                    "a member with one of these external_ids exists already in this program".into()
+                })
+            })?;
+            let passes = values_list(chunk.len(), 5, "$1, $1");
+            let sql = format!(
+                "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, created_at, updated_at) VALUES {passes}"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for (_, p) in chunk {
+                q = q
+                    .bind(&p.serial_number)
+                    .bind(&p.member_id)
+                    .bind(&p.template_id)
+                    .bind(&p.pass_type_identifier)
+                    .bind(&p.authentication_token);
+            }
+            q.execute(&mut *tx).await?;
+            if self.google_sync() {
+                for (m, _) in chunk {
+                    sqlx::query(sqlx::AssertSqlSafe(google::numbered(google::QUEUE_SQL)))
+                        .bind(&m.id)
+                        .bind(now)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(made)
+    }
 
     /// Creates a member with an unguessable barcode and their pass on `template`, together.
     pub async fn insert_member(
@@ -683,6 +763,58 @@ async fn upsert_images(
         .bind(bytes.as_slice())
         .execute(&mut **tx)
         .await?;
+    }
+    Ok(())
+}
+
+/// Rows per multi-row INSERT of `insert_members_bulk` (5 parameters each, under SQLite's
+/// 32,766 and PostgreSQL's 65,535).
+const BULK_CHUNK: usize = 500;
+
+/// `($2, $3, …, tail), (…)`: `rows` tuples of `per_row` numbered parameters after the shared
+/// `$1`, each followed by `tail`.
+fn values_list(rows: usize, per_row: usize, tail: &str) -> String {
+    (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (0..per_row)
+                .map(|k| format!("${}", 2 + r * per_row + k))
+                .collect();
+            format!("({}, {tail})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One `template.changed` outbox row per member, for the push dispatcher, in the caller's
+/// transaction.
+async fn insert_template_outbox(
+    tx: &mut Transaction<'static, Any>,
+    template_id: &str,
+    members: &[String],
+    now: i64,
+) -> Result<()> {
+    let payload = serde_json::json!({ "template_id": template_id }).to_string();
+    for chunk in members.chunks(OUTBOX_CHUNK) {
+        let values = (0..chunk.len())
+            .map(|k| {
+                format!(
+                    "(${}, 'template.changed', ${}, $1, $2)",
+                    3 + 2 * k,
+                    4 + 2 * k
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO outbox (id, topic, member_id, payload, created_at) VALUES {values}"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&payload)
+            .bind(now);
+        for member in chunk {
+            q = q.bind(new_id()).bind(member);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -50,6 +50,46 @@ impl Store {
         Ok(inserted.rows_affected() == 1)
     }
 
+    /// Registers many `(device, push token, serial)` at once, in one transaction: load tests
+    /// and the publishing test's ten thousand holders.
+    pub async fn register_devices(
+        &self,
+        regs: &[(String, String, String)],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for chunk in regs.chunks(500) {
+            let devices = (0..chunk.len())
+                .map(|k| format!("(${}, ${}, $1, $1)", 2 + 2 * k, 3 + 2 * k))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO devices (device_library_identifier, push_token, created_at, updated_at) VALUES {devices}
+                 ON CONFLICT (device_library_identifier) DO UPDATE SET push_token = excluded.push_token"
+            )))
+            .bind(now);
+            for (device, token, _) in chunk {
+                q = q.bind(device).bind(token);
+            }
+            q.execute(&mut *tx).await?;
+            let rows = (0..chunk.len())
+                .map(|k| format!("(${}, ${}, $1)", 2 + 2 * k, 3 + 2 * k))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO registrations (device_library_identifier, serial_number, created_at) VALUES {rows}
+                 ON CONFLICT (device_library_identifier, serial_number) DO NOTHING"
+            )))
+            .bind(now);
+            for (device, _, serial) in chunk {
+                q = q.bind(device).bind(serial);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Removes a registration, and the device once it holds no registrations [UPD].
     pub async fn unregister_device(&self, device: &str, serial: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;

@@ -84,20 +84,23 @@ async fn download(
     }
 }
 
-/// The template's square image for Google Wallet's program logo. Google fetches it from this
-/// public URL and caches it, so the URL carries the template version: a new version is a new
-/// URL, and Google fetches the new image.
+/// The template's images for Google Wallet: the program logo (`logo.png`) and the hero image
+/// (`hero.png`). Google fetches them from this public URL and caches them, so the URL carries
+/// the template version: a new version is a new URL, and Google fetches the new image.
 async fn google_image(
     State(state): State<AppState>,
     Path((template_id, _version, file)): Path<(String, i64, String)>,
 ) -> Response {
-    if file != "logo.png" {
-        return (StatusCode::NOT_FOUND, "no such image\n").into_response();
-    }
+    // Google's own renditions first; templates made before they existed fall back to the
+    // largest icon, square as Google's circular logo mask needs.
+    let candidates: &[&str] = match file.as_str() {
+        "logo.png" => &["google/logo.png", "icon@3x.png", "icon@2x.png", "icon.png"],
+        "hero.png" => &["google/hero.png"],
+        _ => return (StatusCode::NOT_FOUND, "no such image\n").into_response(),
+    };
     match state.store.template_images(&template_id).await {
         Ok(files) => {
-            // The largest icon: square, which is what Google's circular logo mask needs.
-            let best = ["icon@3x.png", "icon@2x.png", "icon.png"]
+            let best = candidates
                 .iter()
                 .find_map(|name| files.iter().find(|(n, _)| n == name));
             match best {
@@ -112,7 +115,7 @@ async fn google_image(
                     bytes.clone(),
                 )
                     .into_response(),
-                None => (StatusCode::NOT_FOUND, "the template has no icon\n").into_response(),
+                None => (StatusCode::NOT_FOUND, "the template has no such image\n").into_response(),
             }
         }
         Err(e) => {

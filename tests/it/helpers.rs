@@ -302,16 +302,24 @@ pub async fn another_member(app: &TestApp, first: &serde_json::Value) -> serde_j
     member
 }
 
+/// A program with the dev identity's ids, default rules and this slug.
+pub fn new_program(slug: &str) -> NewProgram {
+    NewProgram {
+        slug: slug.into(),
+        name: "Coffee".into(),
+        pass_type_identifier: "pass.com.example.coffee".into(),
+        team_identifier: "ABCDE12345".into(),
+        organization_name: "Coffee Ltd".into(),
+        rules: LoyaltyRules::default(),
+    }
+}
+
 /// A program with `rules`, a template and one member, straight through storage.
 pub async fn member_with_rules(store: &Store, rules: LoyaltyRules) -> Member {
     let program = store
         .insert_program(&NewProgram {
-            slug: "coffee".into(),
-            name: "Coffee".into(),
-            pass_type_identifier: "pass.com.example.coffee".into(),
-            team_identifier: "ABCDE12345".into(),
-            organization_name: "Coffee Ltd".into(),
             rules,
+            ..new_program("coffee")
         })
         .await
         .unwrap();
@@ -340,4 +348,169 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// A signed-in staff member's HTTP session: the session cookie and the CSRF token its forms
+/// carry. Redirects are not followed, so tests see them.
+pub struct StaffClient {
+    pub http: reqwest::Client,
+    pub cookie: String,
+    pub csrf: String,
+    base: String,
+}
+
+/// The hidden `csrf` field of a page.
+pub fn csrf_field(html: &str) -> String {
+    let at = html.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+impl StaffClient {
+    /// Creates a staff account and signs it in through the sign-in form.
+    pub async fn sign_in(app: &TestApp, email: &str, role: Role) -> StaffClient {
+        const PASSWORD: &str = "correct horse battery";
+        tessera::web::staff::create_user(&app.state.store, email, role, PASSWORD)
+            .await
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let page = http.get(app.url("/staff/login")).send().await.unwrap();
+        let pre = page.text().await.unwrap();
+        let csrf = csrf_field(&pre);
+        let r = http
+            .post(app.url("/staff/login"))
+            .header("cookie", format!("tessera_csrf={csrf}"))
+            .form(&[("email", email), ("password", PASSWORD), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "signed in");
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .find(|c| c.starts_with("tessera_session="))
+            .expect("a session cookie");
+        let mut client = StaffClient {
+            http,
+            cookie,
+            csrf: String::new(),
+            base: app.base.clone(),
+        };
+        let (_, home) = client.get("/staff").await;
+        client.csrf = csrf_field(&home);
+        client
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// POSTs a form with this session's CSRF token added.
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut form: Vec<(&str, &str)> = vec![("csrf", &self.csrf)];
+        form.extend_from_slice(fields);
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs a form made of `pairs` as they are (no CSRF token added).
+    pub async fn post_pairs(&self, path: &str, pairs: &[(String, String)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(pairs)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Every named input of the form with id `form_id` on `html`, as a browser would submit it
+/// unchanged (text inputs, selects' selected options, checked checkboxes, textareas).
+pub fn form_fields(html: &str, form_id: &str) -> Vec<(String, String)> {
+    let start = html
+        .find(&format!(r#"<form id="{form_id}""#))
+        .expect("the form");
+    let end = start + html[start..].find("</form>").unwrap();
+    let form = &html[start..end];
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let key = format!(" {name}=\"");
+        let at = tag.find(&key)? + key.len();
+        Some(unescape(tag[at..].split('"').next().unwrap()))
+    };
+    let mut out = Vec::new();
+    let mut rest = form;
+    while let Some(at) = rest.find('<') {
+        rest = &rest[at..];
+        let tag_end = rest.find('>').unwrap_or(rest.len());
+        let tag = &rest[..tag_end];
+        if tag.starts_with("<input") {
+            if let Some(name) = attr(tag, "name") {
+                let kind = attr(tag, "type").unwrap_or_default();
+                if kind == "checkbox" {
+                    if tag.contains(" checked") {
+                        out.push((name, "on".into()));
+                    }
+                } else if kind != "file" {
+                    out.push((name, attr(tag, "value").unwrap_or_default()));
+                }
+            }
+        } else if tag.starts_with("<textarea") {
+            if let Some(name) = attr(tag, "name") {
+                let body = &rest[tag_end + 1..];
+                out.push((name, unescape(&body[..body.find("</textarea>").unwrap()])));
+            }
+        } else if tag.starts_with("<select") {
+            if let Some(name) = attr(tag, "name") {
+                let body = &rest[tag_end..rest.find("</select>").unwrap()];
+                let chosen = body
+                    .split("<option")
+                    .skip(1)
+                    .find(|o| o.contains(" selected"))
+                    .or_else(|| body.split("<option").nth(1))
+                    .and_then(|o| attr(o, "value"))
+                    .unwrap_or_default();
+                out.push((name, chosen));
+            }
+        }
+        rest = &rest[1..];
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Sets (or adds) `name` in submitted form pairs.
+pub fn set_field(pairs: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match pairs.iter_mut().find(|(k, _)| k == name) {
+        Some(p) => p.1 = value.to_string(),
+        None => pairs.push((name.to_string(), value.to_string())),
+    }
 }

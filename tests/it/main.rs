@@ -3,6 +3,7 @@
 mod api;
 mod apns;
 mod cli;
+mod designer;
 mod google;
 mod helpers;
 mod ledger;

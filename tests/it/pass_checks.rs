@@ -17,13 +17,19 @@ pub fn verify_pkpass(pkpass: &[u8], root_ca: &Path, dir: &Path) -> Value {
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).unwrap();
         let name = entry.name().unwrap().to_string();
+        // Flat, except one level of `xx.lproj/` localization folders (§3).
+        let lproj = name
+            .split_once('/')
+            .is_some_and(|(d, f)| d.ends_with(".lproj") && !f.contains('/'));
         assert!(
-            !name.contains('/') && !name.starts_with('.'),
-            "no folders or hidden files: {name}"
+            (!name.contains('/') || lproj) && !name.starts_with('.'),
+            "no folders but xx.lproj, no hidden files: {name}"
         );
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).unwrap();
-        std::fs::write(dir.join(&name), &bytes).unwrap();
+        let path = dir.join(&name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &bytes).unwrap();
         files.insert(name, bytes);
     }
     for required in [

@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, TestDb, another_member, eventually, issue_member};
 use crate::on_both_backends;
 
 /// An app whose dispatcher pushes to a fresh stand-in, retrying fast.
-async fn app_with_standin(db: TestDb) -> (TestApp, StandIn) {
+pub async fn app_with_standin(db: TestDb) -> (TestApp, StandIn) {
     let certs = db.dir.path().join("data").join("dev-certs");
     DevAuthority::open_or_create(&certs).unwrap();
     let standin = StandIn::start(&certs).await;

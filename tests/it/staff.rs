@@ -3,7 +3,7 @@
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use tessera::storage::Role;
 
-use crate::helpers::{TestApp, TestDb};
+use crate::helpers::{TestApp, TestDb, csrf_field};
 use crate::on_both_backends;
 
 /// A client that shows redirects instead of following them.
@@ -22,12 +22,6 @@ fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
         let (k, val) = pair.split_once('=')?;
         (k == name).then(|| (val.to_string(), line.clone()))
     })
-}
-
-/// The hidden `csrf` field of a page.
-fn csrf_field(html: &str) -> String {
-    let at = html.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
-    html[at..].split('"').next().unwrap().to_string()
 }
 
 async fn staff_sign_in_and_out(db: TestDb) {

@@ -35,7 +35,10 @@ impl PreparedAssets {
         let files = files
             .into_iter()
             // Never ship hidden files: Wallet rejects a bundle with files the manifest lacks.
-            .filter(|(name, _)| !name.starts_with('.') && !name.contains("/."))
+            // Google's images (`google/…`) are served to Google, never bundled.
+            .filter(|(name, _)| {
+                !name.starts_with('.') && !name.contains("/.") && !name.starts_with("google/")
+            })
             .map(|(name, bytes)| {
                 let sha1 = sha1_hex(&bytes);
                 Asset { name, bytes, sha1 }

@@ -78,7 +78,14 @@ pub enum ImageError {
 /// One image at the three scales, as `(file name, PNG bytes)`: `icon.png`, `icon@2x.png`, `icon@3x.png`.
 pub type ScaledImages = Vec<(String, Vec<u8>)>;
 
-/// Checks an upload and renders it at @1x, @2x and @3x.
+/// Google Wallet's program logo: square, at least 660×660, masked to a circle (`google-wallet.md`
+/// §3.6); made from the icon upload, which is square too.
+pub const GOOGLE_LOGO: (&str, u32, u32) = ("google/logo.png", 660, 660);
+/// Google Wallet's hero image, 1032×336; made from the strip upload.
+pub const GOOGLE_HERO: (&str, u32, u32) = ("google/hero.png", 1032, 336);
+
+/// Checks an upload and renders it at @1x, @2x and @3x for Apple, plus Google's logo (from an
+/// icon) or hero image (from a strip).
 pub fn process(kind: ImageKind, bytes: &[u8]) -> Result<ScaledImages, ImageError> {
     let name = kind.name();
     if bytes.len() > MAX_UPLOAD_BYTES {
@@ -115,6 +122,17 @@ pub fn process(kind: ImageKind, bytes: &[u8]) -> Result<ScaledImages, ImageError
         });
     }
     let (bw, bh) = kind.box_1x();
+    let google = match kind {
+        ImageKind::Icon => Some(GOOGLE_LOGO),
+        ImageKind::Strip => Some(GOOGLE_HERO),
+        ImageKind::Logo => None,
+    };
+    let google = google.map(|(file, w, h)| {
+        (
+            file.to_string(),
+            encode_png(&img.resize_to_fill(w, h, FilterType::Lanczos3)),
+        )
+    });
     [1u32, 2, 3]
         .into_iter()
         .map(|scale| {
@@ -133,6 +151,7 @@ pub fn process(kind: ImageKind, bytes: &[u8]) -> Result<ScaledImages, ImageError
             };
             Ok((file, encode_png(&scaled)))
         })
+        .chain(google.map(Ok))
         .collect()
 }
 
@@ -184,16 +203,46 @@ mod tests {
             [
                 ("icon.png", (29, 29)),
                 ("icon@2x.png", (58, 58)),
-                ("icon@3x.png", (87, 87))
+                ("icon@3x.png", (87, 87)),
+                ("google/logo.png", (660, 660)),
             ]
         );
 
         let strip = process(ImageKind::Strip, &sample_png(1200, 400, [1, 2, 3])).unwrap();
-        assert_eq!(dims(&strip[2].1), (1125, 432));
+        let got: Vec<_> = strip.iter().map(|(n, b)| (n.as_str(), dims(b))).collect();
+        assert_eq!(
+            got,
+            [
+                ("strip.png", (375, 144)),
+                ("strip@2x.png", (750, 288)),
+                ("strip@3x.png", (1125, 432)),
+                ("google/hero.png", (1032, 336)),
+            ]
+        );
 
         let logo = process(ImageKind::Logo, &sample_png(400, 100, [1, 2, 3])).unwrap();
+        assert_eq!(logo.len(), 3, "Google takes no wide logo");
         assert_eq!(dims(&logo[0].1), (160, 40));
         assert_eq!(dims(&logo[2].1), (400, 100), "a logo is never enlarged");
+
+        let mut jpeg = Cursor::new(Vec::new());
+        DynamicImage::ImageRgb8(image::RgbImage::new(600, 600))
+            .write_to(&mut jpeg, ImageFormat::Jpeg)
+            .unwrap();
+        let icon = process(ImageKind::Icon, jpeg.get_ref()).unwrap();
+        assert_eq!(dims(&icon[2].1), (87, 87), "JPEG uploads become PNG");
+        assert_eq!(image::guess_format(&icon[2].1).unwrap(), ImageFormat::Png);
+    }
+
+    #[test]
+    fn rejects_images_too_large_in_pixels() {
+        let e = process(ImageKind::Strip, &sample_png(6100, 200, [0, 0, 0])).unwrap_err();
+        assert!(e.to_string().contains("at most 6000 per side"), "{e}");
+        let e = process(ImageKind::Strip, &sample_png(300, 100, [0, 0, 0])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "strip must be at least 375×144 pixels and at most 6000 per side; got 300×100"
+        );
     }
 
     #[test]

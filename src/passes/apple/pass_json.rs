@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::domain::template::{FieldSpec, FieldValue, Substitutions};
+use crate::domain::template::{FieldSpec, FieldValue, Standing, Substitutions, ValueFormat};
 use crate::domain::{BarcodeFormat, Member, Pass, Program, Template};
 
 /// Everything one pass shows.
@@ -13,6 +13,8 @@ pub struct PassContent<'a> {
     pub pass: &'a Pass,
     /// Base URL of the PassKit web service, without `/v1`.
     pub web_service_url: &'a str,
+    /// Tier progress and expiry, for the placeholders that show them.
+    pub standing: Standing<'a>,
 }
 
 #[derive(Serialize)]
@@ -85,6 +87,12 @@ struct Field {
     text_alignment: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     number_style: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    currency_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    date_style: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_style: Option<&'static str>,
 }
 
 /// The compact `pass.json` bytes.
@@ -97,12 +105,21 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
         external_id: c.member.external_id.as_deref().unwrap_or(""),
         barcode: &c.member.barcode,
         program_name: &c.program.name,
+        standing: c.standing,
     };
     let fields = |specs: &[FieldSpec]| specs.iter().map(|f| field(f, &subs)).collect();
+    let alt = design
+        .barcode
+        .alt_text
+        .as_deref()
+        .map(|t| match subs.fill(t) {
+            FieldValue::Number(n) => n.to_string(),
+            FieldValue::Text(t) => t,
+        });
     let alt_text = design
         .barcode
         .show_value
-        .then_some(c.member.barcode.as_str());
+        .then(|| alt.as_deref().unwrap_or(&c.member.barcode));
     let mut barcodes = vec![Barcode {
         format: design.barcode.format.apple_name(),
         message: &c.member.barcode,
@@ -147,23 +164,71 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
             primary_fields: fields(&design.primary_fields),
             secondary_fields: fields(&design.secondary_fields),
             auxiliary_fields: fields(&design.auxiliary_fields),
-            back_fields: fields(&design.back_fields),
+            back_fields: fields(&design.back_fields_all()),
         },
     };
     serde_json::to_vec(&json).expect("pass.json serialises")
 }
 
 fn field(spec: &FieldSpec, subs: &Substitutions<'_>) -> Field {
-    let (value, number_style) = match subs.fill(&spec.value) {
-        FieldValue::Number(n) => (serde_json::Value::from(n), Some("PKNumberStyleDecimal")),
-        FieldValue::Text(s) => (serde_json::Value::from(s), None),
-    };
-    Field {
+    let filled = subs.fill(&spec.value);
+    let mut f = Field {
         key: spec.key.clone(),
         label: spec.label.clone(),
-        value,
+        value: serde_json::Value::Null,
         change_message: spec.change_message.clone(),
         text_alignment: spec.text_alignment.map(|a| a.apple_name()),
-        number_style,
+        number_style: None,
+        currency_code: None,
+        date_style: None,
+        time_style: None,
+    };
+    // A format applies only to a value of its kind: Wallet refuses a pass with a number style
+    // on text or a date style on anything but a W3C date (§4.2, §4.3). Anything else shows as
+    // plain text, so an empty expiry date never breaks the pass.
+    let number = match &filled {
+        FieldValue::Number(n) => Some(serde_json::Value::from(*n)),
+        FieldValue::Text(t) => t
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|_| {
+                spec.format
+                    .is_some_and(|f| f != ValueFormat::Date && f != ValueFormat::DateTime)
+            })
+            .map(serde_json::Value::from),
+    };
+    match (spec.format, number, filled) {
+        (Some(ValueFormat::Percent), Some(n), _) => {
+            f.value = n;
+            f.number_style = Some("PKNumberStylePercent");
+        }
+        (Some(ValueFormat::Currency), Some(n), _) => {
+            f.value = n;
+            f.currency_code = spec.currency_code.clone();
+        }
+        (None | Some(ValueFormat::Number), Some(n), _) => {
+            f.value = n;
+            f.number_style = Some("PKNumberStyleDecimal");
+        }
+        (Some(ValueFormat::Date | ValueFormat::DateTime), _, FieldValue::Text(t))
+            if is_w3c_date(&t) =>
+        {
+            f.date_style = Some("PKDateStyleMedium");
+            f.time_style = Some(if spec.format == Some(ValueFormat::DateTime) {
+                "PKDateStyleShort"
+            } else {
+                "PKDateStyleNone"
+            });
+            f.value = serde_json::Value::from(t);
+        }
+        (_, _, FieldValue::Number(n)) => f.value = serde_json::Value::from(n),
+        (_, _, FieldValue::Text(t)) => f.value = serde_json::Value::from(t),
     }
+    f
+}
+
+/// `YYYY-MM-DDThh:mm(:ss)?(Z|±hh:mm)`, the only date form Wallet parses (§4.3).
+fn is_w3c_date(s: &str) -> bool {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
 }

@@ -71,6 +71,7 @@ fn render() -> Vec<u8> {
         member: &member,
         pass: &pass,
         web_service_url: "https://passes.example.com/passkit",
+        standing: Default::default(),
     })
 }
 
