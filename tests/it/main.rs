@@ -2,6 +2,7 @@
 
 mod api;
 mod apns;
+mod browser;
 mod cli;
 mod designer;
 mod google;
@@ -13,4 +14,5 @@ mod pass_checks;
 mod push;
 mod staff;
 mod storage;
+mod ui;
 mod webservice;

@@ -1,0 +1,230 @@
+//! Browser tests in headless Chromium (see `browser`): staff sign-in and the card designer.
+//! Screenshots land in `target/tmp/screenshots/`.
+
+use serde_json::json;
+use tessera::passes::apple::images::sample_png;
+use tessera::storage::Role;
+
+use crate::browser::Browser;
+use crate::helpers::{TestApp, TestDb, issue_member};
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn sign_in(b: &Browser, app: &TestApp, email: &str, password: &str) {
+    b.goto(&app.url("/staff/login")).await;
+    b.type_into("#email", email).await;
+    b.type_into("#password", password).await;
+    b.click("button[type=submit]").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_refuses_wrong_passwords_and_forged_forms() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    tessera::web::staff::create_user(
+        &app.state.store,
+        "mara@example.com",
+        Role::Marketer,
+        PASSWORD,
+    )
+    .await
+    .unwrap();
+
+    sign_in(&b, &app, "mara@example.com", "not the password").await;
+    b.wait_for(
+        "the refusal",
+        "return document.querySelector('.error') !== null",
+    )
+    .await;
+    assert_eq!(b.text(".error").await, "Wrong e-mail or password.");
+    assert_eq!(
+        b.js("return document.querySelector('#email').value", json!([]))
+            .await,
+        "mara@example.com"
+    );
+    assert!(b.url().await.ends_with("/staff/login"));
+
+    // A form whose CSRF token is not ours is refused before the password is looked at.
+    b.goto(&app.url("/staff/login")).await;
+    b.js(
+        "document.querySelector('input[name=csrf]').value = 'forged'",
+        json!([]),
+    )
+    .await;
+    b.type_into("#email", "mara@example.com").await;
+    b.type_into("#password", PASSWORD).await;
+    b.click("button[type=submit]").await;
+    b.wait_for(
+        "the CSRF refusal",
+        "return document.body.innerText.includes('this form expired')",
+    )
+    .await;
+
+    sign_in(&b, &app, "mara@example.com", PASSWORD).await;
+    b.wait_for(
+        "the staff page",
+        "return document.querySelector('#who') !== null",
+    )
+    .await;
+    assert_eq!(b.text("#who").await, "mara@example.com");
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marketer_designs_previews_and_publishes_in_a_browser() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    let program_id = member["program_id"].as_str().unwrap().to_string();
+    tessera::web::staff::create_user(
+        &app.state.store,
+        "mara@example.com",
+        Role::Marketer,
+        PASSWORD,
+    )
+    .await
+    .unwrap();
+    sign_in(&b, &app, "mara@example.com", PASSWORD).await;
+    b.wait_for(
+        "the staff page",
+        "return document.querySelector('#who') !== null",
+    )
+    .await;
+
+    // Programs → the program → a new template.
+    b.click("a[href='/staff/programs']").await;
+    b.click(&format!("a[href='/staff/programs/{program_id}']"))
+        .await;
+    b.type_into("#t-name", "Spring").await;
+    b.click("section[aria-labelledby=new-template] button[type=submit]")
+        .await;
+    b.wait_for(
+        "the designer",
+        "return document.querySelector('#design') !== null",
+    )
+    .await;
+    assert!(b.text("h1").await.contains("not published yet"));
+
+    // Upload an icon and a logo; the preview shows the logo without a reload.
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, png) in [
+        ("icon", sample_png(300, 300, [200, 40, 40])),
+        ("logo", sample_png(480, 150, [250, 250, 250])),
+    ] {
+        let path = dir.path().join(format!("{kind}.png"));
+        std::fs::write(&path, png).unwrap();
+        b.type_into(&format!("#img-{kind}"), path.to_str().unwrap())
+            .await;
+        b.click(&format!("form.upload[data-kind={kind}] button:not([name])"))
+            .await;
+        b.wait_for(
+            &format!("the {kind} upload"),
+            &format!(
+                "return document.querySelector('#img-{kind}-state').textContent === 'In the draft.'"
+            ),
+        )
+        .await;
+    }
+    b.wait_for("the logo in the preview", "const i = document.querySelector('#apple-card img.ac-logo'); return !!i && i.complete && i.naturalWidth > 0").await;
+    assert_eq!(
+        b.js(
+            "return document.querySelector('#google-card img.g-logo') !== null",
+            json!([])
+        )
+        .await,
+        true
+    );
+
+    // A field edit shows in both previews as it is typed.
+    b.clear("[name='primary_fields.0.label']").await;
+    b.type_into("[name='primary_fields.0.label']", "STARS")
+        .await;
+    b.wait_for("the preview", "return document.querySelector('#apple-card .pf.primary .pf-label').textContent === 'STARS'").await;
+    assert_eq!(b.text("#google-card .g-label").await, "STARS");
+    b.clear("#logo_text").await;
+    b.type_into("#logo_text", "Spring Coffee").await;
+    b.wait_for("the logo text", "return document.querySelector('#apple-card .ac-logo-text').textContent === 'Spring Coffee'").await;
+
+    // Three more secondary fields make five with the auxiliary one: an inline error, live.
+    for i in 1..4 {
+        b.type_into(
+            &format!("[name='secondary_fields.{i}.label']"),
+            &format!("EXTRA {i}"),
+        )
+        .await;
+        b.type_into(&format!("[name='secondary_fields.{i}.value']"), "x")
+            .await;
+    }
+    b.wait_for(
+        "the inline error",
+        "const c = document.querySelector('[data-checks=secondary_fields]'); return c.innerText.includes('at most 4 secondary+auxiliary fields, got 5')",
+    )
+    .await;
+    b.screenshot("designer-inline-error").await;
+    for i in 1..4 {
+        b.clear(&format!("[name='secondary_fields.{i}.label']"))
+            .await;
+        b.clear(&format!("[name='secondary_fields.{i}.value']"))
+            .await;
+    }
+    b.wait_for(
+        "the error to clear",
+        "return !document.querySelector('[data-checks=secondary_fields]').innerText.includes('at most 4')",
+    )
+    .await;
+
+    // Accessibility: every input is labelled, Tab moves through the form, and at phone
+    // width nothing is wider than the screen.
+    let unlabelled = b
+        .js(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')].filter(e => e.labels.length === 0).map(e => e.name || e.id)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unlabelled, json!([]), "inputs without a label");
+    b.js("document.querySelector('#name').focus()", json!([]))
+        .await;
+    b.keys("\u{E004}").await;
+    assert_eq!(
+        b.js("return document.activeElement.id", json!([])).await,
+        "description"
+    );
+    b.keys("\u{E004}").await;
+    assert_eq!(
+        b.js("return document.activeElement.id", json!([])).await,
+        "logo_text"
+    );
+    b.set_window(390, 844).await;
+    b.wait_for(
+        "no horizontal scrolling at phone width",
+        "return document.documentElement.scrollWidth <= window.innerWidth",
+    )
+    .await;
+    b.screenshot("designer-phone").await;
+    b.set_window(1280, 1000).await;
+
+    // Publish: the new version is live and its holders are told in the background.
+    b.screenshot("designer").await;
+    b.click("#publish").await;
+    b.wait_for("the publish notice", "const n = document.querySelector('#notice'); return !!n && n.textContent.includes('Version 1 published')").await;
+    b.screenshot("designer-published").await;
+    let template = app
+        .state
+        .store
+        .latest_template(&program_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(template.name, "Spring");
+    assert_eq!(
+        template.design.primary_fields[0].label.as_deref(),
+        Some("STARS")
+    );
+    assert_eq!(template.design.logo_text.as_deref(), Some("Spring Coffee"));
+    assert_eq!(template.design.secondary_fields.len(), 1);
+    b.quit().await;
+}
