@@ -34,7 +34,10 @@ const DESIGNERS: &[Role] = &[Role::Admin, Role::Marketer];
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/staff/programs", get(programs_page).post(create_program))
-        .route("/staff/programs/{id}", get(program_page))
+        .route(
+            "/staff/programs/{id}",
+            get(program_page).post(rename_program),
+        )
         .route("/staff/programs/{id}/templates", post(create_template))
         .route("/staff/templates/{id}", get(designer_page).post(save))
         .route("/staff/templates/{id}/check", post(check))
@@ -217,6 +220,7 @@ async fn create_program(
 struct ProgramPage {
     csrf: String,
     email: String,
+    is_admin: bool,
     program: Program,
     templates: Vec<TemplateSummary>,
     error: Option<String>,
@@ -231,11 +235,47 @@ async fn program_page(
     Ok(ProgramPage {
         csrf: staff.session.csrf_token.clone(),
         email: staff.session.user.email.clone(),
+        is_admin: staff.session.user.role == Role::Admin,
         program: state.store.get_program(&id).await?,
         templates: state.store.list_templates(&id).await?,
         error: None,
     }
     .into_response())
+}
+
+/// Renames a program (admin); every card shows the organisation name, so its holders are told.
+async fn rename_program(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let f = form::Submitted::new(pairs);
+    staff.require(&[Role::Admin])?;
+    staff.check_csrf(f.get("csrf"))?;
+    let mut c = crate::domain::Checker::default();
+    crate::domain::check_text(&mut c, "name", f.get("name"), 200);
+    crate::domain::check_text(&mut c, "organization_name", f.get("organization_name"), 200);
+    if let Err(e) = c.finish() {
+        let program = state.store.get_program(&id).await?;
+        return Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ProgramPage {
+                csrf: staff.session.csrf_token.clone(),
+                email: staff.session.user.email.clone(),
+                is_admin: true,
+                templates: state.store.list_templates(&id).await?,
+                program,
+                error: Some(e.to_string()),
+            },
+        )
+            .into_response());
+    }
+    state
+        .store
+        .rename_program(&id, f.get("name"), f.get("organization_name"))
+        .await?;
+    Ok(see_other(format!("/staff/programs/{id}")))
 }
 
 /// A new template starts from a complete sample design, unpublished, without images.
@@ -255,6 +295,7 @@ async fn create_template(
             ProgramPage {
                 csrf: staff.session.csrf_token.clone(),
                 email: staff.session.user.email.clone(),
+                is_admin: staff.session.user.role == Role::Admin,
                 templates: state.store.list_templates(&program.id).await?,
                 program,
                 error: Some("a template needs a name of 1 to 200 characters".into()),

@@ -303,37 +303,7 @@ impl Store {
             }
         }
         snapshot_version(&mut tx, id, next, &json, Some(by), now).await?;
-        sqlx::query(
-            "UPDATE publish_jobs SET status = 'superseded', finished_at = $2
-             WHERE template_id = $1 AND status = 'running'",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let total = rows::int(
-            &sqlx::query("SELECT COUNT(*) AS n FROM passes WHERE template_id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?,
-            "n",
-        )?;
-        let job_id = new_id();
-        // With no holders there is nothing to tell: the job is done as it starts.
-        let status = if total == 0 { "done" } else { "running" };
-        sqlx::query(
-            "INSERT INTO publish_jobs (id, template_id, version, total, status, created_at, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&job_id)
-        .bind(id)
-        .bind(next)
-        .bind(total)
-        .bind(status)
-        .bind(now)
-        .bind((total == 0).then_some(now))
-        .execute(&mut *tx)
-        .await?;
+        let job_id = start_publish_job(&mut tx, id, next, now).await?;
         let template = rows::template(
             &sqlx::query("SELECT * FROM templates WHERE id = $1")
                 .bind(id)
@@ -525,6 +495,39 @@ impl Store {
             .await
     }
 
+    /// Renames a program (and its organisation name, which every card shows): one publish job
+    /// per published template tells the holders, as a new template version would.
+    pub async fn rename_program(
+        &self,
+        id: &str,
+        name: &str,
+        organization: &str,
+    ) -> Result<Program> {
+        let now = crate::domain::now_ms();
+        let mut tx = self.write_tx().await?;
+        let done =
+            sqlx::query("UPDATE programs SET name = $2, organization_name = $3 WHERE id = $1")
+                .bind(id)
+                .bind(name)
+                .bind(organization)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("program"));
+        }
+        let templates =
+            sqlx::query("SELECT id, version FROM templates WHERE program_id = $1 AND version > 0")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for t in &templates {
+            let template_id: String = t.try_get("id")?;
+            start_publish_job(&mut tx, &template_id, t.try_get("version")?, now).await?;
+        }
+        tx.commit().await?;
+        self.get_program(id).await
+    }
+
     /// Archives (or restores) a template: an archived template is offered to no new member;
     /// the cards already issued on it keep working and updating.
     pub async fn set_template_archived(&self, id: &str, archived_at: Option<i64>) -> Result<()> {
@@ -538,6 +541,48 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Starts the job that tells every holder of `template_id` about `version`, superseding a
+/// running one (the new job covers the same holders). Returns the job's id.
+async fn start_publish_job(
+    tx: &mut Transaction<'static, Any>,
+    template_id: &str,
+    version: i64,
+    now: i64,
+) -> Result<String> {
+    sqlx::query(
+        "UPDATE publish_jobs SET status = 'superseded', finished_at = $2
+         WHERE template_id = $1 AND status = 'running'",
+    )
+    .bind(template_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let total = rows::int(
+        &sqlx::query("SELECT COUNT(*) AS n FROM passes WHERE template_id = $1")
+            .bind(template_id)
+            .fetch_one(&mut **tx)
+            .await?,
+        "n",
+    )?;
+    let job_id = new_id();
+    // With no holders there is nothing to tell: the job is done as it starts.
+    let status = if total == 0 { "done" } else { "running" };
+    sqlx::query(
+        "INSERT INTO publish_jobs (id, template_id, version, total, status, created_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&job_id)
+    .bind(template_id)
+    .bind(version)
+    .bind(total)
+    .bind(status)
+    .bind(now)
+    .bind((total == 0).then_some(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(job_id)
 }
 
 /// Starts a draft from the published design and images, unless one exists.

@@ -154,7 +154,12 @@ impl Browser {
         let url = self.url().await;
         panic!(
             "no element matches {css} on {url}: {}",
-            source.as_str().unwrap_or("").chars().take(1500).collect::<String>()
+            source
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(1500)
+                .collect::<String>()
         );
     }
 

@@ -249,6 +249,24 @@ async fn a_marketer_designs_and_publishes_a_template(db: TestDb) {
     assert_eq!(d.design, t.design);
     assert!(d.image_names.iter().any(|n| n == "icon@3x.png"));
 
+    // Translations: a German label, in the copy's draft.
+    let (_, page) = staff.get(&format!("/staff/templates/{copy}")).await;
+    let mut form = form_fields(&page, "design");
+    let k = form
+        .iter()
+        .find(|(n, v)| n.starts_with("tr_src.") && v == "STARS")
+        .map(|(n, _)| n["tr_src.".len()..].to_string())
+        .expect("STARS is translatable");
+    set_field(&mut form, "tr_lang.0", "de");
+    set_field(&mut form, &format!("tr.0.{k}"), "STERNE");
+    assert_eq!(
+        staff
+            .post_pairs(&format!("/staff/templates/{copy}"), &form)
+            .await
+            .status(),
+        200
+    );
+
     // A real signed sample of the draft.
     let r = staff
         .http
@@ -270,6 +288,71 @@ async fn a_marketer_designs_and_publishes_a_template(db: TestDb) {
 }
 
 on_both_backends!(a_marketer_designs_and_publishes_a_template);
+
+/// Renaming a program changes what every card shows, so every holder is told.
+async fn renaming_a_program_tells_every_holder(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let first = issue_member(&app, "coffee").await;
+    let program_id = first["program_id"].as_str().unwrap();
+    let template = first["pass"]["template_id"].as_str().unwrap();
+    let marketer = StaffClient::sign_in(&app, "mara@example.com", Role::Marketer).await;
+    let r = marketer
+        .post(
+            &format!("/staff/programs/{program_id}"),
+            &[("name", "X"), ("organization_name", "Y")],
+        )
+        .await;
+    assert_eq!(r.status(), 403, "only admins edit programs");
+    let admin = StaffClient::sign_in(&app, "root@example.com", Role::Admin).await;
+    let r = admin
+        .post(
+            &format!("/staff/programs/{program_id}"),
+            &[("name", " "), ("organization_name", "Y")],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("name must not be empty"));
+    let before = app
+        .state
+        .store
+        .get_pass(first["pass"]["serial_number"].as_str().unwrap())
+        .await
+        .unwrap();
+    let r = admin
+        .post(
+            &format!("/staff/programs/{program_id}"),
+            &[("name", "Bean Club"), ("organization_name", "Beans Ltd")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let p = app.state.store.get_program(program_id).await.unwrap();
+    assert_eq!(
+        (p.name.as_str(), p.organization_name.as_str()),
+        ("Bean Club", "Beans Ltd")
+    );
+    let job = app
+        .state
+        .store
+        .latest_publish_job(template)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.total, 1);
+    let store = app.state.store.clone();
+    let serial = before.serial_number.clone();
+    for _ in 0..100 {
+        if store.get_pass(&serial).await.unwrap().updated_at > before.updated_at {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        store.get_pass(&serial).await.unwrap().updated_at > before.updated_at,
+        "the holder's pass changed"
+    );
+}
+
+on_both_backends!(renaming_a_program_tells_every_holder);
 
 /// Staff who are not designers, and forms without the session's token, are refused.
 async fn the_designer_refuses_cashiers_and_forged_forms(db: TestDb) {
