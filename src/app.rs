@@ -30,6 +30,12 @@ pub struct AppState {
     pub fetches: Arc<FetchLog>,
     /// Google Wallet, when configured.
     pub google: Option<Arc<Google>>,
+    /// Signs and checks personal install links.
+    pub links: Arc<crate::enrollment::links::LinkSigner>,
+    /// Join-form submissions per client address.
+    pub join_throttle: Arc<crate::ratelimit::Throttle>,
+    /// Barcode lookups per staff account, API key or client address.
+    pub lookup_throttle: Arc<crate::ratelimit::Throttle>,
 }
 
 impl AppState {
@@ -44,13 +50,34 @@ impl AppState {
         if google.is_some() {
             store.enable_google_sync();
         }
+        let links =
+            crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
+                .context("loading the install-link secret")?;
         Ok(AppState {
+            join_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
+                config.enrollment.joins_per_minute,
+            )),
+            lookup_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
+                config.enrollment.lookups_per_minute,
+            )),
             config: Arc::new(config),
             store,
             cards: Arc::new(cards),
             fetches: Arc::default(),
             google,
+            links: Arc::new(links),
         })
+    }
+
+    /// A member's personal install link and when it expires (seconds since the epoch).
+    pub fn install_url(&self, member_id: &str) -> (String, i64) {
+        let expires_at = crate::domain::now_ms() / 1000
+            + i64::from(self.config.enrollment.install_link_days.max(1)) * 86_400;
+        let token = self.links.sign(member_id, expires_at);
+        (
+            format!("{}/card/{token}", self.config.public_base()),
+            expires_at,
+        )
     }
 
     /// The plain-GET link that downloads a member's pass; the token is the pass's own secret.
@@ -69,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api::router())
         .merge(crate::web::router())
         .merge(crate::designer::router())
+        .merge(crate::enrollment::router())
+        .merge(crate::scanning::router())
         .merge(crate::webservice::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // The span names the route, never the full URI: query strings carry pass tokens.
@@ -120,7 +149,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(state);
+    // Client addresses feed the join and lookup throttles.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -27,6 +27,35 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub push: PushConfig,
     pub google: GoogleConfig,
+    pub enrollment: EnrollmentConfig,
+}
+
+/// Join pages, personal install links, and the throttles that keep both from being used to
+/// enumerate members.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrollmentConfig {
+    /// Signs personal install links. Unset, a random secret is made once in
+    /// `<data_dir>/link-secret`; several instances must share one, so set it for them.
+    pub link_secret: Option<Secret>,
+    /// How long a personal install link works.
+    pub install_link_days: u32,
+    /// Join-form submissions per client address per minute.
+    pub joins_per_minute: u32,
+    /// Barcode lookups (the scan page, `GET /api/v1/members?barcode=`) per staff account, API
+    /// key or client address per minute.
+    pub lookups_per_minute: u32,
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        EnrollmentConfig {
+            link_secret: None,
+            install_link_days: 30,
+            joins_per_minute: 30,
+            lookups_per_minute: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +179,7 @@ impl Default for Config {
             ledger: LedgerConfig::default(),
             push: PushConfig::default(),
             google: GoogleConfig::default(),
+            enrollment: EnrollmentConfig::default(),
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct DemoCard {
     pub auth_token: String,
     pub pass_type_identifier: String,
     pub pass_url: String,
+    /// The demo program's public join page.
+    pub join_url: String,
+    /// The cashier page (staff with the cashier or admin role).
+    pub scan_url: String,
     /// "Add to Google Wallet", when Google Wallet is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub google_save_url: Option<String>,
@@ -128,7 +132,17 @@ pub async fn seed(state: &AppState) -> Result<DemoCard, CardError> {
                 rules: rules(),
             };
             new.validate()?;
-            store.insert_program(&new).await?
+            let program = store.insert_program(&new).await?;
+            // The demo's join page is open: a placeholder policy and a welcome bonus.
+            let enrollment = crate::domain::enrollment::EnrollmentSettings {
+                privacy_policy_url: Some("https://example.com/privacy".into()),
+                welcome_bonus: 50,
+                ..Default::default()
+            };
+            store
+                .set_program_enrollment(&program.id, &enrollment)
+                .await?;
+            program
         }
     };
     if store.latest_template(&program.id).await?.is_none() {
@@ -166,15 +180,10 @@ pub async fn seed(state: &AppState) -> Result<DemoCard, CardError> {
     // Google outage does not stop the demo; the sync worker writes the object later.
     let google_save_url = match &state.google {
         Some(google) => match google
-            .sync_member(store, &member.id, state.config.public_base())
+            .save_link(store, &member.id, state.config.public_base())
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|o| {
-                google
-                    .save_url(&o.class_id, &o.object_id)
-                    .map_err(|e| e.to_string())
-            }) {
-            Ok(url) => Some(url),
+        {
+            Ok((_, url)) => Some(url),
             Err(e) => {
                 tracing::warn!(error = %e, "demo: no Google Wallet link this time");
                 None
@@ -182,7 +191,10 @@ pub async fn seed(state: &AppState) -> Result<DemoCard, CardError> {
         },
         None => None,
     };
+    let base = state.config.public_base();
     Ok(DemoCard {
+        join_url: format!("{base}/join/{}", program.slug),
+        scan_url: format!("{base}/scan"),
         google_save_url,
         program_id: program.id,
         member_id: member.id,

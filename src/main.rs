@@ -54,6 +54,18 @@ enum Command {
     /// Manage staff accounts for the web UI.
     #[command(subcommand)]
     User(UserCommand),
+    /// Import members from CSV (external_id,name,email,phone,points), idempotently on
+    /// external_id; prints the report as JSON.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// The program's slug.
+        #[arg(long)]
+        program: String,
+        /// Write every imported member's personal install link here, as CSV.
+        #[arg(long)]
+        links: Option<PathBuf>,
+    },
     /// Measure throughput; prints JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -69,6 +81,12 @@ enum UserCommand {
         /// admin, marketer or cashier.
         #[arg(long)]
         role: Role,
+        /// On the scan page: the most points one operation may move.
+        #[arg(long)]
+        max_points: Option<i64>,
+        /// On the scan page: the most points this account may move in a UTC day.
+        #[arg(long)]
+        max_points_per_day: Option<i64>,
     },
 }
 
@@ -198,7 +216,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::User(UserCommand::Create { email, role }) => {
+        Command::User(UserCommand::Create {
+            email,
+            role,
+            max_points,
+            max_points_per_day,
+        }) => {
+            for (flag, v) in [
+                ("--max-points", max_points),
+                ("--max-points-per-day", max_points_per_day),
+            ] {
+                anyhow::ensure!(v.is_none_or(|n| n > 0), "{flag} must be more than 0");
+            }
             use std::io::IsTerminal;
             let (password, generated) = if std::io::stdin().is_terminal() {
                 (tessera::secret::random_token(15), true)
@@ -209,12 +238,71 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             };
             let store = Store::connect(&config.database_url).await?;
             let user = tessera::web::staff::create_user(&store, &email, role, &password).await?;
+            if max_points.is_some() || max_points_per_day.is_some() {
+                store
+                    .set_staff_limits(&user.id, max_points, max_points_per_day)
+                    .await?;
+            }
             eprintln!("created {} account {}", user.role.as_str(), user.email);
             if generated {
                 eprintln!("its password, shown only this once:");
                 println!("{password}");
             }
             store.close().await;
+            Ok(())
+        }
+        Command::Import {
+            file,
+            program,
+            links,
+        } => {
+            let state = open(config).await?;
+            let program = state
+                .store
+                .find_program_by_slug(&program)
+                .await?
+                .with_context(|| format!("no program with slug {program:?}"))?;
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} members ({per_sec}, {eta} left)",
+                )
+                .expect("a valid progress template"),
+            );
+            let report =
+                tessera::enrollment::import::run(&state, &program, input, |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                })
+                .await?;
+            bar.finish_and_clear();
+            if let Some(path) = links {
+                std::fs::write(&path, tessera::enrollment::import::links_csv(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!(
+                    "wrote {} install links to {}",
+                    report.links.len(),
+                    path.display()
+                );
+            }
+            for e in &report.errors {
+                eprintln!("line {}: {}", e.line, e.message);
+            }
+            eprintln!(
+                "{} rows: {} created, {} unchanged, {} refused",
+                report.rows,
+                report.created,
+                report.unchanged,
+                report.errors.len()
+            );
+            let summary = serde_json::json!({
+                "rows": report.rows, "created": report.created, "unchanged": report.unchanged,
+                "errors": report.errors,
+            });
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            state.store.close().await;
             Ok(())
         }
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {

@@ -122,7 +122,7 @@ pub struct FindMember {
 
 /// Find a member by barcode, or by program and external id.
 #[utoipa::path(get, path = "/api/v1/members", tag = "members", params(FindMember),
-    responses((status = 200, description = "OK", body = MemberView), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = MemberView), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 429, description = "Too many barcode lookups with this key", body = ErrorBody)))]
 pub async fn find_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,7 +130,23 @@ pub async fn find_member(
 ) -> Result<Json<MemberView>, ApiError> {
     caller.require(READERS)?;
     let member = match (q.barcode, q.program_id, q.external_id) {
-        (Some(barcode), None, None) => state.store.find_member_by_barcode(&barcode).await?,
+        (Some(barcode), None, None) => {
+            // Barcodes are unguessable (128 bits), and throttled too, so no key can sweep them.
+            if let Err(wait) = state
+                .lookup_throttle
+                .check(&format!("lookup:key:{}", caller.key_id))
+            {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_lookups",
+                    format!(
+                        "too many barcode lookups with this key; try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                ));
+            }
+            state.store.find_member_by_barcode(&barcode).await?
+        }
         (None, Some(program), Some(external)) => {
             state
                 .store
@@ -221,23 +237,17 @@ pub async fn google_card(
             "Google Wallet is not configured: set google.issuer_id and google.service_account_key",
         ));
     };
-    let object = match state.store.google_object(&member_id).await? {
-        Some(o) => o,
-        None => google
-            .sync_member(&state.store, &member_id, state.config.public_base())
-            .await
-            .map_err(|e| match e {
-                crate::google::sync::SyncError::Storage(s) => ApiError::from(s),
-                crate::google::sync::SyncError::Google(g) => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "google_unavailable",
-                    g.to_string(),
-                ),
-            })?,
-    };
-    let save_url = google
-        .save_url(&object.class_id, &object.object_id)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let (object, save_url) = google
+        .save_link(&state.store, &member_id, state.config.public_base())
+        .await
+        .map_err(|e| match e {
+            crate::google::sync::SyncError::Storage(s) => ApiError::from(s),
+            crate::google::sync::SyncError::Google(g) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "google_unavailable",
+                g.to_string(),
+            ),
+        })?;
     Ok(Json(GoogleCard {
         object_id: object.object_id,
         class_id: object.class_id,

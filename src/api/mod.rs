@@ -2,6 +2,7 @@
 //! (`Authorization: Bearer tsk_...`); each route names the roles it admits.
 
 pub mod auth;
+mod enrollment;
 pub mod error;
 mod google;
 mod keys;
@@ -42,6 +43,7 @@ use views::Paged;
         (name = "members", description = "Card holders, their standing and passes"),
         (name = "transactions", description = "The points ledger"),
         (name = "api-keys", description = "Keys for integrations, tills and staff"),
+        (name = "enrollment", description = "Join pages, install links, CSV imports and consent records"),
     )
 )]
 struct ApiDoc;
@@ -81,6 +83,13 @@ fn documented() -> OpenApiRouter<AppState> {
             transactions::post_transaction,
             transactions::list_transactions
         ))
+        .routes(routes!(
+            enrollment::get_enrollment,
+            enrollment::put_enrollment
+        ))
+        .routes(routes!(enrollment::install_link))
+        .routes(routes!(enrollment::import_members))
+        .routes(routes!(enrollment::consents))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
 }

@@ -4,6 +4,7 @@
 //! functions over plain values so they can be unit- and property-tested.
 
 pub mod color;
+pub mod enrollment;
 pub mod template;
 
 use std::fmt;
@@ -60,6 +61,9 @@ impl Checker {
         if !ok {
             self.fail(field, message());
         }
+    }
+    pub fn has_problems(&self) -> bool {
+        !self.problems.is_empty()
     }
     pub fn finish(self) -> Result<(), Invalid> {
         if self.problems.is_empty() {

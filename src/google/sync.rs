@@ -54,6 +54,22 @@ impl Google {
         Ok(class_id)
     }
 
+    /// The member's object as Google has it, written first if it never was, and its "Add to
+    /// Google Wallet" link: what the API, the demo and the card page hand out.
+    pub async fn save_link(
+        &self,
+        store: &Store,
+        member_id: &str,
+        public_base: &str,
+    ) -> Result<(GoogleObject, String), SyncError> {
+        let object = match store.google_object(member_id).await? {
+            Some(o) => o,
+            None => self.sync_member(store, member_id, public_base).await?,
+        };
+        let url = self.save_url(&object.class_id, &object.object_id)?;
+        Ok((object, url))
+    }
+
     /// Writes the member's object as it stands now: inserted the first time, patched after,
     /// with a notification when the balance changed and the budget allows.
     pub async fn sync_member(

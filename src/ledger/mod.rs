@@ -146,6 +146,12 @@ impl LoyaltyRules {
         c.finish()
     }
 
+    /// The accrual multiplier (thousandths) of a tier; 1000 without one.
+    pub fn multiplier_for(&self, tier: Option<&str>) -> i64 {
+        tier.and_then(|t| self.tiers.levels.iter().find(|l| l.name == t))
+            .map_or(1000, |l| l.multiplier_milli)
+    }
+
     /// Points a purchase of `amount_minor` earns at a tier multiplier (thousandths), rounded down.
     pub fn purchase_points(&self, amount_minor: i64, multiplier_milli: i64) -> i64 {
         // One rounding, at the end: flooring before the multiplier would lose points.

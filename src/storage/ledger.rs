@@ -178,11 +178,7 @@ impl Store {
         let mut uncollected = 0;
         match op {
             Operation::EarnPurchase { amount_minor } => {
-                let multiplier = member
-                    .tier
-                    .as_deref()
-                    .and_then(|t| member.rules.tiers.levels.iter().find(|l| l.name == t))
-                    .map_or(1000, |l| l.multiplier_milli);
+                let multiplier = member.rules.multiplier_for(member.tier.as_deref());
                 entry.points = member.rules.purchase_points(*amount_minor, multiplier);
                 entry.amount_minor = Some(*amount_minor);
             }
@@ -555,6 +551,17 @@ impl Store {
     }
 
     /// Forgets idempotency keys older than `before`; returns how many.
+    /// Whether a write with this key was already recorded for `scope` (a retry, to be replayed).
+    pub async fn idempotency_key_used(&self, scope: &str, key: &str) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 AS one FROM idempotency_keys WHERE api_key_id = $1 AND key = $2")
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
     pub async fn purge_idempotency_keys(&self, before: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(before)

@@ -6,6 +6,7 @@
 //! takes the lock up front instead of failing to upgrade a read lock halfway.
 
 mod designer;
+mod enrollment;
 mod google;
 mod ledger;
 mod passkit;
@@ -13,6 +14,7 @@ mod rows;
 mod staff;
 
 pub use designer::{Draft, PublishJob, TemplateSummary, VersionInfo};
+pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
 pub use google::{GoogleMessage, GoogleObject, GooglePending};
 pub use ledger::{MemberStanding, OutboxRow};
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
@@ -432,29 +434,7 @@ impl Store {
         let now = now_ms();
         let made: Vec<(Member, Pass)> = new
             .iter()
-            .map(|m| {
-                let member = Member {
-                    id: new_id(),
-                    program_id: program.id.clone(),
-                    display_name: m.display_name.clone(),
-                    external_id: m.external_id.clone(),
-                    barcode: random_barcode(16),
-                    points: 0,
-                    tier: None,
-                    created_at: now,
-                };
-                let pass = Pass {
-                    serial_number: random_token(16),
-                    member_id: member.id.clone(),
-                    template_id: template.id.clone(),
-                    pass_type_identifier: program.pass_type_identifier.clone(),
-                    authentication_token: random_token(32),
-                    created_at: now,
-                    updated_at: now,
-                    last_fetched_at: None,
-                };
-                (member, pass)
-            })
+            .map(|m| new_member_and_pass(program, template, m, now))
             .collect();
         let mut tx = self.write_tx().await?;
         for chunk in made.chunks(BULK_CHUNK) {
@@ -512,43 +492,41 @@ impl Store {
         template: &Template,
         m: &NewMember,
     ) -> Result<(Member, Pass)> {
-        let now = now_ms();
-        let member = Member {
-            id: new_id(),
-            program_id: program.id.clone(),
-            display_name: m.display_name.clone(),
-            external_id: m.external_id.clone(),
-            barcode: random_barcode(16),
-            points: 0,
-            tier: None,
-            created_at: now,
-        };
-        let pass = Pass {
-            serial_number: random_token(16),
-            member_id: member.id.clone(),
-            template_id: template.id.clone(),
-            pass_type_identifier: program.pass_type_identifier.clone(),
-            authentication_token: random_token(32),
-            created_at: now,
-            updated_at: now,
-            last_fetched_at: None,
-        };
+        let (member, pass) = new_member_and_pass(program, template, m, now_ms());
         let mut tx = self.write_tx().await?;
+        self.insert_member_rows(&mut tx, &member, &pass, None)
+            .await?;
+        tx.commit().await?;
+        Ok((member, pass))
+    }
+
+    /// Inserts a member (with contact details, if any), their pass, and their Google queue row.
+    pub(super) async fn insert_member_rows(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        member: &Member,
+        pass: &Pass,
+        contact: Option<(&Option<String>, &Option<String>, &Option<String>)>,
+    ) -> Result<()> {
+        let (email, phone, birthday) = contact.unwrap_or((&None, &None, &None));
         sqlx::query(
-            "INSERT INTO members (id, program_id, display_name, external_id, barcode, points, created_at)
-             VALUES ($1, $2, $3, $4, $5, 0, $6)",
+            "INSERT INTO members (id, program_id, display_name, external_id, barcode, points, created_at, email, phone, birthday)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9)",
         )
         .bind(&member.id)
         .bind(&member.program_id)
         .bind(&member.display_name)
         .bind(&member.external_id)
         .bind(&member.barcode)
-        .bind(now)
-        .execute(&mut *tx)
+        .bind(member.created_at)
+        .bind(email)
+        .bind(phone)
+        .bind(birthday)
+        .execute(&mut **tx)
         .await
         .map_err(|e| {
             conflict(e, || {
-                format!("a member with external_id {:?} exists already in this program", m.external_id.as_deref().unwrap_or(""))
+                format!("a member with external_id {:?} exists already in this program", member.external_id.as_deref().unwrap_or(""))
             })
         })?;
         sqlx::query(
@@ -560,19 +538,18 @@ impl Store {
         .bind(&pass.template_id)
         .bind(&pass.pass_type_identifier)
         .bind(&pass.authentication_token)
-        .bind(now)
-        .execute(&mut *tx)
+        .bind(pass.created_at)
+        .execute(&mut **tx)
         .await?;
         if self.google_sync() {
             sqlx::query(sqlx::AssertSqlSafe(google::numbered(google::QUEUE_SQL)))
                 .bind(&member.id)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
+                .bind(pass.created_at)
+                .bind(pass.created_at)
+                .execute(&mut **tx)
                 .await?;
         }
-        tx.commit().await?;
-        Ok((member, pass))
+        Ok(())
     }
 
     pub async fn get_member(&self, id: &str) -> Result<Member> {
@@ -765,6 +742,37 @@ async fn upsert_images(
         .await?;
     }
     Ok(())
+}
+
+/// A new member with an unguessable barcode (128 bits) and their pass (a 128-bit serial and a
+/// 256-bit token), not yet stored.
+fn new_member_and_pass(
+    program: &Program,
+    template: &Template,
+    m: &NewMember,
+    now: i64,
+) -> (Member, Pass) {
+    let member = Member {
+        id: new_id(),
+        program_id: program.id.clone(),
+        display_name: m.display_name.clone(),
+        external_id: m.external_id.clone(),
+        barcode: random_barcode(16),
+        points: 0,
+        tier: None,
+        created_at: now,
+    };
+    let pass = Pass {
+        serial_number: random_token(16),
+        member_id: member.id.clone(),
+        template_id: template.id.clone(),
+        pass_type_identifier: program.pass_type_identifier.clone(),
+        authentication_token: random_token(32),
+        created_at: now,
+        updated_at: now,
+        last_fetched_at: None,
+    };
+    (member, pass)
 }
 
 /// Rows per multi-row INSERT of `insert_members_bulk` (5 parameters each, under SQLite's

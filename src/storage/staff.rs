@@ -13,6 +13,9 @@ pub struct StaffUser {
     pub password_hash: String,
     pub created_at: i64,
     pub disabled_at: Option<i64>,
+    /// Cashier limits on the scan page: points one operation, and one UTC day, may move.
+    pub max_points_per_operation: Option<i64>,
+    pub max_points_per_day: Option<i64>,
 }
 
 /// A live session: who it belongs to and the CSRF token its forms carry.
@@ -32,6 +35,8 @@ fn user(r: &sqlx::any::AnyRow) -> Result<StaffUser> {
         password_hash: r.try_get("password_hash")?,
         created_at: r.try_get("created_at")?,
         disabled_at: r.try_get("disabled_at")?,
+        max_points_per_operation: r.try_get("max_points_per_operation")?,
+        max_points_per_day: r.try_get("max_points_per_day")?,
     })
 }
 
@@ -69,7 +74,30 @@ impl Store {
             password_hash: password_hash.into(),
             created_at: now,
             disabled_at: None,
+            max_points_per_operation: None,
+            max_points_per_day: None,
         })
+    }
+
+    /// Sets a staff account's cashier limits (`None`: no limit).
+    pub async fn set_staff_limits(
+        &self,
+        user_id: &str,
+        per_operation: Option<i64>,
+        per_day: Option<i64>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE staff_users SET max_points_per_operation = $2, max_points_per_day = $3 WHERE id = $1",
+        )
+        .bind(user_id)
+        .bind(per_operation)
+        .bind(per_day)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("staff account"));
+        }
+        Ok(())
     }
 
     /// The enabled account signing in as `email` (any case).

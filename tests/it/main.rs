@@ -5,6 +5,7 @@ mod apns;
 mod browser;
 mod cli;
 mod designer;
+mod enrollment;
 mod google;
 mod helpers;
 mod ledger;

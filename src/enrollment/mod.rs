@@ -1,0 +1,541 @@
+//! How cards reach people: the public join page per program (`/join/<slug>`), its QR codes for
+//! posters, and the personal card page (`/card/<signed token>`) that offers Apple Wallet, Google
+//! Wallet, or both and a QR code to continue on the phone.
+//!
+//! The join form asks for what the program configures, records consent exactly as shown, finds
+//! a returning customer by e-mail or phone instead of making a duplicate (without saying which
+//! matched), and credits the welcome bonus once. Submissions are throttled per client address.
+
+use std::net::SocketAddr;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, Query, State};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE, USER_AGENT,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::domain::enrollment::{Ask, EnrollmentSettings, JoinInput};
+use crate::domain::{Invalid, Member, Program, now_ms};
+use crate::ledger::{Idempotency, Operation, Origin};
+use crate::secret::{constant_time_eq, random_token};
+use crate::storage::{ConsentRecord, StorageError};
+use crate::web::staff::{cookie, set_cookie};
+
+pub mod import;
+pub mod links;
+
+const JOIN_CSRF_COOKIE: &str = "tessera_join";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/join/{slug}", get(join_page).post(join))
+        .route("/join/{slug}/qr.svg", get(qr_svg))
+        .route("/join/{slug}/qr.png", get(qr_png))
+        .route("/join/{slug}/logo.png", get(logo))
+        .route("/card/{token}", get(card_page))
+}
+
+/// The client's address, for throttles; `unknown` when the server runs without connect info.
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".into(), |c| c.0.ip().to_string()),
+        ))
+    }
+}
+
+/// 429 with `Retry-After`, for a throttled request.
+pub fn too_many(wait: std::time::Duration, text: &str) -> Response {
+    let secs = wait.as_secs().max(1).to_string();
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(RETRY_AFTER, secs)],
+        format!("{text}\n"),
+    )
+        .into_response()
+}
+
+fn page_error(e: StorageError) -> Response {
+    match e {
+        StorageError::NotFound(_) => (StatusCode::NOT_FOUND, "no such program\n").into_response(),
+        e => {
+            tracing::error!(error = %e, "a join page failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "something went wrong; please try again\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A program whose join page is open: it exists, has a published template and a privacy
+/// policy to link the consent boxes to.
+struct Open {
+    program: Program,
+    settings: EnrollmentSettings,
+    template: crate::domain::Template,
+    policy_url: String,
+}
+
+async fn open_program(state: &AppState, slug: &str) -> Result<Open, Response> {
+    let closed = |why: &str| (StatusCode::NOT_FOUND, format!("{why}\n")).into_response();
+    let program = match state.store.find_program_by_slug(slug).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(closed("no such program")),
+        Err(e) => return Err(page_error(e)),
+    };
+    let settings = state
+        .store
+        .program_enrollment(&program.id)
+        .await
+        .map_err(page_error)?;
+    let template = match state.store.latest_template(&program.id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(closed("this program has no published card yet")),
+        Err(e) => return Err(page_error(e)),
+    };
+    let Some(policy_url) = settings.privacy_policy_url.clone() else {
+        return Err(closed(
+            "joining is not open yet: the program has no privacy policy to agree to",
+        ));
+    };
+    Ok(Open {
+        program,
+        settings,
+        template,
+        policy_url,
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/join.html")]
+struct JoinPage {
+    slug: String,
+    program_name: String,
+    background: String,
+    foreground: String,
+    csrf: String,
+    settings: EnrollmentSettings,
+    policy_url: String,
+    input: JoinInput,
+    errors: Vec<(String, String)>,
+}
+
+impl JoinPage {
+    fn shows(&self, ask: &Ask) -> bool {
+        *ask != Ask::Absent
+    }
+    fn required(&self, ask: &Ask) -> bool {
+        *ask == Ask::Required
+    }
+    fn error(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, m)| m.as_str())
+    }
+}
+
+fn join_page_for(
+    open: &Open,
+    csrf: String,
+    input: JoinInput,
+    errors: Vec<(String, String)>,
+) -> JoinPage {
+    let colors = &open.template.design.colors;
+    JoinPage {
+        slug: open.program.slug.clone(),
+        program_name: open.program.name.clone(),
+        background: colors.background.clone(),
+        foreground: colors.foreground.clone(),
+        csrf,
+        settings: open.settings.clone(),
+        policy_url: open.policy_url.clone(),
+        input,
+        errors,
+    }
+}
+
+async fn join_page(State(state): State<AppState>, Path(slug): Path<String>) -> Response {
+    let open = match open_program(&state, &slug).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let csrf = random_token(32);
+    let mut r =
+        join_page_for(&open, csrf.clone(), JoinInput::default(), Vec::new()).into_response();
+    r.headers_mut().insert(
+        SET_COOKIE,
+        set_cookie(&state, JOIN_CSRF_COOKIE, &csrf, 3600),
+    );
+    r
+}
+
+#[derive(Deserialize)]
+struct JoinForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    birthday: String,
+    data_consent: Option<String>,
+    marketing_consent: Option<String>,
+}
+
+async fn join(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    Form(f): Form<JoinForm>,
+) -> Response {
+    if let Err(wait) = state.join_throttle.check(&format!("join:{addr}")) {
+        tracing::info!(client = %addr, "join form throttled");
+        return too_many(
+            wait,
+            "too many attempts from your network; please wait a minute and try again",
+        );
+    }
+    let open = match open_program(&state, &slug).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if !cookie(&headers, JOIN_CSRF_COOKIE)
+        .is_some_and(|c| constant_time_eq(c.as_bytes(), f.csrf.as_bytes()))
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "this form expired or did not come from this site; reload the page and try again\n",
+        )
+            .into_response();
+    }
+    let input = JoinInput {
+        name: f.name,
+        phone: f.phone,
+        email: f.email,
+        birthday: f.birthday,
+        data_consent: f.data_consent.is_some(),
+        marketing_consent: f.marketing_consent.is_some(),
+    };
+    let today = time::OffsetDateTime::now_utc().date();
+    let checked = match input.check(&open.settings, today) {
+        Ok(j) => j,
+        Err(Invalid { problems }) => {
+            let errors = problems.into_iter().map(|p| (p.field, p.message)).collect();
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                join_page_for(&open, f.csrf, input, errors),
+            )
+                .into_response();
+        }
+    };
+    match join_member(&state, &open, &checked).await {
+        Ok(member) => {
+            let (url, _) = state.install_url(&member.id);
+            let path = url
+                .strip_prefix(state.config.public_base())
+                .unwrap_or(&url)
+                .to_string();
+            (StatusCode::SEE_OTHER, [(LOCATION, path)]).into_response()
+        }
+        Err(e) => page_error(e),
+    }
+}
+
+/// Records the join (a new member, or the one the e-mail or phone finds) with both consents as
+/// shown, and credits the welcome bonus to a new member once.
+async fn join_member(
+    state: &AppState,
+    open: &Open,
+    join: &crate::domain::enrollment::Join,
+) -> Result<Member, StorageError> {
+    let now = now_ms();
+    let s = &open.settings;
+    let mut consents = vec![ConsentRecord {
+        kind: "data".into(),
+        granted: true,
+        policy_version: s.policy_version.clone(),
+        policy_url: Some(open.policy_url.clone()),
+        text_shown: s.data_consent_text.clone(),
+        source: "join".into(),
+        recorded_at: now,
+    }];
+    if let Some(text) = &s.marketing_consent_text {
+        consents.push(ConsentRecord {
+            kind: "marketing".into(),
+            granted: join.marketing_consent,
+            policy_version: s.policy_version.clone(),
+            policy_url: Some(open.policy_url.clone()),
+            text_shown: text.clone(),
+            source: "join".into(),
+            recorded_at: now,
+        });
+    }
+    let (member, _, created) = state
+        .store
+        .join_member(&open.program, &open.template, join, &consents)
+        .await?;
+    tracing::info!(member = %member.id, created, "joined");
+    if created && s.welcome_bonus > 0 {
+        // Keyed by the member: however often this runs, the bonus is credited once.
+        let idempotency = Idempotency {
+            api_key_id: "system:welcome".into(),
+            key: member.id.clone(),
+            request_hash: "welcome".into(),
+        };
+        let origin = Origin {
+            channel: Some("join".into()),
+            ..Origin::default()
+        };
+        state
+            .store
+            .post(
+                &member.id,
+                &Operation::EarnPoints {
+                    points: s.welcome_bonus,
+                },
+                &origin,
+                Some("system:welcome"),
+                Some(&idempotency),
+                now,
+            )
+            .await?;
+    }
+    Ok(member)
+}
+
+/// Which buttons the card page leads with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Apple,
+    Android,
+    Desktop,
+}
+
+/// iPhone, iPad and Mac open `.pkpass` in Wallet; Android has Google Wallet; anything else
+/// gets both and a QR code to continue on the phone.
+pub fn platform(user_agent: &str) -> Platform {
+    if user_agent.contains("Android") {
+        Platform::Android
+    } else if ["iPhone", "iPad", "iPod"]
+        .iter()
+        .any(|d| user_agent.contains(d))
+    {
+        Platform::Apple
+    } else {
+        Platform::Desktop
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/card.html")]
+struct CardPage {
+    program_name: String,
+    member_name: String,
+    background: String,
+    foreground: String,
+    apple_url: Option<String>,
+    google_url: Option<String>,
+    qr_svg: Option<String>,
+    welcome: bool,
+}
+
+#[derive(Deserialize)]
+struct CardQuery {
+    welcome: Option<String>,
+}
+
+/// The member's own card page, from a personal install link.
+async fn card_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Query(q): Query<CardQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let member_id = match state.links.verify(&token, now_ms() / 1000) {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    };
+    let loaded = async {
+        let member = state.store.get_member(&member_id).await?;
+        let program = state.store.get_program(&member.program_id).await?;
+        let pass = state.store.pass_for_member(&member.id).await?;
+        let template = state.store.get_template(&pass.template_id).await?;
+        Ok::<_, StorageError>((member, program, pass, template))
+    };
+    let (member, program, pass, template) = match loaded.await {
+        Ok(x) => x,
+        Err(e) => return page_error(e),
+    };
+    let ua = headers
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let platform = platform(ua);
+    let google_url = match (&state.google, platform) {
+        (Some(g), Platform::Android | Platform::Desktop) => {
+            match g
+                .save_link(&state.store, &member.id, state.config.public_base())
+                .await
+            {
+                Ok((_, url)) => Some(url),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no Google Wallet link for the card page this time");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let page_url = format!("{}/card/{token}", state.config.public_base());
+    let colors = &template.design.colors;
+    CardPage {
+        program_name: program.name,
+        member_name: member.display_name,
+        background: colors.background.clone(),
+        foreground: colors.foreground.clone(),
+        apple_url: (platform != Platform::Android).then(|| state.pass_url(&pass)),
+        google_url,
+        qr_svg: (platform == Platform::Desktop).then(|| qr_svg_of(&page_url, 240)),
+        welcome: q.welcome.is_some(),
+    }
+    .into_response()
+}
+
+/// An SVG QR code of `text`, at least `size` pixels square, with a quiet zone.
+pub fn qr_svg_of(text: &str, size: u32) -> String {
+    let code = qrcode::QrCode::new(text.as_bytes()).expect("a URL fits a QR code");
+    code.render::<qrcode::render::svg::Color>()
+        .min_dimensions(size, size)
+        .build()
+}
+
+/// A PNG QR code of `text`, at least `size` pixels square.
+pub fn qr_png_of(text: &str, size: u32) -> Vec<u8> {
+    let code = qrcode::QrCode::new(text.as_bytes()).expect("a URL fits a QR code");
+    let img = code
+        .render::<image::Luma<u8>>()
+        .min_dimensions(size, size)
+        .build();
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("PNG encoding into memory cannot fail");
+    out.into_inner()
+}
+
+fn join_url(state: &AppState, slug: &str) -> String {
+    format!("{}/join/{slug}", state.config.public_base())
+}
+
+async fn known_slug(state: &AppState, slug: &str) -> Result<(), Response> {
+    match state.store.find_program_by_slug(slug).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err((StatusCode::NOT_FOUND, "no such program\n").into_response()),
+        Err(e) => Err(page_error(e)),
+    }
+}
+
+/// The join link as an SVG QR code, for print.
+async fn qr_svg(State(state): State<AppState>, Path(slug): Path<String>) -> Response {
+    if let Err(r) = known_slug(&state, &slug).await {
+        return r;
+    }
+    (
+        [
+            (CONTENT_TYPE, "image/svg+xml"),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        qr_svg_of(&join_url(&state, &slug), 512),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Size {
+    size: Option<u32>,
+}
+
+/// Largest PNG QR code served: an A2 poster at 150 dpi.
+const MAX_QR_PX: u32 = 4000;
+
+/// The join link as a PNG QR code: `?size=` pixels (default 2000, poster size; at most 4000).
+async fn qr_png(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Query(q): Query<Size>,
+) -> Response {
+    if let Err(r) = known_slug(&state, &slug).await {
+        return r;
+    }
+    let size = q.size.unwrap_or(2000);
+    if !(64..=MAX_QR_PX).contains(&size) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("size must be between 64 and {MAX_QR_PX} pixels\n"),
+        )
+            .into_response();
+    }
+    let url = join_url(&state, &slug);
+    let png = tokio::task::spawn_blocking(move || qr_png_of(&url, size))
+        .await
+        .expect("QR rendering panicked");
+    (
+        [
+            (CONTENT_TYPE, "image/png"),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        png,
+    )
+        .into_response()
+}
+
+/// The program's logo for its join page: the newest template's logo, else its icon.
+async fn logo(State(state): State<AppState>, Path(slug): Path<String>) -> Response {
+    let found = async {
+        let Some(program) = state.store.find_program_by_slug(&slug).await? else {
+            return Ok(None);
+        };
+        let Some(template) = state.store.latest_template(&program.id).await? else {
+            return Ok(None);
+        };
+        let files = state.store.template_images(&template.id).await?;
+        Ok::<_, StorageError>(
+            ["logo@2x.png", "logo.png", "icon@3x.png"]
+                .iter()
+                .find_map(|n| files.iter().find(|(f, _)| f == n).map(|(_, b)| b.clone())),
+        )
+    };
+    match found.await {
+        Ok(Some(bytes)) => (
+            [
+                (CONTENT_TYPE, "image/png"),
+                (CACHE_CONTROL, "public, max-age=300"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no logo\n").into_response(),
+        Err(e) => page_error(e),
+    }
+}

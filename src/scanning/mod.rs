@@ -1,0 +1,343 @@
+//! The cashier page (`/scan`): staff with the cashier or admin role scan a card's barcode (the
+//! camera through the browser's `BarcodeDetector` where there is one; typing the code always
+//! works), see the member, and record a purchase or a redemption.
+//!
+//! Every operation carries an idempotency key the page makes once per operation, so a double
+//! tap or a retry after a dropped connection posts once. Cashier limits (points per operation,
+//! per UTC day) are enforced here, with a message that says which and why. Lookups are
+//! throttled per staff account.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::domain::{Member, now_ms};
+use crate::ledger::{Idempotency, MAX_AMOUNT, Operation, Origin};
+use crate::storage::{Role, StorageError};
+use crate::web::staff::Staff;
+
+const CASHIERS: &[Role] = &[Role::Cashier, Role::Admin];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/scan", get(page))
+        .route("/scan/lookup", post(lookup))
+        .route("/scan/members/{id}/operations", post(operate))
+        .route("/scan/assets/scan.js", get(script))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/scan.html")]
+struct ScanPage {
+    csrf: String,
+    email: String,
+    per_operation: Option<i64>,
+    per_day: Option<i64>,
+}
+
+async fn page(staff: Staff) -> Response {
+    if let Err(r) = staff.require(CASHIERS) {
+        return r.into_response();
+    }
+    let u = &staff.session.user;
+    ScanPage {
+        csrf: staff.session.csrf_token.clone(),
+        email: u.email.clone(),
+        per_operation: u.max_points_per_operation,
+        per_day: u.max_points_per_day,
+    }
+    .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../templates/assets/scan.js"),
+    )
+        .into_response()
+}
+
+/// A refusal for the page's script: `{"error": message}` with its status.
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    Refused(status, message.into()).into_response()
+}
+
+fn failed(e: impl std::fmt::Display) -> Refused {
+    tracing::error!(error = %e, "the scan page failed");
+    Refused(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "something went wrong; try again".into(),
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    failed(e).into_response()
+}
+
+/// The signed-in cashier, with the CSRF token of the request checked.
+fn cashier(staff: &Staff, csrf: &str) -> Result<(), Refused> {
+    let forbidden = |m: &str| Refused(StatusCode::FORBIDDEN, m.into());
+    staff
+        .require(CASHIERS)
+        .map_err(|_| forbidden("only cashiers and admins may use the scan page"))?;
+    staff
+        .check_csrf(csrf)
+        .map_err(|_| forbidden("this page expired; reload it and try again"))
+}
+
+/// What the cashier sees of a member.
+async fn member_json(state: &AppState, m: &Member) -> Result<serde_json::Value, StorageError> {
+    let program = state.store.get_program(&m.program_id).await?;
+    let standing = state
+        .store
+        .member_standing(&m.id, &program.rules, now_ms())
+        .await?;
+    Ok(json!({
+        "id": m.id,
+        "name": m.display_name,
+        "program": program.name,
+        "points": m.points,
+        "tier": m.tier,
+        "next_expiry": standing.next_expiry.map(|(at, points)| json!({
+            "date": crate::domain::template::w3c_date(at).get(..10).unwrap_or_default().to_string(),
+            "points": points,
+        })),
+    }))
+}
+
+#[derive(Deserialize)]
+struct Lookup {
+    csrf: String,
+    barcode: String,
+}
+
+async fn lookup(State(state): State<AppState>, staff: Staff, Json(q): Json<Lookup>) -> Response {
+    if let Err(r) = cashier(&staff, &q.csrf) {
+        return r.into_response();
+    }
+    if let Err(wait) = state
+        .lookup_throttle
+        .check(&format!("lookup:staff:{}", staff.session.user.id))
+    {
+        tracing::warn!(staff = %staff.session.user.id, "barcode lookups throttled");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many lookups in a minute; wait {} s and try again",
+                wait.as_secs().max(1)
+            ),
+        );
+    }
+    let code = q.barcode.trim();
+    if code.is_empty() || code.len() > 128 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "enter the code under the card's barcode",
+        );
+    }
+    match state.store.find_member_by_barcode(code).await {
+        Ok(Some(m)) => match member_json(&state, &m).await {
+            Ok(v) => Json(json!({ "member": v })).into_response(),
+            Err(e) => internal(e),
+        },
+        Ok(None) => refuse(
+            StatusCode::NOT_FOUND,
+            "no card with this code; check it and try again",
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Purchase,
+    Redeem,
+}
+
+#[derive(Deserialize)]
+struct OperationRequest {
+    csrf: String,
+    kind: Kind,
+    /// A purchase, in minor units (cents).
+    amount_minor: Option<i64>,
+    /// A redemption, in points.
+    points: Option<i64>,
+    /// Made by the page once per operation; a retry sends the same.
+    key: String,
+}
+
+async fn operate(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(member_id): Path<String>,
+    Json(req): Json<OperationRequest>,
+) -> Response {
+    if let Err(r) = cashier(&staff, &req.csrf) {
+        return r.into_response();
+    }
+    let key = req.key.trim();
+    if !(8..=255).contains(&key.len()) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the operation key must have 8 to 255 characters",
+        );
+    }
+    let in_range = |v: Option<i64>| v.filter(|n| (1..=MAX_AMOUNT).contains(n));
+    let op = match (&req.kind, in_range(req.amount_minor), in_range(req.points)) {
+        (Kind::Purchase, Some(amount_minor), _) => Operation::EarnPurchase { amount_minor },
+        (Kind::Redeem, _, Some(points)) => Operation::Redeem { points },
+        (Kind::Purchase, None, _) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "enter the purchase amount, more than 0",
+            );
+        }
+        (Kind::Redeem, _, None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "enter the points to redeem, more than 0",
+            );
+        }
+    };
+    let user = &staff.session.user;
+    let actor = format!("staff:{}", user.id);
+    let member = match state.store.get_member(&member_id).await {
+        Ok(m) => m,
+        Err(StorageError::NotFound(_)) => return refuse(StatusCode::NOT_FOUND, "no such member"),
+        Err(e) => return internal(e),
+    };
+    // A retry of an operation that went through is replayed, whatever the limits say now.
+    let retry = match state.store.idempotency_key_used(&actor, key).await {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    if !retry && let Err(r) = check_limits(&state, user, &actor, &member, &op).await {
+        return r.into_response();
+    }
+    let canonical = serde_json::to_string(&json!({
+        "member_id": member_id, "kind": req.kind, "amount_minor": req.amount_minor, "points": req.points,
+    }))
+    .expect("serialises");
+    let idempotency = Idempotency {
+        api_key_id: actor.clone(),
+        key: key.to_string(),
+        request_hash: data_encoding::HEXLOWER.encode(&Sha256::digest(canonical.as_bytes())),
+    };
+    let origin = Origin {
+        channel: Some("scan".into()),
+        ..Origin::default()
+    };
+    match state
+        .store
+        .post(
+            &member_id,
+            &op,
+            &origin,
+            Some(&actor),
+            Some(&idempotency),
+            now_ms(),
+        )
+        .await
+    {
+        Ok((outcome, replayed)) => {
+            tracing::info!(member = %member_id, staff = %user.id, points = outcome.entry.points, replayed, "cashier operation");
+            (
+                if replayed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+                Json(json!({
+                    "entry_id": outcome.entry.id,
+                    "points": outcome.entry.points,
+                    "balance": outcome.balance,
+                    "tier": outcome.tier,
+                    "replayed": replayed,
+                })),
+            )
+                .into_response()
+        }
+        Err(StorageError::Insufficient { available }) => refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the card has {available} points; that is not enough for this redemption"),
+        ),
+        Err(StorageError::IdempotencyMismatch) => refuse(
+            StatusCode::CONFLICT,
+            "this operation was already recorded with other details; start a new one",
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// Refuses an operation past the cashier's limits, saying which limit and by how much.
+async fn check_limits(
+    state: &AppState,
+    user: &crate::storage::StaffUser,
+    actor: &str,
+    member: &Member,
+    op: &Operation,
+) -> Result<(), Refused> {
+    if user.max_points_per_operation.is_none() && user.max_points_per_day.is_none() {
+        return Ok(());
+    }
+    let points = match op {
+        Operation::EarnPurchase { amount_minor } => {
+            let program = state
+                .store
+                .get_program(&member.program_id)
+                .await
+                .map_err(failed)?;
+            let multiplier = program.rules.multiplier_for(member.tier.as_deref());
+            program.rules.purchase_points(*amount_minor, multiplier)
+        }
+        other => other.named_points(),
+    };
+    if let Some(limit) = user.max_points_per_operation
+        && points > limit
+    {
+        return Err(Refused(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this operation moves {points} points; your account may move at most {limit} in one operation. Ask a manager."
+            ),
+        ));
+    }
+    if let Some(limit) = user.max_points_per_day {
+        const DAY: i64 = 86_400_000;
+        let today = now_ms().div_euclid(DAY) * DAY;
+        let moved = state
+            .store
+            .points_moved_by(actor, today)
+            .await
+            .map_err(failed)?;
+        if moved + points > limit {
+            return Err(Refused(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "your account may move at most {limit} points a day (UTC); {moved} moved today, and this operation moves {points}. Ask a manager."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

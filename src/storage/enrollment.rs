@@ -1,0 +1,352 @@
+//! Joining and importing members: join-page settings, finding a returning customer, consent
+//! records, the CSV import's bulk path, and the points a cashier moved today.
+
+use sqlx::Row;
+
+use super::{Result, StorageError, Store, new_id, rows};
+use crate::domain::enrollment::{EnrollmentSettings, Join};
+use crate::domain::{Member, NewMember, Pass, Program, Template};
+
+/// One consent as recorded: what was shown and what was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    /// `data` (processing, required to join) or `marketing`.
+    pub kind: String,
+    pub granted: bool,
+    pub policy_version: String,
+    pub policy_url: Option<String>,
+    /// The exact label next to the box.
+    pub text_shown: String,
+    /// Where it was given: `join`.
+    pub source: String,
+    pub recorded_at: i64,
+}
+
+/// One member row of an import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRow {
+    pub external_id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub points: i64,
+}
+
+/// What one import batch did: members created, and rows whose external id existed (left as
+/// they were, so a second run changes nothing), each with its member id.
+#[derive(Debug, Default)]
+pub struct ImportBatch {
+    pub created: Vec<(String, String)>,
+    pub existing: Vec<(String, String)>,
+}
+
+impl Store {
+    pub async fn program_enrollment(&self, program_id: &str) -> Result<EnrollmentSettings> {
+        let row = sqlx::query("SELECT enrollment FROM programs WHERE id = $1")
+            .bind(program_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StorageError::NotFound("program"))?;
+        let json: String = row.try_get("enrollment")?;
+        serde_json::from_str(&json)
+            .map_err(|e| StorageError::Corrupt(format!("program enrollment: {e}")))
+    }
+
+    pub async fn set_program_enrollment(
+        &self,
+        program_id: &str,
+        settings: &EnrollmentSettings,
+    ) -> Result<()> {
+        let done = sqlx::query("UPDATE programs SET enrollment = $2 WHERE id = $1")
+            .bind(program_id)
+            .bind(serde_json::to_string(settings).expect("settings serialise"))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("program"));
+        }
+        Ok(())
+    }
+
+    /// Joins a customer: the member with the same e-mail or phone in the program if there is
+    /// one, else a new member and pass on `template`. The consents are recorded either way, in
+    /// the same transaction. Returns the member, their pass, and whether they are new.
+    pub async fn join_member(
+        &self,
+        program: &Program,
+        template: &Template,
+        join: &Join,
+        consents: &[ConsentRecord],
+    ) -> Result<(Member, Pass, bool)> {
+        let now = crate::domain::now_ms();
+        let mut tx = self.write_tx().await?;
+        if self.backend == super::Backend::Postgres {
+            // Serialises joins per program, so two taps on "Join" make one member. SQLite's
+            // BEGIN IMMEDIATE already does.
+            sqlx::query("SELECT id FROM programs WHERE id = $1 FOR UPDATE")
+                .bind(&program.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let existing = sqlx::query(
+            "SELECT id FROM members WHERE program_id = $1
+             AND ((email IS NOT NULL AND email = $2) OR (phone IS NOT NULL AND phone = $3))
+             ORDER BY created_at LIMIT 1",
+        )
+        .bind(&program.id)
+        .bind(&join.email)
+        .bind(&join.phone)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (member_id, created) = match existing {
+            Some(r) => (r.try_get::<String, _>("id")?, false),
+            None => {
+                let new = NewMember {
+                    display_name: join.name.clone(),
+                    external_id: None,
+                };
+                let (member, pass) = super::new_member_and_pass(program, template, &new, now);
+                self.insert_member_rows(
+                    &mut tx,
+                    &member,
+                    &pass,
+                    Some((&join.email, &join.phone, &join.birthday)),
+                )
+                .await?;
+                (member.id, true)
+            }
+        };
+        for c in consents {
+            sqlx::query(
+                "INSERT INTO consents (id, member_id, kind, granted, policy_version, policy_url, text_shown, source, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(new_id())
+            .bind(&member_id)
+            .bind(&c.kind)
+            .bind(c.granted as i64)
+            .bind(&c.policy_version)
+            .bind(&c.policy_url)
+            .bind(&c.text_shown)
+            .bind(&c.source)
+            .bind(c.recorded_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let member = self.get_member(&member_id).await?;
+        let pass = self.pass_for_member(&member_id).await?;
+        Ok((member, pass, created))
+    }
+
+    /// A member's consents, oldest first.
+    pub async fn consents(&self, member_id: &str) -> Result<Vec<ConsentRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM consents WHERE member_id = $1 ORDER BY recorded_at, id")
+                .bind(member_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ConsentRecord {
+                    kind: r.try_get("kind")?,
+                    granted: rows::int(r, "granted")? != 0,
+                    policy_version: r.try_get("policy_version")?,
+                    policy_url: r.try_get("policy_url")?,
+                    text_shown: r.try_get("text_shown")?,
+                    source: r.try_get("source")?,
+                    recorded_at: r.try_get("recorded_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A program's member count, the sum of their balances, the sum of their ledger entries and
+    /// of their lots' remaining points: after any import the last three are equal.
+    pub async fn program_totals(&self, program_id: &str) -> Result<[i64; 4]> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM members WHERE program_id = $1) AS n,
+                    (SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM members WHERE program_id = $1) AS balance,
+                    (SELECT CAST(COALESCE(SUM(e.points), 0) AS BIGINT) FROM ledger_entries e JOIN members m ON m.id = e.member_id WHERE m.program_id = $1) AS entries,
+                    (SELECT CAST(COALESCE(SUM(l.remaining), 0) AS BIGINT) FROM point_lots l JOIN members m ON m.id = l.member_id WHERE m.program_id = $1) AS lots",
+        )
+        .bind(program_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok([
+            rows::int(&row, "n")?,
+            rows::int(&row, "balance")?,
+            rows::int(&row, "entries")?,
+            rows::int(&row, "lots")?,
+        ])
+    }
+
+    /// A member's e-mail, phone and birthday as stored.
+    pub async fn member_contact(
+        &self,
+        member_id: &str,
+    ) -> Result<(Option<String>, Option<String>, Option<String>)> {
+        let r = sqlx::query("SELECT email, phone, birthday FROM members WHERE id = $1")
+            .bind(member_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StorageError::NotFound("member"))?;
+        Ok((
+            r.try_get("email")?,
+            r.try_get("phone")?,
+            r.try_get("birthday")?,
+        ))
+    }
+
+    /// Points moved (earned or redeemed, counted positive) by `actor` since `since`.
+    pub async fn points_moved_by(&self, actor: &str, since: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(ABS(points)), 0) AS BIGINT) AS n FROM ledger_entries
+             WHERE api_key_id = $1 AND created_at >= $2",
+        )
+        .bind(actor)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        rows::int(&row, "n")
+    }
+
+    /// Imports one batch of members in one transaction. Rows whose external id exists in the
+    /// program are left untouched. A new member's balance is an `adjust` entry ("imported
+    /// balance") with its lot, so the balance is the sum of the entries from the start.
+    pub async fn import_members(
+        &self,
+        program: &Program,
+        template: &Template,
+        batch: &[ImportRow],
+    ) -> Result<ImportBatch> {
+        let now = crate::domain::now_ms();
+        let mut tx = self.write_tx().await?;
+        let mut out = ImportBatch::default();
+        let mut existing = std::collections::HashMap::new();
+        for chunk in batch.chunks(500) {
+            let params = (0..chunk.len())
+                .map(|k| format!("${}", k + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id, external_id FROM members WHERE program_id = $1 AND external_id IN ({params})"
+            )))
+            .bind(&program.id);
+            for r in chunk {
+                q = q.bind(&r.external_id);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                existing.insert(
+                    r.try_get::<String, _>("external_id")?,
+                    r.try_get::<String, _>("id")?,
+                );
+            }
+        }
+        let expires_at = program
+            .rules
+            .expiry_days
+            .map(|d| crate::ledger::expiry_at(now, d));
+        let mut seen = std::collections::HashSet::new();
+        let mut fresh = Vec::new();
+        for r in batch {
+            if let Some(id) = existing.get(&r.external_id) {
+                out.existing.push((r.external_id.clone(), id.clone()));
+            } else if seen.insert(r.external_id.clone()) {
+                let new = NewMember {
+                    display_name: r.name.clone(),
+                    external_id: Some(r.external_id.clone()),
+                };
+                let (m, p) = super::new_member_and_pass(program, template, &new, now);
+                fresh.push((r, m, p));
+            }
+        }
+        for chunk in fresh.chunks(super::BULK_CHUNK / 2) {
+            let values = super::values_list(chunk.len(), 8, "$1");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO members (id, program_id, display_name, external_id, barcode, email, phone, points, created_at) VALUES {values}"
+            )))
+            .bind(now);
+            for (r, m, _) in chunk {
+                q = q
+                    .bind(&m.id)
+                    .bind(&m.program_id)
+                    .bind(&m.display_name)
+                    .bind(&m.external_id)
+                    .bind(&m.barcode)
+                    .bind(&r.email)
+                    .bind(&r.phone)
+                    .bind(r.points);
+            }
+            q.execute(&mut *tx).await?;
+            let values = super::values_list(chunk.len(), 5, "$1, $1");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, created_at, updated_at) VALUES {values}"
+            )))
+            .bind(now);
+            for (_, _, p) in chunk {
+                q = q
+                    .bind(&p.serial_number)
+                    .bind(&p.member_id)
+                    .bind(&p.template_id)
+                    .bind(&p.pass_type_identifier)
+                    .bind(&p.authentication_token);
+            }
+            q.execute(&mut *tx).await?;
+            let credited: Vec<_> = chunk.iter().filter(|(r, _, _)| r.points > 0).collect();
+            if !credited.is_empty() {
+                let entries: Vec<(String, &str, i64)> = credited
+                    .iter()
+                    .map(|(r, m, _)| (new_id(), m.id.as_str(), r.points))
+                    .collect();
+                let values = super::values_list(
+                    entries.len(),
+                    3,
+                    "'adjust', 'imported balance', 'import', $1",
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO ledger_entries (id, member_id, points, kind, reason, api_key_id, created_at) VALUES {values}"
+                )))
+                .bind(now);
+                for (id, member, points) in &entries {
+                    q = q.bind(id).bind(*member).bind(*points);
+                }
+                q.execute(&mut *tx).await?;
+                let values = super::values_list(entries.len(), 6, "$1");
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO point_lots (id, member_id, entry_id, points, remaining, expires_at, earned_at) VALUES {values}"
+                )))
+                .bind(now);
+                for (id, member, points) in &entries {
+                    q = q
+                        .bind(new_id())
+                        .bind(*member)
+                        .bind(id)
+                        .bind(*points)
+                        .bind(*points)
+                        .bind(expires_at);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            if self.google_sync() {
+                for (_, m, _) in chunk {
+                    sqlx::query(sqlx::AssertSqlSafe(super::google::numbered(
+                        super::google::QUEUE_SQL,
+                    )))
+                    .bind(&m.id)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            out.created.extend(
+                chunk
+                    .iter()
+                    .map(|(r, m, _)| (r.external_id.clone(), m.id.clone())),
+            );
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
