@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+mod import;
+pub use import::{ImportBench, import};
+
 use crate::domain::{Member, NewMember, NewProgram, Pass, Program, Template, now_ms};
 use crate::ledger::{Idempotency, Operation, Origin};
 use crate::passes::apple::bundle::{self, PreparedAssets};
@@ -154,24 +157,37 @@ pub async fn ledger(
     sqlite.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(admin_url) = postgres_admin_url {
-        let name = format!("tessera_bench_{}", crate::secret::random_token(6));
-        let admin = Store::connect_without_migrating(admin_url).await?;
-        admin
-            .execute_admin(&format!("CREATE DATABASE {name}"))
-            .await?;
-        let (base, _) = admin_url
-            .rsplit_once('/')
-            .ok_or_else(|| anyhow::anyhow!("postgres URL needs a database name"))?;
-        let store = Store::connect(&format!("{base}/{name}")).await?;
+        let (store, drop) = temp_postgres(admin_url).await?;
         let result = ledger_on(&store, "postgres", seconds).await;
         store.close().await;
+        drop.await?;
+        rows.extend(result?);
+    }
+    Ok(rows)
+}
+
+/// A fresh PostgreSQL database on the server `admin_url` points at, and the future that drops
+/// it again.
+async fn temp_postgres(
+    admin_url: &str,
+) -> anyhow::Result<(Store, impl Future<Output = anyhow::Result<()>>)> {
+    let name = format!("tessera_bench_{}", crate::secret::random_token(6));
+    let admin = Store::connect_without_migrating(admin_url).await?;
+    admin
+        .execute_admin(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("postgres URL needs a database name"))?;
+    let store = Store::connect(&format!("{base}/{name}")).await?;
+    let drop = async move {
         admin
             .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .await?;
         admin.close().await;
-        rows.extend(result?);
-    }
-    Ok(rows)
+        Ok(())
+    };
+    Ok((store, drop))
 }
 
 async fn ledger_on(

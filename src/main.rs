@@ -133,6 +133,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Members imported from CSV per second vs the bare bulk insert of as many members, and the
+    /// idempotent second run.
+    Import {
+        #[arg(long, default_value_t = 100_000)]
+        members: usize,
+        /// Also measure PostgreSQL (a server URL with a database to connect to).
+        #[arg(long)]
+        postgres_url: Option<String>,
+    },
     /// Idempotent earn postings per second vs bare INSERT transactions, 1 and 8 writers.
     Ledger {
         #[arg(long, default_value_t = 12.0)]
@@ -310,6 +319,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             store.revoke_api_key(&id).await?;
             eprintln!("revoked key {id}");
             store.close().await;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Import {
+            members,
+            postgres_url,
+        }) => {
+            let report = tessera::bench::import(postgres_url.as_deref(), members).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Ledger {

@@ -35,7 +35,7 @@ fn public(key: &PKey<Private>) -> PKey<openssl::pkey::Public> {
     PKey::public_key_from_pem(&key.public_key_to_pem().unwrap()).unwrap()
 }
 
-async fn google_app(db: TestDb) -> (TestApp, GoogleStandIn, PKey<Private>) {
+pub async fn google_app(db: TestDb) -> (TestApp, GoogleStandIn, PKey<Private>) {
     let (key, path) = service_account(db.dir.path());
     let standin = GoogleStandIn::start(public(&key), EMAIL, ISSUER, 3600).await;
     let (token_url, api, keys) = (standin.token_url(), standin.api_base(), standin.keys_url());

@@ -228,3 +228,185 @@ async fn a_marketer_designs_previews_and_publishes_in_a_browser() {
     assert_eq!(template.design.secondary_fields.len(), 1);
     b.quit().await;
 }
+
+/// The join form in a browser: an error keeps what was typed; joining with consent leads to
+/// the card page with the Apple Wallet link, the Google Wallet link and a QR code (a desktop
+/// browser gets all three).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_joins_with_consent_and_gets_the_card_links() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let (app, _google, _) = crate::google::google_app(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    crate::enrollment::open_join_page(&app, member["program_id"].as_str().unwrap()).await;
+
+    b.goto(&app.url("/join/coffee")).await;
+    b.type_into("#name", "Grace Hopper").await;
+    b.type_into("#email", "grace@example.com").await;
+    b.click("#join").await;
+    b.wait_for(
+        "the form error",
+        "return document.querySelector('#form-error') !== null",
+    )
+    .await;
+    assert_eq!(
+        b.js("return document.querySelector('#name').value", json!([]))
+            .await,
+        "Grace Hopper"
+    );
+    assert_eq!(
+        b.js("return document.querySelector('#email').value", json!([]))
+            .await,
+        "grace@example.com"
+    );
+    assert!(
+        b.text("body")
+            .await
+            .contains("please agree to the processing of your data")
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelector('#marketing_consent').checked",
+            json!([])
+        )
+        .await,
+        false,
+        "the marketing box is never ticked for the customer"
+    );
+    b.screenshot("join-error").await;
+
+    b.click("#data_consent").await;
+    b.click("#join").await;
+    b.wait_for(
+        "the card page",
+        "return document.querySelector('#apple') !== null",
+    )
+    .await;
+    let apple = b
+        .js("return document.querySelector('#apple').href", json!([]))
+        .await;
+    assert!(
+        apple.as_str().unwrap().contains(".pkpass?token="),
+        "{apple}"
+    );
+    let google = b
+        .js("return document.querySelector('#google').href", json!([]))
+        .await;
+    assert!(google.as_str().unwrap().contains("/save/"), "{google}");
+    assert!(
+        b.js(
+            "return document.querySelector('#qr svg') !== null",
+            json!([])
+        )
+        .await
+        .as_bool()
+        .unwrap()
+    );
+    b.screenshot("join-card").await;
+
+    let url = b.url().await;
+    let member_id = url
+        .rsplit("/card/")
+        .next()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    let consents = app.state.store.consents(&member_id).await.unwrap();
+    assert_eq!(
+        consents
+            .iter()
+            .map(|c| (c.kind.as_str(), c.granted))
+            .collect::<Vec<_>>(),
+        [("data", true), ("marketing", false)]
+    );
+    // The Apple link downloads the signed pass.
+    let r = app
+        .client
+        .get(apple.as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/vnd.apple.pkpass");
+    b.quit().await;
+}
+
+/// The cashier page in a browser: find a card by its typed code, record a purchase after
+/// confirming, see the new balance; a double-clicked and a re-sent operation post once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cashier_records_a_purchase_once_in_a_browser() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    let member_id = member["id"].as_str().unwrap().to_string();
+    let barcode = app
+        .state
+        .store
+        .get_member(&member_id)
+        .await
+        .unwrap()
+        .barcode;
+    tessera::web::staff::create_user(&app.state.store, "cas@example.com", Role::Cashier, PASSWORD)
+        .await
+        .unwrap();
+    sign_in(&b, &app, "cas@example.com", PASSWORD).await;
+    b.wait_for(
+        "the staff page",
+        "return document.querySelector('#who') !== null",
+    )
+    .await;
+    b.click("a[href='/scan']").await;
+    b.type_into("#barcode", &barcode).await;
+    b.click("#find").await;
+    b.wait_for("the member", "return !document.querySelector('#member').hidden && document.querySelector('#member-name').textContent === 'Ada Lovelace'").await;
+    assert_eq!(b.text("#member-points").await, "0");
+
+    b.type_into("#amount", "12.34").await;
+    b.click("#record-purchase").await;
+    b.wait_for(
+        "the confirmation",
+        "return !document.querySelector('#confirm').hidden",
+    )
+    .await;
+    assert!(b.text("#confirm-text").await.contains("12.34"));
+    // A double tap: both clicks land before the answer.
+    b.js(
+        "const y = document.querySelector('#confirm-yes'); y.click(); y.click();",
+        json!([]),
+    )
+    .await;
+    b.wait_for(
+        "the new balance",
+        "return document.querySelector('#op-msg').textContent.includes('New balance: 12')",
+    )
+    .await;
+    assert_eq!(b.text("#member-points").await, "12");
+    b.screenshot("scan-purchase").await;
+
+    // The same operation sent twice at once, as a retry after a dropped answer would be.
+    let statuses = b
+        .js(
+            "const [id, csrf] = arguments; const body = JSON.stringify({csrf, kind: 'purchase', amount_minor: 500, key: 'retry-0001-xyz'});
+             const send = () => fetch(`/scan/members/${id}/operations`, {method: 'POST', headers: {'content-type': 'application/json'}, body}).then(r => r.status);
+             return Promise.all([send(), send()]);",
+            json!([member_id, b.js("return document.querySelector('#scan').dataset.csrf", json!([])).await]),
+        )
+        .await;
+    let mut statuses: Vec<i64> = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_i64().unwrap())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 201], "one posting and one replay");
+    let store = &app.state.store;
+    assert_eq!(store.ledger_sum(&member_id).await.unwrap(), 17);
+    let entries = store.list_entries(&member_id, None, 100).await.unwrap();
+    assert_eq!(entries.len(), 2, "two operations, each posted once");
+    b.quit().await;
+}
