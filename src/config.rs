@@ -13,7 +13,12 @@ use crate::secret::Secret;
 pub const EXAMPLE: &str = include_str!("../config/example.toml");
 
 /// Environment variables with the `TESSERA_` prefix that are not configuration keys.
-const NOT_CONFIG: &[&str] = &["TEST_POSTGRES_URL", "REQUIRE_OPENAPI_VALIDATOR", "CONFIG"];
+const NOT_CONFIG: &[&str] = &[
+    "TEST_POSTGRES_URL",
+    "REQUIRE_OPENAPI_VALIDATOR",
+    "REQUIRE_BROWSER",
+    "CONFIG",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

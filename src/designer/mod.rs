@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::cards::CardError;
+use crate::domain::enrollment::{Ask, EnrollmentSettings};
 use crate::domain::template::PLACEHOLDERS;
 use crate::domain::template::checks::{self, Finding, Severity};
 use crate::domain::{BarcodeFormat, Invalid, NewProgram, Program, TemplateDesign, now_ms};
@@ -39,6 +40,7 @@ pub fn router() -> Router<AppState> {
             get(program_page).post(rename_program),
         )
         .route("/staff/programs/{id}/templates", post(create_template))
+        .route("/staff/programs/{id}/enrollment", post(save_enrollment))
         .route("/staff/templates/{id}", get(designer_page).post(save))
         .route("/staff/templates/{id}/check", post(check))
         .route("/staff/templates/{id}/publish", post(publish))
@@ -223,7 +225,43 @@ struct ProgramPage {
     is_admin: bool,
     program: Program,
     templates: Vec<TemplateSummary>,
+    enrollment: EnrollmentSettings,
+    join_url: String,
     error: Option<String>,
+}
+
+impl ProgramPage {
+    fn asks(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        let e = &self.enrollment;
+        [
+            ("name", "Name", e.name),
+            ("email", "E-mail", e.email),
+            ("phone", "Phone", e.phone),
+            ("birthday", "Birthday", e.birthday),
+        ]
+        .into_iter()
+        .map(|(field, label, ask)| (field, label, ask.name()))
+        .collect()
+    }
+}
+
+async fn program_page_for(
+    state: &AppState,
+    staff: &Staff,
+    id: &str,
+    error: Option<String>,
+) -> Result<ProgramPage, PageError> {
+    let program = state.store.get_program(id).await?;
+    Ok(ProgramPage {
+        csrf: staff.session.csrf_token.clone(),
+        email: staff.session.user.email.clone(),
+        is_admin: staff.session.user.role == Role::Admin,
+        templates: state.store.list_templates(id).await?,
+        enrollment: state.store.program_enrollment(id).await?,
+        join_url: format!("{}/join/{}", state.config.public_base(), program.slug),
+        program,
+        error,
+    })
 }
 
 async fn program_page(
@@ -232,15 +270,49 @@ async fn program_page(
     Path(id): Path<String>,
 ) -> PageResult {
     staff.require(DESIGNERS)?;
-    Ok(ProgramPage {
-        csrf: staff.session.csrf_token.clone(),
-        email: staff.session.user.email.clone(),
-        is_admin: staff.session.user.role == Role::Admin,
-        program: state.store.get_program(&id).await?,
-        templates: state.store.list_templates(&id).await?,
-        error: None,
+    Ok(program_page_for(&state, &staff, &id, None)
+        .await?
+        .into_response())
+}
+
+/// The program's join page settings (admin), from the program page's form.
+async fn save_enrollment(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> PageResult {
+    let f = form::Submitted::new(pairs);
+    staff.require(&[Role::Admin])?;
+    staff.check_csrf(f.get("csrf"))?;
+    let ask = |name: &str| match f.get(name) {
+        "required" => Ask::Required,
+        "absent" => Ask::Absent,
+        _ => Ask::Optional,
+    };
+    let bonus = f.get("welcome_bonus");
+    let settings = EnrollmentSettings {
+        name: ask("ask.name"),
+        email: ask("ask.email"),
+        phone: ask("ask.phone"),
+        birthday: ask("ask.birthday"),
+        privacy_policy_url: Some(f.get("privacy_policy_url").to_string()).filter(|u| !u.is_empty()),
+        policy_version: f.get("policy_version").into(),
+        data_consent_text: f.get("data_consent_text").into(),
+        marketing_consent_text: Some(f.get("marketing_consent_text").to_string())
+            .filter(|t| !t.is_empty()),
+        welcome_bonus: if bonus.is_empty() {
+            0
+        } else {
+            bonus.parse().unwrap_or(-1)
+        },
+    };
+    if let Err(e) = settings.validate() {
+        let page = program_page_for(&state, &staff, &id, Some(e.to_string())).await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }
-    .into_response())
+    state.store.set_program_enrollment(&id, &settings).await?;
+    Ok(see_other(format!("/staff/programs/{id}")))
 }
 
 /// Renames a program (admin); every card shows the organisation name, so its holders are told.
@@ -257,19 +329,8 @@ async fn rename_program(
     crate::domain::check_text(&mut c, "name", f.get("name"), 200);
     crate::domain::check_text(&mut c, "organization_name", f.get("organization_name"), 200);
     if let Err(e) = c.finish() {
-        let program = state.store.get_program(&id).await?;
-        return Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ProgramPage {
-                csrf: staff.session.csrf_token.clone(),
-                email: staff.session.user.email.clone(),
-                is_admin: true,
-                templates: state.store.list_templates(&id).await?,
-                program,
-                error: Some(e.to_string()),
-            },
-        )
-            .into_response());
+        let page = program_page_for(&state, &staff, &id, Some(e.to_string())).await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }
     state
         .store
@@ -290,18 +351,9 @@ async fn create_template(
     let program = state.store.get_program(&program_id).await?;
     let name = f.get("name");
     if name.is_empty() || name.chars().count() > 200 {
-        return Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ProgramPage {
-                csrf: staff.session.csrf_token.clone(),
-                email: staff.session.user.email.clone(),
-                is_admin: staff.session.user.role == Role::Admin,
-                templates: state.store.list_templates(&program.id).await?,
-                program,
-                error: Some("a template needs a name of 1 to 200 characters".into()),
-            },
-        )
-            .into_response());
+        let error = Some("a template needs a name of 1 to 200 characters".to_string());
+        let page = program_page_for(&state, &staff, &program.id, error).await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }
     let mut design = crate::demo::design();
     design.description = format!("{} loyalty card", program.name);

@@ -32,6 +32,8 @@ fn demo_prints_the_card_and_is_idempotent() {
         "auth_token",
         "pass_type_identifier",
         "pass_url",
+        "join_url",
+        "scan_url",
     ] {
         assert!(
             first[key].as_str().is_some_and(|s| !s.is_empty()),
@@ -45,6 +47,8 @@ fn demo_prints_the_card_and_is_idempotent() {
             .unwrap()
             .starts_with("http://127.0.0.1:8080/passes/")
     );
+    assert_eq!(first["join_url"], "http://127.0.0.1:8080/join/demo");
+    assert_eq!(first["scan_url"], "http://127.0.0.1:8080/scan");
     assert_eq!(run(), first);
     assert!(
         dir.path().join("data/tessera.db").exists(),
@@ -54,6 +58,75 @@ fn demo_prints_the_card_and_is_idempotent() {
         dir.path().join("data/dev-certs/root-ca.pem").exists(),
         "dev identity in the data dir"
     );
+}
+
+#[test]
+fn import_reads_csv_reports_bad_lines_writes_links_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        tessera(dir.path())
+            .arg("demo")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let csv = dir.path().join("members.csv");
+    std::fs::write(
+        &csv,
+        "external_id,name,email,points\nplastic-1,Ada,ada@example.com,120\nplastic-2,,,5\nplastic-3,Grace,,0\n",
+    )
+    .unwrap();
+    let links = dir.path().join("links.csv");
+    let run = || {
+        let out = tessera(dir.path())
+            .args([
+                "import",
+                csv.to_str().unwrap(),
+                "--program",
+                "demo",
+                "--links",
+            ])
+            .arg(&links)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            stderr,
+        )
+    };
+    let (report, stderr) = run();
+    assert_eq!(
+        (report["created"].as_i64(), report["unchanged"].as_i64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(report["errors"][0]["line"], 3);
+    assert!(
+        stderr.contains("line 3: name must have 1 to 200 characters"),
+        "{stderr}"
+    );
+    let written = std::fs::read_to_string(&links).unwrap();
+    let rows: Vec<&str> = written.lines().collect();
+    assert_eq!(rows[0], "external_id,member_id,install_url,expires_at");
+    assert_eq!(rows.len(), 3);
+    assert!(rows[1].starts_with("plastic-1,") && rows[1].contains("http://127.0.0.1:8080/card/"));
+    let (again, _) = run();
+    assert_eq!(
+        (again["created"].as_i64(), again["unchanged"].as_i64()),
+        (Some(0), Some(2))
+    );
+    let out = tessera(dir.path())
+        .args(["import", csv.to_str().unwrap(), "--program", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no program with slug \"nope\""));
 }
 
 #[test]

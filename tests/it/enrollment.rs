@@ -715,3 +715,65 @@ async fn importing_members_on_postgres() {
         import_members(db, 10_000).await;
     }
 }
+
+/// Admins open and configure the join page from the program page.
+#[tokio::test]
+async fn admins_configure_the_join_page_on_the_program_page() {
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    let first = issue_member(&app, "coffee").await;
+    let program_id = first["program_id"].as_str().unwrap();
+    let admin = StaffClient::sign_in(&app, "root@example.com", Role::Admin).await;
+    let (_, page) = admin.get(&format!("/staff/programs/{program_id}")).await;
+    assert!(page.contains("Closed until a privacy policy is set"));
+    let path = format!("/staff/programs/{program_id}/enrollment");
+    let fields = |bonus: &'static str| {
+        vec![
+            ("ask.name", "required"),
+            ("ask.email", "absent"),
+            ("ask.phone", "required"),
+            ("ask.birthday", "optional"),
+            ("privacy_policy_url", POLICY),
+            ("policy_version", "3"),
+            ("data_consent_text", "I agree."),
+            ("marketing_consent_text", ""),
+            ("welcome_bonus", bonus),
+        ]
+    };
+    let r = admin.post(&path, &fields("lots")).await;
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("welcome_bonus must be between 0 and")
+    );
+    let r = admin.post(&path, &fields("10")).await;
+    assert_eq!(r.status(), 303);
+    let s = app
+        .state
+        .store
+        .program_enrollment(program_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.email.name(), s.phone.name(), s.welcome_bonus),
+        ("absent", "required", 10)
+    );
+    assert_eq!(
+        s.marketing_consent_text, None,
+        "an empty text shows no marketing box"
+    );
+    let page = app
+        .client
+        .get(app.url("/join/coffee"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"id="phone""#) && !page.contains(r#"id="email""#));
+    assert!(!page.contains("marketing_consent"));
+    let marketer = StaffClient::sign_in(&app, "mara@example.com", Role::Marketer).await;
+    assert_eq!(marketer.post(&path, &fields("10")).await.status(), 403);
+}
