@@ -359,18 +359,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             super::insert_template_outbox(&mut tx, &current.template_id, &members, now).await?;
-            if self.google_sync() {
-                for m in &members {
-                    sqlx::query(sqlx::AssertSqlSafe(super::google::numbered(
-                        super::google::QUEUE_SQL,
-                    )))
-                    .bind(m)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+            self.queue_google(&mut tx, members.iter().map(String::as_str), now)
+                .await?;
         }
         let finished = (passes.len() as i64) < batch;
         sqlx::query(

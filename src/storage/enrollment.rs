@@ -284,20 +284,7 @@ impl Store {
                     .bind(r.points);
             }
             q.execute(&mut *tx).await?;
-            let values = super::values_list(chunk.len(), 5, "$1, $1");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, created_at, updated_at) VALUES {values}"
-            )))
-            .bind(now);
-            for (_, _, p) in chunk {
-                q = q
-                    .bind(&p.serial_number)
-                    .bind(&p.member_id)
-                    .bind(&p.template_id)
-                    .bind(&p.pass_type_identifier)
-                    .bind(&p.authentication_token);
-            }
-            q.execute(&mut *tx).await?;
+            super::insert_passes(&mut tx, chunk.iter().map(|(_, _, p)| p), now).await?;
             let credited: Vec<_> = chunk.iter().filter(|(r, _, _)| r.points > 0).collect();
             if !credited.is_empty() {
                 let entries: Vec<(String, &str, i64)> = credited
@@ -333,18 +320,8 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
-            if self.google_sync() {
-                for (_, m, _) in chunk {
-                    sqlx::query(sqlx::AssertSqlSafe(super::google::numbered(
-                        super::google::QUEUE_SQL,
-                    )))
-                    .bind(&m.id)
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+            self.queue_google(&mut tx, chunk.iter().map(|(_, m, _)| m.id.as_str()), now)
+                .await?;
             out.created.extend(
                 chunk
                     .iter()

@@ -456,30 +456,9 @@ impl Store {
                     "a member with one of these external_ids exists already in this program".into()
                 })
             })?;
-            let passes = values_list(chunk.len(), 5, "$1, $1");
-            let sql = format!(
-                "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, created_at, updated_at) VALUES {passes}"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-            for (_, p) in chunk {
-                q = q
-                    .bind(&p.serial_number)
-                    .bind(&p.member_id)
-                    .bind(&p.template_id)
-                    .bind(&p.pass_type_identifier)
-                    .bind(&p.authentication_token);
-            }
-            q.execute(&mut *tx).await?;
-            if self.google_sync() {
-                for (m, _) in chunk {
-                    sqlx::query(sqlx::AssertSqlSafe(google::numbered(google::QUEUE_SQL)))
-                        .bind(&m.id)
-                        .bind(now)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
+            insert_passes(&mut tx, chunk.iter().map(|(_, p)| p), now).await?;
+            self.queue_google(&mut tx, chunk.iter().map(|(m, _)| m.id.as_str()), now)
+                .await?;
         }
         tx.commit().await?;
         Ok(made)
@@ -541,15 +520,8 @@ impl Store {
         .bind(pass.created_at)
         .execute(&mut **tx)
         .await?;
-        if self.google_sync() {
-            sqlx::query(sqlx::AssertSqlSafe(google::numbered(google::QUEUE_SQL)))
-                .bind(&member.id)
-                .bind(pass.created_at)
-                .bind(pass.created_at)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
+        self.queue_google(tx, std::iter::once(member.id.as_str()), pass.created_at)
+            .await
     }
 
     pub async fn get_member(&self, id: &str) -> Result<Member> {
@@ -773,6 +745,52 @@ fn new_member_and_pass(
         last_fetched_at: None,
     };
     (member, pass)
+}
+
+/// New passes, created and updated at `now`, in one multi-row INSERT (at most `BULK_CHUNK`).
+async fn insert_passes(
+    tx: &mut Transaction<'static, Any>,
+    passes: impl ExactSizeIterator<Item = &Pass>,
+    now: i64,
+) -> Result<()> {
+    let values = values_list(passes.len(), 5, "$1, $1");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, created_at, updated_at) VALUES {values}"
+    )))
+    .bind(now);
+    for p in passes {
+        q = q
+            .bind(&p.serial_number)
+            .bind(&p.member_id)
+            .bind(&p.template_id)
+            .bind(&p.pass_type_identifier)
+            .bind(&p.authentication_token);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+impl Store {
+    /// With Google on, queues these members for a Google sync in the caller's transaction.
+    async fn queue_google<'a>(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        members: impl Iterator<Item = &'a str>,
+        now: i64,
+    ) -> Result<()> {
+        if !self.google_sync() {
+            return Ok(());
+        }
+        for m in members {
+            sqlx::query(sqlx::AssertSqlSafe(google::numbered(google::QUEUE_SQL)))
+                .bind(m)
+                .bind(now)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Rows per multi-row INSERT of `insert_members_bulk` (5 parameters each, under SQLite's
