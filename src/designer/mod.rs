@@ -135,6 +135,8 @@ fn designer_form(staff: &Staff, form: &form::Submitted) -> Result<(), Refusal> {
 struct ProgramsPage {
     csrf: String,
     email: String,
+    /// The signed-in staff member's role, for the navigation.
+    role: &'static str,
     is_admin: bool,
     programs: Vec<Program>,
     pass_type_identifier: String,
@@ -155,6 +157,7 @@ async fn programs_page(State(state): State<AppState>, staff: Staff) -> PageResul
     Ok(ProgramsPage {
         csrf: staff.session.csrf_token.clone(),
         email: staff.session.user.email.clone(),
+        role: staff.session.user.role.as_str(),
         is_admin: staff.session.user.role == Role::Admin,
         programs: state.store.list_programs().await?,
         pass_type_identifier,
@@ -206,6 +209,7 @@ async fn create_program(
         ProgramsPage {
             csrf: staff.session.csrf_token.clone(),
             email: staff.session.user.email.clone(),
+            role: staff.session.user.role.as_str(),
             is_admin: true,
             programs: state.store.list_programs().await?,
             pass_type_identifier: new.pass_type_identifier,
@@ -222,6 +226,8 @@ async fn create_program(
 struct ProgramPage {
     csrf: String,
     email: String,
+    /// The signed-in staff member's role, for the navigation.
+    role: &'static str,
     is_admin: bool,
     program: Program,
     templates: Vec<TemplateSummary>,
@@ -255,6 +261,7 @@ async fn program_page_for(
     Ok(ProgramPage {
         csrf: staff.session.csrf_token.clone(),
         email: staff.session.user.email.clone(),
+        role: staff.session.user.role.as_str(),
         is_admin: staff.session.user.role == Role::Admin,
         templates: state.store.list_templates(id).await?,
         enrollment: state.store.program_enrollment(id).await?,
@@ -411,6 +418,8 @@ struct ImageSlot {
 struct DesignerPage {
     csrf: String,
     email: String,
+    /// The signed-in staff member's role, for the navigation.
+    role: &'static str,
     program: Program,
     template_id: String,
     name: String,
@@ -580,6 +589,7 @@ async fn render_designer(
     Ok(DesignerPage {
         csrf: staff.session.csrf_token.clone(),
         email: staff.session.user.email.clone(),
+        role: staff.session.user.role.as_str(),
         sample_json: sample_json(&program),
         program,
         template_id: draft.template.id.clone(),

@@ -39,6 +39,7 @@ pub fn router() -> Router<AppState> {
 struct ScanPage {
     csrf: String,
     email: String,
+    role: &'static str,
     per_operation: Option<i64>,
     per_day: Option<i64>,
 }
@@ -51,6 +52,7 @@ async fn page(staff: Staff) -> Response {
     ScanPage {
         csrf: staff.session.csrf_token.clone(),
         email: u.email.clone(),
+        role: u.role.as_str(),
         per_operation: u.max_points_per_operation,
         per_day: u.max_points_per_day,
     }

@@ -507,8 +507,12 @@ async fn a_cashier_earns_and_redeems_once_per_operation_within_limits(db: TestDb
         .await
         .unwrap();
 
-    let (s, _) = cashier.get("/scan").await;
+    let (s, page) = cashier.get("/scan").await;
     assert_eq!(s, 200);
+    assert!(
+        !page.contains(r#"href="/staff/programs""#),
+        "cashiers are not shown the designer"
+    );
     let r = cashier
         .http
         .post(cashier.url("/scan/lookup"))
