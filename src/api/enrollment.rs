@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -124,7 +123,7 @@ pub async fn consents(
     State(state): State<AppState>,
     caller: Caller,
     Path(member_id): Path<String>,
-) -> Result<(StatusCode, Json<ConsentList>), ApiError> {
+) -> Result<Json<ConsentList>, ApiError> {
     caller.require(&[Role::Admin, Role::Integration])?;
     state.store.get_member(&member_id).await?;
     let consents = state
@@ -142,5 +141,5 @@ pub async fn consents(
             recorded_at: c.recorded_at,
         })
         .collect();
-    Ok((StatusCode::OK, Json(ConsentList { consents })))
+    Ok(Json(ConsentList { consents }))
 }
