@@ -9,12 +9,13 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-use crate::cards::Cards;
 use crate::config::Config;
 use crate::domain::Pass;
 use crate::google::Google;
 use crate::passes::apple::Signers;
+use crate::service::cards::Cards;
 use crate::storage::Store;
+use crate::supervisor::{Beat, Workers, supervise};
 use crate::webservice::fetches::FetchLog;
 
 /// Request bodies above this are refused before a handler runs. Template uploads carry up to
@@ -36,6 +37,8 @@ pub struct AppState {
     pub join_throttle: Arc<crate::ratelimit::Throttle>,
     /// Barcode lookups per staff account, API key or client address.
     pub lookup_throttle: Arc<crate::ratelimit::Throttle>,
+    /// The background workers' liveness, for `/readyz`.
+    pub workers: Arc<Workers>,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
             fetches: Arc::default(),
             google,
             links: Arc::new(links),
+            workers: Arc::default(),
         })
     }
 
@@ -108,13 +112,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Starts the background workers: the ledger jobs and, when pushing is on, the push
-/// dispatcher. Abort the handles to stop them.
+/// Starts the background workers under supervision (`supervisor`): the ledger jobs, the
+/// fetch log, publish jobs, and when configured the push dispatcher and the Google sync. Abort
+/// the handles to stop them.
 pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let w = &state.workers;
     let mut workers = vec![
-        tokio::spawn(crate::jobs::ledger_loop(state.clone())),
-        tokio::spawn(crate::jobs::fetch_log_loop(state.clone())),
-        tokio::spawn(crate::jobs::publish_loop(state.clone())),
+        supervise(w, "ledger", with_state(state, crate::jobs::ledger_loop)),
+        supervise(
+            w,
+            "fetch_log",
+            with_state(state, crate::jobs::fetch_log_loop),
+        ),
+        supervise(w, "publish", with_state(state, crate::jobs::publish_loop)),
     ];
     let dispatcher = crate::push::dispatcher::Dispatcher::from_config(
         state.store.clone(),
@@ -123,24 +133,39 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
     )
     .context("configuring push")?;
     if let Some(google) = &state.google {
-        workers.push(tokio::spawn(
-            crate::google::sync::Worker {
-                google: google.clone(),
-                store: state.store.clone(),
-                public_base: state.config.public_base().to_string(),
-                retry_base_ms: state.config.google.retry_base_ms.max(1),
-                poll: std::time::Duration::from_millis(
-                    state.config.google.poll_interval_ms.max(10),
-                ),
-            }
-            .run(),
-        ));
+        let worker = Arc::new(crate::google::sync::Worker {
+            google: google.clone(),
+            store: state.store.clone(),
+            public_base: state.config.public_base().to_string(),
+            retry_base_ms: state.config.google.retry_base_ms.max(1),
+            poll: std::time::Duration::from_millis(state.config.google.poll_interval_ms.max(10)),
+        });
+        workers.push(supervise(w, "google_sync", move |beat| {
+            let worker = worker.clone();
+            async move { worker.run(beat).await }
+        }));
     }
     match dispatcher {
-        Some(d) => workers.push(tokio::spawn(d.run())),
+        Some(d) => {
+            let d = Arc::new(d);
+            workers.push(supervise(w, "push", move |beat| {
+                let d = d.clone();
+                async move { d.run(beat).await }
+            }));
+        }
         None => tracing::info!("APNs push is off (development identity and no push.apns_url)"),
     }
     Ok(workers)
+}
+
+/// A worker made from a job over the state, started afresh after each stop.
+fn with_state<F, Fut>(state: &AppState, job: F) -> impl Fn(Beat) -> Fut + Send + 'static
+where
+    F: Fn(AppState, Beat) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let state = state.clone();
+    move |beat| job(state.clone(), beat)
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.

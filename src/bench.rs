@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 mod import;
+mod publish;
 pub use import::{ImportBench, import};
+pub use publish::{PublishBench, publish};
 
 use crate::domain::{Member, NewMember, NewProgram, Pass, Program, Template, now_ms};
 use crate::ledger::{Idempotency, Operation, Origin};
@@ -465,7 +467,7 @@ pub async fn push(
         let bare_before = bare().await;
         let before = seen();
         let start = Instant::now();
-        let running = tokio::spawn(dispatcher()?.run());
+        let running = run_dispatcher(dispatcher()?);
         while seen() < before + devices {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -484,7 +486,7 @@ pub async fn push(
     }
 
     // Latency: the dispatcher runs as in `serve`; changes arrive one by one.
-    let running = tokio::spawn(dispatcher()?.run());
+    let running = run_dispatcher(dispatcher()?);
     let mut committed = Vec::with_capacity(latency_samples);
     for (i, m) in members.iter().take(latency_samples).enumerate() {
         earn(m.clone()).await?;
@@ -667,4 +669,13 @@ fn wrk_rate(
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no Requests/sec in wrk's output:\n{text}"))
+}
+
+/// The dispatcher as `serve` runs it: supervised.
+fn run_dispatcher(d: crate::push::dispatcher::Dispatcher) -> tokio::task::JoinHandle<()> {
+    let d = std::sync::Arc::new(d);
+    crate::supervisor::supervise(&Default::default(), "push", move |beat| {
+        let d = d.clone();
+        async move { d.run(beat).await }
+    })
 }

@@ -4,11 +4,11 @@
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::cards::CardError;
 use crate::domain::template::{BarcodeSpec, Colors, Location};
 use crate::domain::{BarcodeFormat, FieldSpec, NewMember, NewProgram, TemplateDesign, now_ms};
 use crate::ledger::{EarnRule, LoyaltyRules, Operation, Origin, Tier, TierBasis, TierRules};
 use crate::passes::apple::images::{ImageKind, sample_png};
+use crate::service::cards::ServiceError;
 
 const SLUG: &str = "demo";
 const MEMBER_EXTERNAL_ID: &str = "demo-member-1";
@@ -85,6 +85,7 @@ pub fn design() -> TemplateDesign {
 /// The demo's rules: 1 point per 100 minor units, points lapse after a year, three tiers.
 pub fn rules() -> LoyaltyRules {
     let tier = |name: &str, threshold, multiplier_milli| Tier {
+        id: name.to_lowercase(),
         name: name.into(),
         threshold,
         multiplier_milli,
@@ -117,7 +118,7 @@ pub fn images() -> Vec<(ImageKind, Vec<u8>)> {
 }
 
 /// Finds or creates the demo program, its template and a member with some points.
-pub async fn seed(state: &AppState) -> Result<DemoCard, CardError> {
+pub async fn seed(state: &AppState) -> Result<DemoCard, ServiceError> {
     let store = &state.store;
     let program = match store.find_program_by_slug(SLUG).await? {
         Some(p) => p,

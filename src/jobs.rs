@@ -5,27 +5,30 @@ use std::time::Duration;
 
 use crate::app::AppState;
 use crate::domain::now_ms;
+use crate::supervisor::Beat;
 
 /// Members handled per expiry pass; the loop runs again at once while there is more.
 const EXPIRY_BATCH: i64 = 500;
 
 /// Runs until the task is aborted. Errors are logged and retried on the next tick.
-pub async fn ledger_loop(state: AppState) {
+pub async fn ledger_loop(state: AppState, beat: Beat) {
     let every = Duration::from_secs(state.config.ledger.expiry_interval_seconds.max(1));
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         run_once(&state).await;
+        beat.ok();
     }
 }
 
 /// Writes pass-download times every second (see `webservice::fetches`).
-pub async fn fetch_log_loop(state: AppState) {
+pub async fn fetch_log_loop(state: AppState, beat: Beat) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if let Err(e) = state.fetches.flush(&state.store).await {
-            tracing::warn!(error = %e, "recording pass downloads failed; retrying");
+        match state.fetches.flush(&state.store).await {
+            Ok(_) => beat.ok(),
+            Err(e) => tracing::warn!(error = %e, "recording pass downloads failed; retrying"),
         }
     }
 }
@@ -35,11 +38,12 @@ const PUBLISH_BATCH: i64 = 1000;
 
 /// Runs publish jobs to the end, one batch per transaction. A job's progress lives in its row,
 /// so after a restart the loop resumes each running job where it stopped.
-pub async fn publish_loop(state: AppState) {
+pub async fn publish_loop(state: AppState, beat: Beat) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         publish_once(&state).await;
+        beat.ok();
     }
 }
 

@@ -3,8 +3,8 @@
 
 pub mod api;
 pub mod app;
+#[cfg(feature = "bench")]
 pub mod bench;
-pub mod cards;
 pub mod config;
 pub mod demo;
 pub mod designer;
@@ -18,6 +18,8 @@ pub mod push;
 pub mod ratelimit;
 pub mod scanning;
 pub mod secret;
+pub mod service;
 pub mod storage;
+pub mod supervisor;
 pub mod web;
 pub mod webservice;

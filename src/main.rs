@@ -66,7 +66,8 @@ enum Command {
         #[arg(long)]
         links: Option<PathBuf>,
     },
-    /// Measure throughput; prints JSON.
+    /// Measure throughput; prints JSON. Only in builds with `--features bench`.
+    #[cfg(feature = "bench")]
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -98,16 +99,26 @@ enum ApiKeyCommand {
         role: Role,
         #[arg(long, default_value = "cli")]
         name: String,
-        /// For cashier keys: the most points one operation may move.
+        /// For cashier keys: the most points one purchase or redemption may move.
         #[arg(long)]
         max_points: Option<i64>,
+        /// For cashier keys: the most points its purchases and redemptions may move in a UTC day.
+        #[arg(long)]
+        max_points_per_day: Option<i64>,
     },
     /// Revoke a key by its id (the part after `tsk_` and before the next `_`).
     Revoke { id: String },
 }
 
+#[cfg(feature = "bench")]
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// A template change to every holder (publish job and pushes) while a till earns every
+    /// 250 ms: the till's latency against its baseline, and the process's memory.
+    Publish {
+        #[arg(long, default_value_t = 100_000)]
+        holders: usize,
+    },
     /// Signed passes per second on one core vs bare PKCS#7 signatures per second.
     Passes {
         #[arg(long, default_value_t = 10.0)]
@@ -214,9 +225,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             role,
             name,
             max_points,
+            max_points_per_day,
         }) => {
+            check_limits(max_points, max_points_per_day)?;
             let store = Store::connect(&config.database_url).await?;
-            let (id, key) = tessera::api::auth::create_key(&store, &name, role, max_points).await?;
+            let limits = tessera::ledger::PointLimits {
+                per_operation: max_points,
+                per_day: max_points_per_day,
+            };
+            let (id, key) = tessera::api::auth::create_key(&store, &name, role, limits).await?;
             eprintln!(
                 "created {} key {id}; it is shown only this once:",
                 role.as_str()
@@ -231,12 +248,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             max_points,
             max_points_per_day,
         }) => {
-            for (flag, v) in [
-                ("--max-points", max_points),
-                ("--max-points-per-day", max_points_per_day),
-            ] {
-                anyhow::ensure!(v.is_none_or(|n| n > 0), "{flag} must be more than 0");
-            }
+            check_limits(max_points, max_points_per_day)?;
             use std::io::IsTerminal;
             let (password, generated) = if std::io::stdin().is_terminal() {
                 (tessera::secret::random_token(15), true)
@@ -321,41 +333,54 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::Bench(BenchCommand::Import {
+        #[cfg(feature = "bench")]
+        Command::Bench(command) => bench(command).await,
+    }
+}
+
+#[cfg(feature = "bench")]
+async fn bench(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Publish { holders } => {
+            let report = tessera::bench::publish(holders).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        BenchCommand::Import {
             members,
             postgres_url,
-        }) => {
+        } => {
             let report = tessera::bench::import(postgres_url.as_deref(), members).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Ledger {
+        BenchCommand::Ledger {
             seconds,
             postgres_url,
-        }) => {
+        } => {
             let report = tessera::bench::ledger(postgres_url.as_deref(), seconds).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Passkit {
+        BenchCommand::Passkit {
             seconds,
             connections,
             rounds,
-        }) => {
+        } => {
             let report = tessera::bench::passkit(seconds, connections, rounds).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Push {
+        BenchCommand::Push {
             devices,
             samples,
             rounds,
-        }) => {
+        } => {
             let report = tessera::bench::push(devices, samples, rounds).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Passes { seconds }) => {
+        BenchCommand::Passes { seconds } => {
             let report =
                 tokio::task::spawn_blocking(move || tessera::bench::passes(seconds)).await??;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -408,5 +433,21 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "recording the last pass downloads failed");
     }
     state.store.close().await;
+    Ok(())
+}
+
+/// `--max-points` and `--max-points-per-day`, when given, within 1 to 1,000,000,000.
+fn check_limits(per_operation: Option<i64>, per_day: Option<i64>) -> anyhow::Result<()> {
+    use tessera::ledger::{MAX_POINTS, grouped};
+    for (flag, v) in [
+        ("--max-points", per_operation),
+        ("--max-points-per-day", per_day),
+    ] {
+        anyhow::ensure!(
+            v.is_none_or(|n| (1..=MAX_POINTS).contains(&n)),
+            "{flag} must be between 1 and {}",
+            grouped(MAX_POINTS)
+        );
+    }
     Ok(())
 }

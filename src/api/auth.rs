@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::ledger::PointLimits;
 use crate::secret::{constant_time_eq, random_token};
 use crate::storage::{Role, StorageError, Store};
 
@@ -16,7 +17,9 @@ use crate::storage::{Role, StorageError, Store};
 pub struct Caller {
     pub key_id: String,
     pub role: Role,
-    pub max_points: Option<i64>,
+    /// What the key may move with purchases and redemptions, checked in the ledger's
+    /// transaction.
+    pub limits: PointLimits,
 }
 
 impl Caller {
@@ -35,18 +38,18 @@ impl Caller {
     }
 }
 
-/// Creates a key and returns `(id, the full key to show once)`. `max_points` limits what one
-/// operation of a cashier key may move.
+/// Creates a key and returns `(id, the full key to show once)`. `limits` bound what a cashier
+/// key may move in one operation and in a UTC day.
 pub async fn create_key(
     store: &Store,
     name: &str,
     role: Role,
-    max_points: Option<i64>,
+    limits: PointLimits,
 ) -> Result<(String, String), StorageError> {
     let id = random_token(8);
     let secret = random_token(32);
     store
-        .insert_api_key(&id, name, role, &hash_secret(&secret), max_points)
+        .insert_api_key(&id, name, role, &hash_secret(&secret), limits)
         .await?;
     Ok((id.clone(), format!("tsk_{id}_{secret}")))
 }
@@ -84,7 +87,7 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller {
             key_id: record.id,
             role: record.role,
-            max_points: record.max_points,
+            limits: record.limits,
         })
     }
 }

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::views::{ErrorBody, ErrorDetail};
-use crate::cards::CardError;
 use crate::domain::Invalid;
 use crate::passes::apple::SignError;
+use crate::service::cards::ServiceError;
 use crate::storage::StorageError;
 
 #[derive(Debug)]
@@ -106,6 +106,23 @@ impl From<StorageError> for ApiError {
             StorageError::Rejected(message) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
             }
+            StorageError::OverLimit {
+                limit,
+                points,
+                moved_today,
+            } => ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "over_limit",
+                message: match moved_today {
+                    None => format!(
+                        "this operation moves {points} points; this key may move at most {limit} points in one operation. Ask a manager."
+                    ),
+                    Some(moved) => format!(
+                        "this key may move at most {limit} points a day (UTC); {moved} moved today, and this operation moves {points}. Ask a manager."
+                    ),
+                },
+                details: json!({ "limit": limit, "points": points, "moved_today": moved_today }),
+            },
             other => {
                 // 5xx bodies stay opaque; the cause goes to the log.
                 tracing::error!(error = %other, "storage failure");
@@ -115,12 +132,12 @@ impl From<StorageError> for ApiError {
     }
 }
 
-impl From<CardError> for ApiError {
-    fn from(e: CardError) -> ApiError {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
         match e {
-            CardError::Invalid(i) => i.into(),
-            CardError::Storage(s) => s.into(),
-            CardError::Sign(e @ SignError::Mismatch { .. }) => ApiError::new(
+            ServiceError::Invalid(i) => i.into(),
+            ServiceError::Storage(s) => s.into(),
+            ServiceError::Sign(e @ SignError::Mismatch { .. }) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "not_signable",
                 e.to_string(),

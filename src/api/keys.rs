@@ -10,7 +10,7 @@ use super::auth::{Caller, create_key as new_key};
 use super::error::{ApiError, ApiJson};
 use super::views::{ErrorBody, KeyCreated, KeyList, KeyView};
 use crate::app::AppState;
-use crate::ledger::MAX_AMOUNT;
+use crate::ledger::{MAX_POINTS, PointLimits};
 use crate::storage::Role;
 
 #[derive(Deserialize, ToSchema)]
@@ -19,8 +19,12 @@ pub struct CreateKey {
     name: String,
     /// admin, marketer, cashier or integration.
     role: String,
-    /// For cashier keys: the most points one operation may move.
+    /// For cashier keys: the most points one purchase or redemption may move.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     max_points: Option<i64>,
+    /// For cashier keys: the most points its purchases and redemptions may move in a UTC day.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    max_points_per_day: Option<i64>,
 }
 
 /// Create an API key. The key is in this response only; it is stored hashed.
@@ -36,19 +40,30 @@ pub async fn create_key(
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return Err(ApiError::bad_request("name must be 1 to 100 characters"));
     }
-    if let Some(n) = body.max_points
-        && !(1..=MAX_AMOUNT).contains(&n)
-    {
-        return Err(ApiError::bad_request(format!(
-            "max_points must be between 1 and {MAX_AMOUNT}"
-        )));
+    for (field, value) in [
+        ("max_points", body.max_points),
+        ("max_points_per_day", body.max_points_per_day),
+    ] {
+        if let Some(n) = value
+            && !(1..=MAX_POINTS).contains(&n)
+        {
+            return Err(ApiError::bad_request(format!(
+                "{field} must be between 1 and {}",
+                crate::ledger::grouped(MAX_POINTS)
+            )));
+        }
     }
-    let (id, key) = new_key(&state.store, &body.name, role, body.max_points).await?;
+    let limits = PointLimits {
+        per_operation: body.max_points,
+        per_day: body.max_points_per_day,
+    };
+    let (id, key) = new_key(&state.store, &body.name, role, limits).await?;
     let created = KeyCreated {
         id,
         name: body.name,
         role: role.as_str().into(),
-        max_points: body.max_points,
+        max_points: limits.per_operation,
+        max_points_per_day: limits.per_day,
         key,
     };
     Ok((StatusCode::CREATED, Json(created)))
@@ -69,7 +84,8 @@ pub async fn list_keys(
             id: k.id.clone(),
             name: k.name.clone(),
             role: k.role.as_str().into(),
-            max_points: k.max_points,
+            max_points: k.limits.per_operation,
+            max_points_per_day: k.limits.per_day,
             revoked: k.revoked,
         })
         .collect();

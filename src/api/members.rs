@@ -43,7 +43,7 @@ async fn member_view(state: &AppState, m: &Member) -> Result<MemberView, ApiErro
         .await?;
     let next = program.rules.next_tier(m.tier.as_deref());
     Ok(MemberView {
-        member: MemberSummary::from(m),
+        member: MemberSummary::new(m, &program.rules),
         tier_progress: TierProgress {
             basis: program.rules.tiers.basis,
             window_days: program.rules.tiers.window_days,
@@ -174,7 +174,7 @@ pub async fn list_members(
     Query(page): Query<Page>,
 ) -> Result<Json<Paged<MemberSummary>>, ApiError> {
     caller.require(&[Role::Admin, Role::Marketer, Role::Integration])?;
-    state.store.get_program(&program_id).await?;
+    let program = state.store.get_program(&program_id).await?;
     let (after, limit) = page.parse()?;
     let members = state
         .store
@@ -184,7 +184,7 @@ pub async fn list_members(
         members,
         limit,
         |m| (m.created_at, m.id.clone()),
-        |m| MemberSummary::from(m),
+        |m| MemberSummary::new(m, &program.rules),
     )))
 }
 

@@ -88,13 +88,8 @@ pub async fn put_rules(
     ApiJson(rules): ApiJson<LoyaltyRules>,
 ) -> Result<Json<ProgramView>, ApiError> {
     caller.require(&[Role::Admin])?;
-    rules.validate()?;
-    Ok(Json(ProgramView::from(
-        &state
-            .store
-            .update_program_rules(&program_id, &rules)
-            .await?,
-    )))
+    let program = crate::service::programs::set_rules(&state.store, &program_id, rules).await?;
+    Ok(Json(ProgramView::from(&program)))
 }
 
 #[derive(Deserialize, ToSchema)]

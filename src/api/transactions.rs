@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
@@ -16,9 +15,10 @@ use super::error::{ApiError, ApiJson};
 use super::views::{EntryView, ErrorBody, Paged, TransactionView};
 use super::{Page, paged};
 use crate::app::AppState;
-use crate::domain::{Checker, Invalid, now_ms};
-use crate::ledger::{Idempotency, MAX_AMOUNT, Operation, Origin};
-use crate::storage::Role;
+use crate::domain::{Checker, Invalid};
+use crate::ledger::{MAX_AMOUNT, MAX_POINTS, Operation, Origin, grouped};
+use crate::service::points;
+use crate::storage::{Actor, Role};
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
@@ -55,6 +55,12 @@ impl TransactionRequest {
     fn operation(&self) -> Result<Operation, Invalid> {
         let mut c = Checker::default();
         let positive = |c: &mut Checker, field: &str, v: Option<i64>| -> i64 {
+            // Points are bounded by what one posting may move, amounts by MAX_AMOUNT.
+            let max = if field == "points" {
+                MAX_POINTS
+            } else {
+                MAX_AMOUNT
+            };
             match v {
                 None => {
                     c.fail(
@@ -63,10 +69,10 @@ impl TransactionRequest {
                     );
                     0
                 }
-                Some(n) if !(1..=MAX_AMOUNT).contains(&n) => {
+                Some(n) if !(1..=max).contains(&n) => {
                     c.fail(
                         field,
-                        format!("{field} must be between 1 and {MAX_AMOUNT}, got {n}"),
+                        format!("{field} must be between 1 and {}, got {n}", grouped(max)),
                     );
                     0
                 }
@@ -105,11 +111,13 @@ impl TransactionRequest {
             }
             TransactionType::Adjust => {
                 let points = self.points.unwrap_or(0);
-                if points == 0 || points.abs() > MAX_AMOUNT {
+                if points == 0 || !(-MAX_POINTS..=MAX_POINTS).contains(&points) {
                     c.fail(
                         "points",
                         format!(
-                            "an adjust needs non-zero points between -{MAX_AMOUNT} and {MAX_AMOUNT}"
+                            "an adjust needs non-zero points between -{} and {}",
+                            grouped(MAX_POINTS),
+                            grouped(MAX_POINTS)
                         ),
                     );
                 }
@@ -162,23 +170,15 @@ impl TransactionRequest {
 }
 
 /// Which roles may post which transactions: cashiers earn and redeem (within their key's
-/// points limit); adjusting and reversing is for admins and integrations.
-fn authorize(caller: &Caller, req: &TransactionRequest, op: &Operation) -> Result<(), ApiError> {
+/// limits, checked by the ledger in the posting's transaction); adjusting and reversing is
+/// for admins and integrations.
+fn authorize(caller: &Caller, req: &TransactionRequest) -> Result<(), ApiError> {
     match req.kind {
         TransactionType::Earn | TransactionType::Redeem => {
-            caller.require(&[Role::Admin, Role::Integration, Role::Cashier])?
+            caller.require(&[Role::Admin, Role::Integration, Role::Cashier])
         }
-        _ => caller.require(&[Role::Admin, Role::Integration])?,
+        _ => caller.require(&[Role::Admin, Role::Integration]),
     }
-    if caller.role == Role::Cashier
-        && let Some(limit) = caller.max_points
-        && op.named_points() > limit
-    {
-        return Err(ApiError::forbidden(format!(
-            "this cashier key may move at most {limit} points per operation; ask a manager"
-        )));
-    }
-    Ok(())
 }
 
 /// Post a change to a member's points. Requires an `Idempotency-Key` header: a retry with the
@@ -208,27 +208,24 @@ pub async fn post_transaction(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let op = req.operation()?;
-    authorize(&caller, &req, &op)?;
+    authorize(&caller, &req)?;
     // The hash covers the member and the request as parsed, so formatting differences in the
     // JSON do not count as a different request.
-    let canonical = serde_json::to_string(&json!({"member_id": member_id, "request": req}))
-        .expect("serialises");
-    let idempotency = Idempotency {
-        api_key_id: caller.key_id.clone(),
-        key: key.to_string(),
-        request_hash: data_encoding::HEXLOWER.encode(&Sha256::digest(canonical.as_bytes())),
+    let canonical = json!({"member_id": member_id, "request": req});
+    let idempotency = points::idempotency(&caller.key_id, key, &canonical);
+    let by = Actor {
+        id: Some(&caller.key_id),
+        limits: caller.limits,
     };
-    let (outcome, replayed) = state
-        .store
-        .post(
-            &member_id,
-            &op,
-            &req.origin(),
-            Some(&caller.key_id),
-            Some(&idempotency),
-            now_ms(),
-        )
-        .await?;
+    let (outcome, replayed) = points::post(
+        &state.store,
+        &member_id,
+        &op,
+        &req.origin(),
+        by,
+        Some(&idempotency),
+    )
+    .await?;
     let mut response = (StatusCode::CREATED, Json(TransactionView::from(&outcome))).into_response();
     if replayed {
         response

@@ -130,12 +130,15 @@ pub struct MemberSummary {
     /// The card's barcode value.
     pub barcode: String,
     pub points: i64,
+    /// The tier's name as the card shows it.
     pub tier: Option<String>,
+    /// The tier's stable id (`rules.tiers.levels[].id`); it survives renaming the tier.
+    pub tier_id: Option<String>,
     pub created_at: i64,
 }
 
-impl From<&Member> for MemberSummary {
-    fn from(m: &Member) -> Self {
+impl MemberSummary {
+    pub fn new(m: &Member, rules: &LoyaltyRules) -> Self {
         MemberSummary {
             id: m.id.clone(),
             program_id: m.program_id.clone(),
@@ -143,7 +146,8 @@ impl From<&Member> for MemberSummary {
             external_id: m.external_id.clone(),
             barcode: m.barcode.clone(),
             points: m.points,
-            tier: m.tier.clone(),
+            tier: rules.tier_name(m.tier.as_deref()).map(String::from),
+            tier_id: m.tier.clone(),
             created_at: m.created_at,
         }
     }
@@ -254,6 +258,7 @@ pub struct KeyView {
     pub name: String,
     pub role: String,
     pub max_points: Option<i64>,
+    pub max_points_per_day: Option<i64>,
     pub revoked: bool,
 }
 
@@ -268,6 +273,7 @@ pub struct KeyCreated {
     pub name: String,
     pub role: String,
     pub max_points: Option<i64>,
+    pub max_points_per_day: Option<i64>,
     /// The full key, shown only in this response; only its hash is stored.
     pub key: String,
 }

@@ -19,12 +19,12 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::cards::CardError;
 use crate::domain::enrollment::{Ask, EnrollmentSettings};
 use crate::domain::template::PLACEHOLDERS;
 use crate::domain::template::checks::{self, Finding, Severity};
 use crate::domain::{BarcodeFormat, Invalid, NewProgram, Program, TemplateDesign, now_ms};
 use crate::passes::apple::images::{ImageKind, MAX_UPLOAD_BYTES};
+use crate::service::cards::ServiceError;
 use crate::storage::{Draft, PublishJob, Role, StorageError, TemplateSummary, VersionInfo};
 use crate::web::staff::{Refusal, Staff};
 
@@ -88,10 +88,10 @@ impl From<StorageError> for PageError {
     }
 }
 
-impl From<CardError> for PageError {
-    fn from(e: CardError) -> Self {
+impl From<ServiceError> for PageError {
+    fn from(e: ServiceError) -> Self {
         match e {
-            CardError::Storage(s) => s.into(),
+            ServiceError::Storage(s) => s.into(),
             e => PageError::Internal(e.to_string()),
         }
     }
@@ -193,15 +193,15 @@ async fn create_program(
                 .store
                 .insert_program(&new)
                 .await
-                .map_err(CardError::from),
+                .map_err(ServiceError::from),
             Err(e) => Err(e),
         },
         Err(e) => Err(e.into()),
     };
     let errors = match result {
         Ok(p) => return Ok(see_other(format!("/staff/programs/{}", p.id))),
-        Err(CardError::Invalid(i)) => i.problems.into_iter().map(|p| p.message).collect(),
-        Err(CardError::Storage(StorageError::Conflict(m))) => vec![m],
+        Err(ServiceError::Invalid(i)) => i.problems.into_iter().map(|p| p.message).collect(),
+        Err(ServiceError::Storage(StorageError::Conflict(m))) => vec![m],
         Err(e) => return Err(e.into()),
     };
     Ok((
@@ -332,18 +332,21 @@ async fn rename_program(
     let f = form::Submitted::new(pairs);
     staff.require(&[Role::Admin])?;
     staff.check_csrf(f.get("csrf"))?;
-    let mut c = crate::domain::Checker::default();
-    crate::domain::check_text(&mut c, "name", f.get("name"), 200);
-    crate::domain::check_text(&mut c, "organization_name", f.get("organization_name"), 200);
-    if let Err(e) = c.finish() {
-        let page = program_page_for(&state, &staff, &id, Some(e.to_string())).await?;
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    let renamed = crate::service::programs::rename(
+        &state.store,
+        &id,
+        f.get("name"),
+        f.get("organization_name"),
+    )
+    .await;
+    match renamed {
+        Ok(_) => Ok(see_other(format!("/staff/programs/{id}"))),
+        Err(ServiceError::Invalid(e)) => {
+            let page = program_page_for(&state, &staff, &id, Some(e.to_string())).await?;
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) => Err(e.into()),
     }
-    state
-        .store
-        .rename_program(&id, f.get("name"), f.get("organization_name"))
-        .await?;
-    Ok(see_other(format!("/staff/programs/{id}")))
 }
 
 /// A new template starts from a complete sample design, unpublished, without images.
@@ -726,10 +729,12 @@ async fn publish(
             job.total,
             if job.total == 1 { "" } else { "s" }
         )),
-        Err(CardError::Invalid(Invalid { .. })) => {
+        Err(ServiceError::Invalid(Invalid { .. })) => {
             Err("Not published: correct the errors marked below first.".to_string())
         }
-        Err(CardError::Storage(StorageError::Conflict(m))) => Err(format!("Not published: {m}.")),
+        Err(ServiceError::Storage(StorageError::Conflict(m))) => {
+            Err(format!("Not published: {m}."))
+        }
         Err(e) => return Err(e.into()),
     };
     let draft = state.store.template_draft(&id).await?;
@@ -804,7 +809,7 @@ async fn upload(
             .store
             .put_draft_image(&id, kind.name(), &[])
             .await
-            .map_err(CardError::from),
+            .map_err(ServiceError::from),
         (false, Some(bytes)) if !bytes.is_empty() => {
             state.cards.upload_draft_image(&id, kind, bytes).await
         }
@@ -820,7 +825,7 @@ async fn upload(
         .is_some_and(|v| v.contains("application/json"));
     let problems = match result {
         Ok(()) => Vec::new(),
-        Err(CardError::Invalid(i)) => i.problems,
+        Err(ServiceError::Invalid(i)) => i.problems,
         Err(e) => return Err(e.into()),
     };
     if wants_json {

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::domain::enrollment::{Ask, EnrollmentSettings, JoinInput};
 use crate::domain::{Invalid, Member, Program, now_ms};
-use crate::ledger::{Idempotency, Operation, Origin};
+use crate::ledger::{Operation, Origin};
 use crate::secret::{constant_time_eq, random_token};
 use crate::storage::{ConsentRecord, StorageError};
 use crate::web::staff::{cookie, set_cookie};
@@ -291,36 +291,24 @@ async fn join_member(
             recorded_at: now,
         });
     }
+    let welcome = Operation::EarnPoints {
+        points: s.welcome_bonus,
+    };
+    let origin = Origin {
+        channel: Some("join".into()),
+        ..Origin::default()
+    };
     let (member, _, created) = state
         .store
-        .join_member(&open.program, &open.template, join, &consents)
+        .join_member(
+            &open.program,
+            &open.template,
+            join,
+            &consents,
+            (s.welcome_bonus > 0).then_some((&welcome, &origin)),
+        )
         .await?;
     tracing::info!(member = %member.id, created, "joined");
-    if created && s.welcome_bonus > 0 {
-        // Keyed by the member: however often this runs, the bonus is credited once.
-        let idempotency = Idempotency {
-            api_key_id: "system:welcome".into(),
-            key: member.id.clone(),
-            request_hash: "welcome".into(),
-        };
-        let origin = Origin {
-            channel: Some("join".into()),
-            ..Origin::default()
-        };
-        state
-            .store
-            .post(
-                &member.id,
-                &Operation::EarnPoints {
-                    points: s.welcome_bonus,
-                },
-                &origin,
-                Some("system:welcome"),
-                Some(&idempotency),
-                now,
-            )
-            .await?;
-    }
     Ok(member)
 }
 

@@ -9,6 +9,7 @@ pub mod callback;
 pub mod client;
 pub mod jwt;
 pub mod model;
+#[cfg(feature = "test-support")]
 pub mod standin;
 pub mod sync;
 

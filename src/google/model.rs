@@ -171,7 +171,10 @@ pub fn loyalty_object(
 ) -> Value {
     let subs = Substitutions {
         balance: member.points,
-        tier: member.tier.as_deref().unwrap_or(""),
+        tier: program
+            .rules
+            .tier_name(member.tier.as_deref())
+            .unwrap_or(""),
         member_name: &member.display_name,
         external_id: member.external_id.as_deref().unwrap_or(""),
         barcode: &member.barcode,
@@ -208,7 +211,7 @@ pub fn loyalty_object(
     if let Some(l) = localized(design, &label, 9) {
         object["loyaltyPoints"]["localizedLabel"] = l;
     }
-    if let Some(tier) = &member.tier {
+    if let Some(tier) = program.rules.tier_name(member.tier.as_deref()) {
         object["secondaryLoyaltyPoints"] =
             json!({"label": "Tier", "balance": {"string": cut(tier, 7)}});
     }

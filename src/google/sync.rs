@@ -4,6 +4,7 @@
 //! past it the update goes out silently, so the balance is always current and no request fails
 //! on the quota.
 
+use crate::supervisor::Beat;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,9 +216,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub async fn run(self) {
+    pub async fn run(&self, beat: Beat) {
         loop {
-            match self.run_once().await {
+            let round = self.run_once().await;
+            if round.is_ok() {
+                beat.ok();
+            }
+            match round {
                 Ok(n) if n as i64 >= BATCH => continue,
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "Google sync pass failed; retrying"),

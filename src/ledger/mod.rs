@@ -10,9 +10,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Checker, Invalid};
 
-/// The largest number of points or minor currency units one request may name: far above any
-/// real purchase, and small enough that no product of two such numbers overflows an i128.
+/// The largest amount in minor currency units one request may name: far above any real
+/// purchase, and small enough that no product with a rule's factors overflows an i128.
 pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
+/// The most points one posting may move, either way; a purchase that would earn more is refused.
+pub const MAX_POINTS: i64 = 1_000_000_000;
+
+/// The largest balance a member may hold; a posting that would pass it is refused. Far below
+/// `i64::MAX`, so no sum of balances or entries a report makes can overflow.
+pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
+
+/// `1000000000` as `1,000,000,000`, for limits named in errors.
+pub fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
 
 /// A program's loyalty rules, stored as one JSON document with the program.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -78,6 +98,10 @@ impl Default for TierRules {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
+    /// Stable id: members hold it, so renaming a tier keeps their standing and multiplier. Send
+    /// it back unchanged when editing the rules; a new tier without one gets its name as id.
+    #[serde(default)]
+    pub id: String,
     pub name: String,
     pub threshold: i64,
     /// Accrual multiplier in thousandths: 1200 earns 1.2x on purchases.
@@ -115,6 +139,12 @@ impl LoyaltyRules {
         let mut last = -1;
         for (i, t) in self.tiers.levels.iter().enumerate() {
             crate::domain::check_text(&mut c, &format!("tiers.levels[{i}].name"), &t.name, 50);
+            crate::domain::check_text(&mut c, &format!("tiers.levels[{i}].id"), &t.id, 50);
+            c.check(
+                !self.tiers.levels[..i].iter().any(|o| o.id == t.id),
+                "tiers.levels",
+                || format!("tier ids must be unique; {:?} appears twice", t.id),
+            );
             c.check(t.threshold > last, "tiers.levels", || {
                 format!(
                     "tiers.levels must have strictly ascending thresholds from 0; {:?} does not",
@@ -122,7 +152,7 @@ impl LoyaltyRules {
                 )
             });
             c.check(
-                (1..=MAX_AMOUNT).contains(&(t.threshold + 1)),
+                (0..MAX_AMOUNT).contains(&t.threshold),
                 "tiers.levels",
                 || {
                     format!(
@@ -146,17 +176,57 @@ impl LoyaltyRules {
         c.finish()
     }
 
-    /// The accrual multiplier (thousandths) of a tier; 1000 without one.
-    pub fn multiplier_for(&self, tier: Option<&str>) -> i64 {
-        tier.and_then(|t| self.tiers.levels.iter().find(|l| l.name == t))
-            .map_or(1000, |l| l.multiplier_milli)
+    /// Gives every tier without an id one: the id it had in `previous` under the same name
+    /// (a client that dropped the ids), else its name, made unique. Rules stored before tiers
+    /// had ids get their names, which is what members' `tier` holds for them.
+    pub fn assign_tier_ids(&mut self, previous: Option<&LoyaltyRules>) {
+        for i in 0..self.tiers.levels.len() {
+            if !self.tiers.levels[i].id.is_empty() {
+                continue;
+            }
+            let name = self.tiers.levels[i].name.clone();
+            let taken = |id: &str, levels: &[Tier]| levels.iter().any(|l| l.id == id);
+            let mut id = previous
+                .and_then(|p| p.tiers.levels.iter().find(|l| l.name == name))
+                .map_or_else(|| name.clone(), |l| l.id.clone());
+            let mut n = 2;
+            while taken(&id, &self.tiers.levels) {
+                id = format!("{name}-{n}");
+                n += 1;
+            }
+            self.tiers.levels[i].id = id;
+        }
     }
 
-    /// Points a purchase of `amount_minor` earns at a tier multiplier (thousandths), rounded down.
-    pub fn purchase_points(&self, amount_minor: i64, multiplier_milli: i64) -> i64 {
-        // One rounding, at the end: flooring before the multiplier would lose points.
+    /// The tier with this id, if the rules still have it.
+    pub fn tier(&self, id: Option<&str>) -> Option<&Tier> {
+        id.and_then(|id| self.tiers.levels.iter().find(|l| l.id == id))
+    }
+
+    /// The name a card shows for the tier with this id.
+    pub fn tier_name(&self, id: Option<&str>) -> Option<&str> {
+        self.tier(id).map(|t| t.name.as_str())
+    }
+
+    /// The accrual multiplier (thousandths) of a tier; 1000 without one.
+    pub fn multiplier_for(&self, tier: Option<&str>) -> i64 {
+        self.tier(tier).map_or(1000, |l| l.multiplier_milli)
+    }
+
+    /// Points a purchase of `amount_minor` earns at a tier multiplier (thousandths), rounded
+    /// down; refused when that is more than one posting may move.
+    pub fn purchase_points(&self, amount_minor: i64, multiplier_milli: i64) -> Result<i64, String> {
+        // One rounding, at the end: flooring before the multiplier would lose points. Every
+        // factor is bounded (amount by MAX_AMOUNT, the rule by `validate`), so i128 holds it.
         let numerator = amount_minor as i128 * self.earn.points as i128 * multiplier_milli as i128;
-        (numerator / (self.earn.per_minor as i128 * 1000)) as i64
+        let points = numerator / (self.earn.per_minor as i128 * 1000);
+        if points > MAX_POINTS as i128 {
+            return Err(format!(
+                "a purchase of {amount_minor} would earn {points} points; one posting may move at most {}",
+                grouped(MAX_POINTS)
+            ));
+        }
+        Ok(points as i64)
     }
 
     /// The tier for a qualifying total, if any.
@@ -168,12 +238,12 @@ impl LoyaltyRules {
             .find(|t| qualifying >= t.threshold)
     }
 
-    /// The tier above `current` (or the first one), for "N points to Gold".
+    /// The tier above `current` (an id), or the first one, for "N points to Gold".
     pub fn next_tier(&self, current: Option<&str>) -> Option<&Tier> {
         match current {
             None => self.tiers.levels.first(),
-            Some(name) => {
-                let i = self.tiers.levels.iter().position(|t| t.name == name)?;
+            Some(id) => {
+                let i = self.tiers.levels.iter().position(|t| t.id == id)?;
                 self.tiers.levels.get(i + 1)
             }
         }
@@ -269,13 +339,9 @@ impl Operation {
         }
     }
 
-    /// Points the operation names directly, for per-operation limits.
-    pub fn named_points(&self) -> i64 {
-        match self {
-            Operation::EarnPoints { points } | Operation::Redeem { points } => *points,
-            Operation::Adjust { points, .. } => points.abs(),
-            _ => 0,
-        }
+    /// Whether the operation counts toward a cashier's limits: purchases and redemptions.
+    pub fn is_limited(&self) -> bool {
+        matches!(self.kind(), EntryKind::Earn | EntryKind::Redeem)
     }
 }
 
@@ -323,6 +389,15 @@ pub struct Origin {
     pub channel: Option<String>,
     pub store_id: Option<String>,
     pub partner_id: Option<String>,
+}
+
+/// What one actor (an API key or a staff account) may move with purchases and redemptions,
+/// checked inside the ledger transaction so racing requests cannot pass it together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PointLimits {
+    pub per_operation: Option<i64>,
+    /// Per UTC day, summed over the actor's purchases and redemptions.
+    pub per_day: Option<i64>,
 }
 
 /// A retryable write's key: scoped to the API key that sent it, with a hash of the request.

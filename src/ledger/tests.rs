@@ -14,16 +14,19 @@ fn rules() -> LoyaltyRules {
             window_days: 365,
             levels: vec![
                 Tier {
+                    id: "bronze".into(),
                     name: "Bronze".into(),
                     threshold: 0,
                     multiplier_milli: 1000,
                 },
                 Tier {
+                    id: "silver".into(),
                     name: "Silver".into(),
                     threshold: 500,
                     multiplier_milli: 1200,
                 },
                 Tier {
+                    id: "gold".into(),
                     name: "Gold".into(),
                     threshold: 2000,
                     multiplier_milli: 1500,
@@ -36,11 +39,62 @@ fn rules() -> LoyaltyRules {
 #[test]
 fn purchases_earn_by_rule_and_multiplier() {
     let r = rules();
-    assert_eq!(r.purchase_points(12_345, 1000), 123);
-    assert_eq!(r.purchase_points(12_345, 1200), 148);
-    assert_eq!(r.purchase_points(99, 1500), 1, "1.485 rounds down once");
-    assert_eq!(r.purchase_points(66, 1500), 0);
-    assert_eq!(r.purchase_points(MAX_AMOUNT, 10_000), MAX_AMOUNT / 100 * 10);
+    assert_eq!(r.purchase_points(12_345, 1000), Ok(123));
+    assert_eq!(r.purchase_points(12_345, 1200), Ok(148));
+    assert_eq!(r.purchase_points(99, 1500), Ok(1), "1.485 rounds down once");
+    assert_eq!(r.purchase_points(66, 1500), Ok(0));
+    assert_eq!(r.purchase_points(10_000_000_000, 10_000), Ok(MAX_POINTS));
+    // The largest rule and amount: 10^12 * 10^6 * 10x would be 10^19 points, past i64::MAX.
+    let mut big = rules();
+    big.earn = EarnRule {
+        points: 1_000_000,
+        per_minor: 1,
+    };
+    let refused = big.purchase_points(MAX_AMOUNT, 10_000).unwrap_err();
+    assert!(refused.contains("at most 1,000,000,000"), "{refused}");
+    assert!(big.purchase_points(1000, 1000).is_ok());
+}
+
+#[test]
+fn grouped_numbers() {
+    assert_eq!(grouped(1_000_000_000), "1,000,000,000");
+    assert_eq!(grouped(-1_000), "-1,000");
+    assert_eq!(grouped(999), "999");
+    assert_eq!(grouped(i64::MIN), "-9,223,372,036,854,775,808");
+}
+
+#[test]
+fn tier_ids_survive_renames() {
+    let old = rules();
+    let mut renamed = rules();
+    renamed.tiers.levels[1].name = "Argent".into();
+    assert_eq!(renamed.multiplier_for(Some("silver")), 1200);
+    assert_eq!(renamed.tier_name(Some("silver")), Some("Argent"));
+    assert_eq!(renamed.next_tier(Some("silver")).unwrap().name, "Gold");
+    // A client that drops the ids keeps them by name; a new tier takes its name, made unique.
+    let mut no_ids = rules();
+    no_ids.tiers.levels.iter_mut().for_each(|l| l.id.clear());
+    no_ids.tiers.levels.push(Tier {
+        id: String::new(),
+        name: "gold".into(),
+        threshold: 9000,
+        multiplier_milli: 2000,
+    });
+    no_ids.assign_tier_ids(Some(&old));
+    let ids: Vec<&str> = no_ids.tiers.levels.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(ids, ["bronze", "silver", "gold", "gold-2"]);
+    assert!(no_ids.validate().is_ok());
+    let mut twice = rules();
+    twice.tiers.levels[2].id = "silver".into();
+    let err = twice.validate().unwrap_err().to_string();
+    assert!(err.contains("unique"), "{err}");
+}
+
+#[test]
+fn huge_thresholds_are_refused_not_overflowed() {
+    let mut r = rules();
+    r.tiers.levels[2].threshold = i64::MAX;
+    assert!(r.validate().is_err());
 }
 
 #[test]
@@ -49,8 +103,8 @@ fn tiers_by_threshold() {
     assert_eq!(r.tier_for(499).unwrap().name, "Bronze");
     assert_eq!(r.tier_for(500).unwrap().name, "Silver");
     assert_eq!(r.tier_for(10_000).unwrap().name, "Gold");
-    assert_eq!(r.next_tier(Some("Silver")).unwrap().name, "Gold");
-    assert!(r.next_tier(Some("Gold")).is_none());
+    assert_eq!(r.next_tier(Some("silver")).unwrap().name, "Gold");
+    assert!(r.next_tier(Some("gold")).is_none());
     assert!(LoyaltyRules::default().tier_for(100).is_none());
 }
 

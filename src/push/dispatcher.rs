@@ -6,6 +6,7 @@
 //! device gets one push however many changes it covers. 410 and `BadDeviceToken` remove the
 //! registration; 429, 5xx and silence reschedule the row with exponential backoff and jitter.
 
+use crate::supervisor::Beat;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,7 +115,7 @@ impl Dispatcher {
     /// took) while batches are in flight, and starts again from the oldest due row only when
     /// every batch it took has been settled. Retries and late commits behind the cursor wait about
     /// `MAX_AHEAD` at most.
-    pub async fn run(self) {
+    pub async fn run(&self, beat: Beat) {
         let wake = self.store.changes();
         let (to_push, mut pushing) = mpsc::channel::<Batch>(1);
         let (to_settle, mut settling) = mpsc::channel::<PushSettlement>(SETTLE_QUEUE);
@@ -129,7 +130,11 @@ impl Dispatcher {
                     cursor.clear();
                     since_reset = Instant::now();
                 }
-                match self.fetch(&cursor).await {
+                let fetched = self.fetch(&cursor).await;
+                if fetched.is_ok() {
+                    beat.ok();
+                }
+                match fetched {
                     Ok(Some(batch)) => {
                         let full = batch.rows as i64 >= BATCH;
                         cursor = batch.last_id.clone();

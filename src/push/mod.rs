@@ -3,4 +3,5 @@
 
 pub mod apns;
 pub mod dispatcher;
+#[cfg(feature = "test-support")]
 pub mod standin;

@@ -4,8 +4,8 @@
 //!
 //! Every operation carries an idempotency key the page makes once per operation, so a double
 //! tap or a retry after a dropped connection posts once. Cashier limits (points per operation,
-//! per UTC day) are enforced here, with a message that says which and why. Lookups are
-//! throttled per staff account.
+//! per UTC day) are enforced by the ledger inside the posting's transaction, and refused here
+//! with a message that says which and why. Lookups are throttled per staff account.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -16,12 +16,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::domain::{Member, now_ms};
-use crate::ledger::{Idempotency, MAX_AMOUNT, Operation, Origin};
-use crate::storage::{Role, StorageError};
+use crate::ledger::{MAX_AMOUNT, MAX_POINTS, Operation, Origin, PointLimits};
+use crate::service::points;
+use crate::storage::{Actor, Role, StorageError};
 use crate::web::staff::Staff;
 
 const CASHIERS: &[Role] = &[Role::Cashier, Role::Admin];
@@ -118,7 +118,7 @@ async fn member_json(state: &AppState, m: &Member) -> Result<serde_json::Value, 
         "name": m.display_name,
         "program": program.name,
         "points": m.points,
-        "tier": m.tier,
+        "tier": program.rules.tier_name(m.tier.as_deref()),
         "next_expiry": standing.next_expiry.map(|(at, points)| json!({
             "date": crate::domain::template::w3c_date(at).get(..10).unwrap_or_default().to_string(),
             "points": points,
@@ -204,8 +204,12 @@ async fn operate(
             "the operation key must have 8 to 255 characters",
         );
     }
-    let in_range = |v: Option<i64>| v.filter(|n| (1..=MAX_AMOUNT).contains(n));
-    let op = match (&req.kind, in_range(req.amount_minor), in_range(req.points)) {
+    let in_range = |v: Option<i64>, max: i64| v.filter(|n| (1..=max).contains(n));
+    let op = match (
+        &req.kind,
+        in_range(req.amount_minor, MAX_AMOUNT),
+        in_range(req.points, MAX_POINTS),
+    ) {
         (Kind::Purchase, Some(amount_minor), _) => Operation::EarnPurchase { amount_minor },
         (Kind::Redeem, _, Some(points)) => Operation::Redeem { points },
         (Kind::Purchase, None, _) => {
@@ -223,43 +227,32 @@ async fn operate(
     };
     let user = &staff.session.user;
     let actor = format!("staff:{}", user.id);
-    let member = match state.store.get_member(&member_id).await {
-        Ok(m) => m,
-        Err(StorageError::NotFound(_)) => return refuse(StatusCode::NOT_FOUND, "no such member"),
-        Err(e) => return internal(e),
-    };
-    // A retry of an operation that went through is replayed, whatever the limits say now.
-    let retry = match state.store.idempotency_key_used(&actor, key).await {
-        Ok(r) => r,
-        Err(e) => return internal(e),
-    };
-    if !retry && let Err(r) = check_limits(&state, user, &actor, &member, &op).await {
-        return r.into_response();
-    }
-    let canonical = serde_json::to_string(&json!({
+    let canonical = json!({
         "member_id": member_id, "kind": req.kind, "amount_minor": req.amount_minor, "points": req.points,
-    }))
-    .expect("serialises");
-    let idempotency = Idempotency {
-        api_key_id: actor.clone(),
-        key: key.to_string(),
-        request_hash: data_encoding::HEXLOWER.encode(&Sha256::digest(canonical.as_bytes())),
-    };
+    });
+    let idempotency = points::idempotency(&actor, key, &canonical);
     let origin = Origin {
         channel: Some("scan".into()),
         ..Origin::default()
     };
-    match state
-        .store
-        .post(
-            &member_id,
-            &op,
-            &origin,
-            Some(&actor),
-            Some(&idempotency),
-            now_ms(),
-        )
-        .await
+    // The ledger replays a retry of an operation that went through before it checks the
+    // limits, and checks them in the posting's own transaction.
+    let by = Actor {
+        id: Some(&actor),
+        limits: PointLimits {
+            per_operation: user.max_points_per_operation,
+            per_day: user.max_points_per_day,
+        },
+    };
+    match points::post(
+        &state.store,
+        &member_id,
+        &op,
+        &origin,
+        by,
+        Some(&idempotency),
+    )
+    .await
     {
         Ok((outcome, replayed)) => {
             tracing::info!(member = %member_id, staff = %user.id, points = outcome.entry.points, replayed, "cashier operation");
@@ -287,59 +280,28 @@ async fn operate(
             StatusCode::CONFLICT,
             "this operation was already recorded with other details; start a new one",
         ),
-        Err(e) => internal(e),
-    }
-}
-
-/// Refuses an operation past the cashier's limits, saying which limit and by how much.
-async fn check_limits(
-    state: &AppState,
-    user: &crate::storage::StaffUser,
-    actor: &str,
-    member: &Member,
-    op: &Operation,
-) -> Result<(), Refused> {
-    if user.max_points_per_operation.is_none() && user.max_points_per_day.is_none() {
-        return Ok(());
-    }
-    let points = match op {
-        Operation::EarnPurchase { amount_minor } => {
-            let program = state
-                .store
-                .get_program(&member.program_id)
-                .await
-                .map_err(failed)?;
-            let multiplier = program.rules.multiplier_for(member.tier.as_deref());
-            program.rules.purchase_points(*amount_minor, multiplier)
-        }
-        other => other.named_points(),
-    };
-    if let Some(limit) = user.max_points_per_operation
-        && points > limit
-    {
-        return Err(Refused(
+        Err(StorageError::OverLimit {
+            limit,
+            points,
+            moved_today: None,
+        }) => refuse(
             StatusCode::FORBIDDEN,
             format!(
-                "this operation moves {points} points; your account may move at most {limit} in one operation. Ask a manager."
+                "this operation moves {points} points; your account may move at most {limit} points in one operation. Ask a manager."
             ),
-        ));
+        ),
+        Err(StorageError::OverLimit {
+            limit,
+            points,
+            moved_today: Some(moved),
+        }) => refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "your account may move at most {limit} points a day (UTC); {moved} moved today, and this operation moves {points}. Ask a manager."
+            ),
+        ),
+        Err(StorageError::NotFound(_)) => refuse(StatusCode::NOT_FOUND, "no such member"),
+        Err(StorageError::Rejected(why)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, why),
+        Err(e) => internal(e),
     }
-    if let Some(limit) = user.max_points_per_day {
-        const DAY: i64 = 86_400_000;
-        let today = now_ms().div_euclid(DAY) * DAY;
-        let moved = state
-            .store
-            .points_moved_by(actor, today)
-            .await
-            .map_err(failed)?;
-        if moved + points > limit {
-            return Err(Refused(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "your account may move at most {limit} points a day (UTC); {moved} moved today, and this operation moves {points}. Ask a manager."
-                ),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -135,39 +135,8 @@ impl Store {
     }
 
     pub async fn template_draft(&self, id: &str) -> Result<Draft> {
-        let row = sqlx::query("SELECT * FROM templates WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StorageError::NotFound("template"))?;
-        let template = rows::template(&row)?;
-        let draft: Option<String> = row.try_get("draft")?;
-        let design = match &draft {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| StorageError::Corrupt(format!("template draft: {e}")))?,
-            None => template.design.clone(),
-        };
-        let table = if draft.is_some() {
-            "template_draft_images"
-        } else {
-            "template_images"
-        };
-        let names = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT file_name FROM {table} WHERE template_id = $1 ORDER BY file_name"
-        )))
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("file_name"))
-        .collect::<Result<Vec<String>, _>>()?;
-        Ok(Draft {
-            template,
-            design,
-            has_draft: draft.is_some(),
-            archived_at: row.try_get("archived_at")?,
-            image_names: names,
-        })
+        let mut conn = self.pool.acquire().await?;
+        draft_in(&mut conn, id, "").await
     }
 
     /// The image files of the draft (or of the published version when there is no draft).
@@ -252,37 +221,37 @@ impl Store {
         Ok(())
     }
 
-    /// Makes `design` (the checked draft) and the draft's images the template's next version,
-    /// snapshots it, and starts the job that tells every holder's card. Returns the template as
-    /// published and the job.
-    pub async fn publish_template(
+    /// Makes the template's draft and its images the next version, snapshots it, and starts
+    /// the job that tells every holder's card. The draft is read and given to `check` inside
+    /// the transaction, under the template's lock, so what is checked is what is published;
+    /// `check` returns the design to publish or why not. Returns the template as published
+    /// and the job.
+    pub async fn publish_template<E>(
         &self,
         id: &str,
-        design: &TemplateDesign,
+        check: impl FnOnce(&Draft) -> std::result::Result<TemplateDesign, E>,
         by: &str,
         now: i64,
-    ) -> Result<(Template, PublishJob)> {
+    ) -> Result<std::result::Result<(Template, PublishJob), E>> {
         let mut tx = self.write_tx().await?;
         let lock = match self.backend {
             super::Backend::Sqlite => "",
             super::Backend::Postgres => " FOR UPDATE",
         };
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT version, draft FROM templates WHERE id = $1{lock}"
-        )))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StorageError::NotFound("template"))?;
-        let version: i64 = row.try_get("version")?;
-        let had_draft = row.try_get::<Option<String>, _>("draft")?.is_some();
+        let draft = draft_in(&mut tx, id, lock).await?;
+        let version = draft.template.version;
+        let had_draft = draft.has_draft;
         if !had_draft && version > 0 {
             return Err(StorageError::Conflict(
                 "nothing to publish: the draft is the published version".into(),
             ));
         }
+        let design = match check(&draft) {
+            Ok(design) => design,
+            Err(refused) => return Ok(Err(refused)),
+        };
         let next = version + 1;
-        let json = design_json(design);
+        let json = design_json(&design);
         sqlx::query(
             "UPDATE templates SET design = $2, draft = NULL, version = $3, updated_at = $4 WHERE id = $1",
         )
@@ -312,19 +281,28 @@ impl Store {
         )?;
         let job = self.publish_job_in(&mut tx, &job_id).await?;
         tx.commit().await?;
-        Ok((template, job))
+        Ok(Ok((template, job)))
     }
 
     /// One batch of a running publish job: the next `batch` holders' passes (by serial, past
     /// the job's cursor) are marked changed and queued for a push, and the job advances, in one
     /// transaction. Returns the job as it stands after the step.
     pub async fn publish_step(&self, job_id: &str, batch: i64, now: i64) -> Result<PublishJob> {
+        self.yield_to_postings().await;
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query("SELECT * FROM publish_jobs WHERE id = $1")
-            .bind(job_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StorageError::NotFound("publish job"))?;
+        // Two steps of one job never take the same holders: SQLite's writers are serialised,
+        // and on PostgreSQL the job row is locked.
+        let lock = match self.backend {
+            super::Backend::Sqlite => "",
+            super::Backend::Postgres => " FOR UPDATE",
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM publish_jobs WHERE id = $1{lock}"
+        )))
+        .bind(job_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StorageError::NotFound("publish job"))?;
         let current = job(&row)?;
         if current.status != "running" {
             return Ok(current);
@@ -347,21 +325,15 @@ impl Store {
             Some(r) => r.try_get("serial_number")?,
             None => after.clone(),
         };
-        if !passes.is_empty() {
-            sqlx::query(
-                "UPDATE passes SET updated_at = $4
-                 WHERE template_id = $1 AND serial_number > $2 AND serial_number <= $3",
-            )
-            .bind(&current.template_id)
-            .bind(&after)
-            .bind(&last)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            super::insert_template_outbox(&mut tx, &current.template_id, &members, now).await?;
-            self.queue_google(&mut tx, members.iter().map(String::as_str), now)
-                .await?;
-        }
+        self.cards_changed(
+            &mut tx,
+            &members,
+            super::changes::TEMPLATE_CHANGED,
+            &serde_json::json!({ "template_id": current.template_id, "version": current.version })
+                .to_string(),
+            now,
+        )
+        .await?;
         let finished = (passes.len() as i64) < batch;
         sqlx::query(
             "UPDATE publish_jobs SET done = done + $2, after_serial = $3, status = $4, finished_at = $5
@@ -505,15 +477,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound("program"));
         }
-        let templates =
-            sqlx::query("SELECT id, version FROM templates WHERE program_id = $1 AND version > 0")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-        for t in &templates {
-            let template_id: String = t.try_get("id")?;
-            start_publish_job(&mut tx, &template_id, t.try_get("version")?, now).await?;
-        }
+        republish_program(&mut tx, id, now).await?;
         tx.commit().await?;
         self.get_program(id).await
     }
@@ -533,9 +497,75 @@ impl Store {
     }
 }
 
+/// The draft as `template_draft` returns it, read on `conn` (`lock`: a row-lock clause).
+async fn draft_in(conn: &mut sqlx::AnyConnection, id: &str, lock: &str) -> Result<Draft> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM templates WHERE id = $1{lock}"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StorageError::NotFound("template"))?;
+    let template = rows::template(&row)?;
+    let draft: Option<String> = row.try_get("draft")?;
+    let design = match &draft {
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| StorageError::Corrupt(format!("template draft: {e}")))?,
+        None => template.design.clone(),
+    };
+    let table = if draft.is_some() {
+        "template_draft_images"
+    } else {
+        "template_images"
+    };
+    let names = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT file_name FROM {table} WHERE template_id = $1 ORDER BY file_name"
+    )))
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get("file_name"))
+    .collect::<Result<Vec<String>, _>>()?;
+    Ok(Draft {
+        template,
+        design,
+        has_draft: draft.is_some(),
+        archived_at: row.try_get("archived_at")?,
+        image_names: names,
+    })
+}
+
+/// Every published template of a program gets a publish job at its current version: the
+/// program's name or rules changed, and every card shows them. Google classes show the
+/// program's names, so they are marked to be sent again.
+pub(super) async fn republish_program(
+    tx: &mut Transaction<'static, Any>,
+    program_id: &str,
+    now: i64,
+) -> Result<()> {
+    let templates =
+        sqlx::query("SELECT id, version FROM templates WHERE program_id = $1 AND version > 0")
+            .bind(program_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    for t in &templates {
+        let template_id: String = t.try_get("id")?;
+        start_publish_job(tx, &template_id, t.try_get("version")?, now).await?;
+    }
+    sqlx::query(
+        "UPDATE google_classes SET version = -1
+         WHERE template_id IN (SELECT id FROM templates WHERE program_id = $1)",
+    )
+    .bind(program_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Starts the job that tells every holder of `template_id` about `version`, superseding a
 /// running one (the new job covers the same holders). Returns the job's id.
-async fn start_publish_job(
+pub(super) async fn start_publish_job(
     tx: &mut Transaction<'static, Any>,
     template_id: &str,
     version: i64,

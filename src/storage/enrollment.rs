@@ -6,6 +6,7 @@ use sqlx::Row;
 use super::{Result, StorageError, Store, new_id, rows};
 use crate::domain::enrollment::{EnrollmentSettings, Join};
 use crate::domain::{Member, NewMember, Pass, Program, Template};
+use crate::ledger::{Operation, Origin};
 
 /// One consent as recorded: what was shown and what was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +78,7 @@ impl Store {
         template: &Template,
         join: &Join,
         consents: &[ConsentRecord],
+        welcome: Option<(&Operation, &Origin)>,
     ) -> Result<(Member, Pass, bool)> {
         let now = crate::domain::now_ms();
         let mut tx = self.write_tx().await?;
@@ -113,6 +115,15 @@ impl Store {
                     Some((&join.email, &join.phone, &join.birthday)),
                 )
                 .await?;
+                // The welcome bonus commits with the member: a crash can lose neither alone.
+                if let Some((op, origin)) = welcome {
+                    let by = super::Actor {
+                        id: Some("system:welcome"),
+                        ..Default::default()
+                    };
+                    self.post_in_tx(&mut tx, &member.id, op, origin, by, now)
+                        .await?;
+                }
                 (member.id, true)
             }
         };
@@ -134,6 +145,9 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if created && welcome.is_some() {
+            self.changed.notify_one();
+        }
         let member = self.get_member(&member_id).await?;
         let pass = self.pass_for_member(&member_id).await?;
         Ok((member, pass, created))
@@ -196,19 +210,6 @@ impl Store {
             r.try_get("phone")?,
             r.try_get("birthday")?,
         ))
-    }
-
-    /// Points moved (earned or redeemed, counted positive) by `actor` since `since`.
-    pub async fn points_moved_by(&self, actor: &str, since: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(ABS(points)), 0) AS BIGINT) AS n FROM ledger_entries
-             WHERE api_key_id = $1 AND created_at >= $2",
-        )
-        .bind(actor)
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
-        rows::int(&row, "n")
     }
 
     /// Imports one batch of members in one transaction. Rows whose external id exists in the

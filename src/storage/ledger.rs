@@ -10,10 +10,11 @@ use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Row};
 
+use super::changes::{OUTBOX_SQL, POINTS_CHANGED, bump_member_sql};
 use super::{Backend, Result, StorageError, Store, new_id, rows};
 use crate::ledger::{
-    Entry, EntryKind, Idempotency, Lot, LoyaltyRules, Operation, Origin, Outcome, TierBasis,
-    consume, expiry_at, refund_points,
+    Entry, EntryKind, Idempotency, Lot, LoyaltyRules, MAX_BALANCE, MAX_POINTS, Operation, Origin,
+    Outcome, PointLimits, TierBasis, consume, expiry_at, grouped, refund_points,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -40,10 +41,19 @@ impl Drop for Unfinished {
     }
 }
 
+/// Who posts a change: the API key or `staff:<id>` recorded on the entry, and the limits on
+/// what they may move.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Actor<'a> {
+    pub id: Option<&'a str>,
+    pub limits: PointLimits,
+}
+
 /// A member row with the program's rules, read under the write lock, and the stored result of
 /// the idempotency key if it was used before.
 struct Locked {
     points: i64,
+    /// The tier's id.
     tier: Option<String>,
     rules: LoyaltyRules,
     /// `(request_hash, response)` of an earlier request with the same key.
@@ -82,13 +92,32 @@ impl Store {
         idempotency: Option<&Idempotency>,
         now: i64,
     ) -> Result<(Outcome, bool)> {
+        let by = Actor {
+            id: api_key_id,
+            limits: PointLimits::default(),
+        };
+        self.post_by(member_id, op, origin, by, idempotency, now)
+            .await
+    }
+
+    /// `post` by an actor whose limits are checked in the same transaction: a retry of a
+    /// recorded key is replayed first, then the limits, so a retry is never refused.
+    pub async fn post_by(
+        &self,
+        member_id: &str,
+        op: &Operation,
+        origin: &Origin,
+        by: Actor<'_>,
+        idempotency: Option<&Idempotency>,
+        now: i64,
+    ) -> Result<(Outcome, bool)> {
         let result = match self
-            .post_once(member_id, op, origin, api_key_id, idempotency, now)
+            .post_once(member_id, op, origin, by, idempotency, now)
             .await
         {
             // A concurrent request with the same key committed first; now we find its result.
             Err(StorageError::IdempotencyRace) => {
-                self.post_once(member_id, op, origin, api_key_id, idempotency, now)
+                self.post_once(member_id, op, origin, by, idempotency, now)
                     .await
             }
             other => other,
@@ -99,16 +128,32 @@ impl Store {
         result
     }
 
+    /// Posts inside the caller's write transaction, without idempotency: for a change that
+    /// must commit with another write (a welcome bonus with its member).
+    pub(super) async fn post_in_tx(
+        &self,
+        tx: &mut sqlx::Transaction<'static, Any>,
+        member_id: &str,
+        op: &Operation,
+        origin: &Origin,
+        by: Actor<'_>,
+        now: i64,
+    ) -> Result<Outcome> {
+        let args = (member_id, op, origin, by, None, now);
+        Ok(self.post_in(tx, false, args).await?.0)
+    }
+
     async fn post_once(
         &self,
         member_id: &str,
         op: &Operation,
         origin: &Origin,
-        api_key_id: Option<&str>,
+        by: Actor<'_>,
         idempotency: Option<&Idempotency>,
         now: i64,
     ) -> Result<(Outcome, bool)> {
-        let args = (member_id, op, origin, api_key_id, idempotency, now);
+        let args = (member_id, op, origin, by, idempotency, now);
+        let _posting = self.posting();
         match self.backend {
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
@@ -144,11 +189,11 @@ impl Store {
         &self,
         conn: &mut AnyConnection,
         script_tx: bool,
-        (member_id, op, origin, api_key_id, idempotency, now): (
+        (member_id, op, origin, by, idempotency, now): (
             &str,
             &Operation,
             &Origin,
-            Option<&str>,
+            Actor<'_>,
             Option<&Idempotency>,
             i64,
         ),
@@ -179,7 +224,10 @@ impl Store {
         match op {
             Operation::EarnPurchase { amount_minor } => {
                 let multiplier = member.rules.multiplier_for(member.tier.as_deref());
-                entry.points = member.rules.purchase_points(*amount_minor, multiplier);
+                entry.points = member
+                    .rules
+                    .purchase_points(*amount_minor, multiplier)
+                    .map_err(StorageError::Rejected)?;
                 entry.amount_minor = Some(*amount_minor);
             }
             Operation::EarnPoints { points } => entry.points = *points,
@@ -202,10 +250,26 @@ impl Store {
                 entry.reverses_entry_id = Some(entry_id.clone());
             }
         }
+        if entry.points.unsigned_abs() > MAX_POINTS as u64 {
+            return Err(StorageError::Rejected(format!(
+                "points must be between -{} and {}",
+                grouped(MAX_POINTS),
+                grouped(MAX_POINTS)
+            )));
+        }
         if entry.points < -member.points {
             return Err(StorageError::Insufficient {
                 available: member.points,
             });
+        }
+        if member.points + entry.points > MAX_BALANCE {
+            return Err(StorageError::Rejected(format!(
+                "a balance may not exceed {} points",
+                grouped(MAX_BALANCE)
+            )));
+        }
+        if op.is_limited() {
+            self.check_limits(conn, by, entry.points.abs(), now).await?;
         }
         let takes = if entry.points < 0 {
             lots_to_take(conn, member_id, -entry.points, member.points).await?
@@ -218,15 +282,16 @@ impl Store {
         } else {
             None
         };
+        let tier = promoted.as_deref().or(member.tier.as_deref());
         let outcome = Outcome {
             balance: member.points + entry.points,
-            tier: promoted.clone().or(member.tier.clone()),
+            tier: member.rules.tier_name(tier).map(String::from),
             entry,
             uncollected,
         };
         let change = Change {
             entry: &outcome.entry,
-            api_key_id,
+            api_key_id: by.id,
             new_lot: (outcome.entry.points > 0)
                 .then(|| member.rules.expiry_days.map(|d| expiry_at(now, d))),
             takes,
@@ -241,6 +306,60 @@ impl Store {
         };
         self.write_change(conn, &change, script_tx).await?;
         Ok((outcome, false))
+    }
+
+    /// Refuses a purchase or redemption of `points` past the actor's limits. On PostgreSQL the
+    /// actor is locked for the rest of the transaction first, so two postings cannot both count
+    /// the day's total without the other; SQLite writers are serialised already.
+    async fn check_limits(
+        &self,
+        conn: &mut AnyConnection,
+        by: Actor<'_>,
+        points: i64,
+        now: i64,
+    ) -> Result<()> {
+        let (Some(actor), limits) = (by.id, by.limits) else {
+            return Ok(());
+        };
+        if let Some(limit) = limits.per_operation
+            && points > limit
+        {
+            return Err(StorageError::OverLimit {
+                limit,
+                points,
+                moved_today: None,
+            });
+        }
+        let Some(limit) = limits.per_day else {
+            return Ok(());
+        };
+        if self.backend == Backend::Postgres {
+            // execute, not fetch: the Any driver cannot decode the function's void result.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tessera-limit:' || $1))")
+                .bind(actor)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let today = now.div_euclid(DAY_MS) * DAY_MS;
+        let moved = rows::int(
+            &sqlx::query(
+                "SELECT CAST(COALESCE(SUM(ABS(points)), 0) AS BIGINT) AS n FROM ledger_entries
+                 WHERE api_key_id = $1 AND created_at >= $2 AND kind IN ('earn', 'redeem')",
+            )
+            .bind(actor)
+            .bind(today)
+            .fetch_one(&mut *conn)
+            .await?,
+            "n",
+        )?;
+        if moved + points > limit {
+            return Err(StorageError::OverLimit {
+                limit,
+                points,
+                moved_today: Some(moved),
+            });
+        }
+        Ok(())
     }
 
     /// Reads and locks the member with the program's rules and any earlier use of the
@@ -295,9 +414,13 @@ impl Store {
                 "a refund needs the external_ref of the purchase it refunds".into(),
             )
         })?;
-        let sums = "SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) AS points,
-                           CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS amount, COUNT(*) AS n
-                    FROM ledger_entries WHERE member_id = $1 AND external_ref = $2 AND kind = $3";
+        // Reversed entries no longer count: a reversed purchase has nothing left to refund, and
+        // a reversed refund gives its amount back to the allowance.
+        let sums = "SELECT CAST(COALESCE(SUM(e.points), 0) AS BIGINT) AS points,
+                           CAST(COALESCE(SUM(e.amount_minor), 0) AS BIGINT) AS amount, COUNT(*) AS n
+                    FROM ledger_entries e
+                    WHERE e.member_id = $1 AND e.external_ref = $2 AND e.kind = $3
+                      AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)";
         let purchase = sqlx::query(sums)
             .bind(member_id)
             .bind(reference)
@@ -305,7 +428,19 @@ impl Store {
             .fetch_one(&mut *conn)
             .await?;
         if rows::int(&purchase, "n")? == 0 {
-            return Err(StorageError::NotFound("purchase with that external_ref"));
+            let any = sqlx::query(
+                "SELECT 1 AS one FROM ledger_entries WHERE member_id = $1 AND external_ref = $2 AND kind = 'earn'",
+            )
+            .bind(member_id)
+            .bind(reference)
+            .fetch_optional(&mut *conn)
+            .await?;
+            return Err(match any {
+                Some(_) => StorageError::Rejected(
+                    "that purchase was reversed; there is nothing left to refund".into(),
+                ),
+                None => StorageError::NotFound("purchase with that external_ref"),
+            });
         }
         let refunds = sqlx::query(sums)
             .bind(member_id)
@@ -353,7 +488,10 @@ impl Store {
         if original.kind == EntryKind::Earn
             && let Some(reference) = &original.origin.external_ref
         {
-            let refunded = sqlx::query("SELECT 1 FROM ledger_entries WHERE member_id = $1 AND external_ref = $2 AND kind = 'refund'")
+            let refunded = sqlx::query(
+                "SELECT 1 FROM ledger_entries e WHERE e.member_id = $1 AND e.external_ref = $2 AND e.kind = 'refund'
+                 AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)",
+            )
                 .bind(member_id)
                 .bind(reference)
                 .fetch_optional(&mut *conn)
@@ -378,7 +516,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<String>> {
         let levels = &member.rules.tiers.levels;
-        let rank = |name: Option<&str>| name.and_then(|n| levels.iter().position(|l| l.name == n));
+        let rank = |id: Option<&str>| id.and_then(|id| levels.iter().position(|l| l.id == id));
         let current = rank(member.tier.as_deref());
         if levels.is_empty() || current == Some(levels.len() - 1) {
             return Ok(None);
@@ -389,10 +527,7 @@ impl Store {
             TierBasis::Points => entry.points,
             TierBasis::Spend => entry.amount_minor.unwrap_or(0),
         };
-        let computed = member
-            .rules
-            .tier_for(before + added)
-            .map(|t| t.name.clone());
+        let computed = member.rules.tier_for(before + added).map(|t| t.id.clone());
         Ok(if rank(computed.as_deref()) > current {
             computed
         } else {
@@ -551,17 +686,6 @@ impl Store {
     }
 
     /// Forgets idempotency keys older than `before`; returns how many.
-    /// Whether a write with this key was already recorded for `scope` (a retry, to be replayed).
-    pub async fn idempotency_key_used(&self, scope: &str, key: &str) -> Result<bool> {
-        let row =
-            sqlx::query("SELECT 1 AS one FROM idempotency_keys WHERE api_key_id = $1 AND key = $2")
-                .bind(scope)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.is_some())
-    }
-
     pub async fn purge_idempotency_keys(&self, before: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(before)
@@ -581,14 +705,22 @@ where
     E: sqlx::Executor<'e, Database = Any>,
 {
     let since = now - rules.tiers.window_days as i64 * DAY_MS;
+    // Refunds count against the total, and a reversal undoes what its entry counted.
     let sql = match rules.tiers.basis {
         TierBasis::Points => {
-            "SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) AS total FROM ledger_entries
-             WHERE member_id = $1 AND kind = 'earn' AND created_at >= $2"
+            "SELECT CAST(COALESCE(SUM(e.points), 0) AS BIGINT) AS total
+             FROM ledger_entries e LEFT JOIN ledger_entries o ON o.id = e.reverses_entry_id
+             WHERE e.member_id = $1 AND e.created_at >= $2
+               AND (e.kind IN ('earn', 'refund') OR o.kind IN ('earn', 'refund'))"
         }
         TierBasis::Spend => {
-            "SELECT CAST(COALESCE(SUM(CASE WHEN kind = 'earn' THEN amount_minor ELSE -amount_minor END), 0) AS BIGINT) AS total
-             FROM ledger_entries WHERE member_id = $1 AND kind IN ('earn', 'refund') AND amount_minor IS NOT NULL AND created_at >= $2"
+            "SELECT CAST(COALESCE(SUM(CASE WHEN e.kind = 'earn' THEN e.amount_minor
+                                           WHEN e.kind = 'refund' THEN -e.amount_minor
+                                           WHEN o.kind = 'earn' THEN -o.amount_minor
+                                           ELSE o.amount_minor END), 0) AS BIGINT) AS total
+             FROM ledger_entries e LEFT JOIN ledger_entries o ON o.id = e.reverses_entry_id
+             WHERE e.member_id = $1 AND e.created_at >= $2
+               AND (e.kind IN ('earn', 'refund') OR o.kind IN ('earn', 'refund'))"
         }
     };
     let row: AnyRow = sqlx::query(sql)
@@ -702,13 +834,19 @@ impl Store {
             );
         }
         b.push(
-            "UPDATE passes SET updated_at = ? WHERE member_id = ?",
-            vec![now, text(e.member_id.clone())],
+            &bump_member_sql(),
+            vec![now, Arg::Int(Some(e.created_at)), text(e.member_id.clone())],
         );
         let payload = serde_json::json!({"entry_id": e.id, "kind": e.kind.as_str(), "points": e.points, "balance": c.balance});
         b.push(
-            "INSERT INTO outbox (id, topic, member_id, payload, created_at) VALUES (?, 'member.points_changed', ?, ?, ?)",
-            vec![text(new_id()), text(e.member_id.clone()), text(payload.to_string()), Arg::Int(Some(e.created_at))],
+            OUTBOX_SQL,
+            vec![
+                text(new_id()),
+                text(POINTS_CHANGED.to_string()),
+                text(e.member_id.clone()),
+                text(payload.to_string()),
+                Arg::Int(Some(e.created_at)),
+            ],
         );
         if let Some((i, response)) = &c.idempotency {
             b.push(

@@ -5,6 +5,7 @@
 //! the backend. Writes that must not interleave open `BEGIN IMMEDIATE` on SQLite, so a writer
 //! takes the lock up front instead of failing to upgrade a read lock halfway.
 
+mod changes;
 mod designer;
 mod enrollment;
 mod google;
@@ -16,7 +17,7 @@ mod staff;
 pub use designer::{Draft, PublishJob, TemplateSummary, VersionInfo};
 pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
 pub use google::{GoogleMessage, GoogleObject, GooglePending};
-pub use ledger::{MemberStanding, OutboxRow};
+pub use ledger::{Actor, MemberStanding, OutboxRow};
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
 pub use staff::{StaffSession, StaffUser};
 
@@ -62,6 +63,14 @@ pub enum StorageError {
     /// A well-formed request that the ledger's rules refuse.
     #[error("{0}")]
     Rejected(String),
+    /// A purchase or redemption past the actor's limit: one operation (`moved_today` is
+    /// `None`) or the day's total.
+    #[error("this operation moves {points} points, past the limit of {limit}")]
+    OverLimit {
+        limit: i64,
+        points: i64,
+        moved_today: Option<i64>,
+    },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -108,8 +117,8 @@ pub struct ApiKeyRecord {
     pub role: Role,
     pub secret_hash: String,
     pub revoked: bool,
-    /// For cashier keys: the most points one operation may move.
-    pub max_points: Option<i64>,
+    /// What the key may move with purchases and redemptions (cashier keys).
+    pub limits: crate::ledger::PointLimits,
 }
 
 #[derive(Clone)]
@@ -121,7 +130,33 @@ pub struct Store {
     changed: Arc<Notify>,
     /// Whether changes also queue a Google Wallet sync (`enable_google_sync`).
     google: Arc<std::sync::atomic::AtomicBool>,
+    /// Ledger postings under way: batch jobs let them through first (`yield_to_postings`).
+    postings: Arc<Postings>,
 }
+
+/// Counts ledger postings in flight, so a batch job (a publish step) starts its next batch only
+/// when no till is waiting for the write lock, instead of queueing tills behind every batch.
+#[derive(Default)]
+struct Postings {
+    active: std::sync::atomic::AtomicUsize,
+    idle: Notify,
+}
+
+/// Held for the length of one posting.
+struct Posting(Arc<Postings>);
+
+impl Drop for Posting {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The longest a batch job waits for postings to finish before it takes its turn anyway, so a
+/// steady stream of postings cannot starve it.
+const YIELD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Store {
     /// Connects to `url` (`sqlite:...` or `postgres:...`) and brings the schema up to date.
@@ -181,7 +216,36 @@ impl Store {
             backend,
             changed: Arc::new(Notify::new()),
             google: Arc::default(),
+            postings: Arc::default(),
         })
+    }
+
+    /// Marks a ledger posting under way until the guard drops.
+    fn posting(&self) -> Posting {
+        self.postings
+            .active
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Posting(self.postings.clone())
+    }
+
+    /// Waits (at most `YIELD_AT_MOST`) until no ledger posting is under way: batch jobs call
+    /// it before each batch, so tills never wait behind a stream of batches.
+    async fn yield_to_postings(&self) {
+        let wait = async {
+            loop {
+                let idle = self.postings.idle.notified();
+                if self
+                    .postings
+                    .active
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0
+                {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(YIELD_AT_MOST, wait).await;
     }
 
     /// Notified after each committed change that wrote to the outbox.
@@ -266,16 +330,22 @@ impl Store {
         rows::program(&row.ok_or(StorageError::NotFound("program"))?)
     }
 
-    /// Replaces a program's loyalty rules (validated by the caller).
+    /// Replaces a program's loyalty rules (validated by the caller). Cards show tiers and
+    /// expiry, so one publish job per published template tells every holder, as a new
+    /// template version would.
     pub async fn update_program_rules(&self, id: &str, rules: &LoyaltyRules) -> Result<Program> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE programs SET rules = $2 WHERE id = $1")
             .bind(id)
             .bind(serde_json::to_string(rules).expect("rules serialise"))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound("program"));
         }
+        designer::republish_program(&mut tx, id, now).await?;
+        tx.commit().await?;
         self.get_program(id).await
     }
 
@@ -353,8 +423,8 @@ impl Store {
         row.as_ref().map(rows::template).transpose()
     }
 
-    /// Replaces some of a template's image files and bumps its version; the passes that use
-    /// it are marked changed in the same transaction.
+    /// Replaces some of a template's image files and bumps its version; a publish job tells
+    /// every holder in batches, so the change never holds the write lock over all of them.
     pub async fn replace_template_images(
         &self,
         template_id: &str,
@@ -373,21 +443,6 @@ impl Store {
             return Err(StorageError::NotFound("template"));
         }
         upsert_images(&mut tx, template_id, images).await?;
-        sqlx::query("UPDATE passes SET updated_at = $2 WHERE template_id = $1")
-            .bind(template_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        // Every installed card shows the change: one outbox row per holder, committed with
-        // the change itself, for the push dispatcher.
-        let holders = sqlx::query("SELECT member_id FROM passes WHERE template_id = $1")
-            .bind(template_id)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get("member_id"))
-            .collect::<Result<Vec<String>, _>>()?;
-        insert_template_outbox(&mut tx, template_id, &holders, now).await?;
         let row = sqlx::query("SELECT * FROM templates WHERE id = $1")
             .bind(template_id)
             .fetch_one(&mut *tx)
@@ -403,10 +458,8 @@ impl Store {
             now,
         )
         .await?;
+        designer::start_publish_job(&mut tx, template_id, template.version, now).await?;
         tx.commit().await?;
-        if !holders.is_empty() {
-            self.changed.notify_one();
-        }
         Ok(template)
     }
 
@@ -609,17 +662,19 @@ impl Store {
         name: &str,
         role: Role,
         secret_hash: &str,
-        max_points: Option<i64>,
+        limits: crate::ledger::PointLimits,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, name, role, secret_hash, created_at, max_points) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, name, role, secret_hash, created_at, max_points, max_points_per_day)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
             .bind(id)
             .bind(name)
             .bind(role.as_str())
             .bind(secret_hash)
             .bind(now_ms())
-            .bind(max_points)
+            .bind(limits.per_operation)
+            .bind(limits.per_day)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -654,6 +709,7 @@ impl Store {
     }
 
     /// Benchmark baseline table; see `bench_bare_insert`.
+    #[cfg(feature = "bench")]
     pub async fn bench_prepare(&self) -> Result<()> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS bench_bare (id TEXT PRIMARY KEY, v BIGINT NOT NULL)",
@@ -665,6 +721,7 @@ impl Store {
 
     /// Benchmark baseline: one single-row INSERT in its own write transaction, opened the way
     /// ledger writes open theirs.
+    #[cfg(feature = "bench")]
     pub async fn bench_bare_insert(&self, id: &str, value: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO bench_bare (id, v) VALUES ($1, $2)")
@@ -673,6 +730,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// One round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -770,29 +833,6 @@ async fn insert_passes(
     Ok(())
 }
 
-impl Store {
-    /// With Google on, queues these members for a Google sync in the caller's transaction.
-    async fn queue_google<'a>(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        members: impl Iterator<Item = &'a str>,
-        now: i64,
-    ) -> Result<()> {
-        if !self.google_sync() {
-            return Ok(());
-        }
-        for m in members {
-            sqlx::query(sqlx::AssertSqlSafe(google::numbered(google::QUEUE_SQL)))
-                .bind(m)
-                .bind(now)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
-    }
-}
-
 /// Rows per multi-row INSERT of `insert_members_bulk` (5 parameters each, under SQLite's
 /// 32,766 and PostgreSQL's 65,535).
 const BULK_CHUNK: usize = 500;
@@ -811,45 +851,8 @@ fn values_list(rows: usize, per_row: usize, tail: &str) -> String {
         .join(", ")
 }
 
-/// One `template.changed` outbox row per member, for the push dispatcher, in the caller's
-/// transaction.
-async fn insert_template_outbox(
-    tx: &mut Transaction<'static, Any>,
-    template_id: &str,
-    members: &[String],
-    now: i64,
-) -> Result<()> {
-    let payload = serde_json::json!({ "template_id": template_id }).to_string();
-    for chunk in members.chunks(OUTBOX_CHUNK) {
-        let values = (0..chunk.len())
-            .map(|k| {
-                format!(
-                    "(${}, 'template.changed', ${}, $1, $2)",
-                    3 + 2 * k,
-                    4 + 2 * k
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO outbox (id, topic, member_id, payload, created_at) VALUES {values}"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&payload)
-            .bind(now);
-        for member in chunk {
-            q = q.bind(new_id()).bind(member);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
 /// Time-ordered ids (UUIDv7): new rows land at the end of each primary-key index instead of on
 /// a random page, which keeps ledger writes cheap as tables grow.
-/// Outbox rows per INSERT statement (two parameters each, under both backends' limits).
-const OUTBOX_CHUNK: usize = 400;
-
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

@@ -111,23 +111,32 @@ impl Store {
         Ok(())
     }
 
-    /// Serials of the passes of one type the device is registered for, with their change times,
-    /// changed after `since` when given.
-    pub async fn updated_serials(
+    /// How many of a template's passes changed at or after `since`.
+    pub async fn passes_changed_since(&self, template_id: &str, since: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM passes WHERE template_id = $1 AND updated_at >= $2",
+        )
+        .bind(template_id)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        rows::int(&row, "n")
+    }
+
+    /// Every pass of one type the device is registered for, with its version, by serial.
+    pub async fn registered_versions(
         &self,
         device: &str,
         pass_type_identifier: &str,
-        since: Option<i64>,
     ) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
             "SELECT p.serial_number, p.updated_at FROM registrations r
              JOIN passes p ON p.serial_number = r.serial_number
-             WHERE r.device_library_identifier = $1 AND p.pass_type_identifier = $2 AND p.updated_at > $3
-             ORDER BY p.updated_at, p.serial_number",
+             WHERE r.device_library_identifier = $1 AND p.pass_type_identifier = $2
+             ORDER BY p.serial_number",
         )
         .bind(device)
         .bind(pass_type_identifier)
-        .bind(since.unwrap_or(i64::MIN))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -284,6 +293,7 @@ impl Store {
     /// Writes back a dispatcher batch in one transaction (one commit, not one per push), with
     /// one statement per chunk of rows rather than one per row.
     pub async fn settle_pushes(&self, s: &PushSettlement, now: i64) -> Result<()> {
+        self.yield_to_postings().await;
         let mut tx = self.write_tx().await?;
         for chunk in s.finished.chunks(CHUNK) {
             let sql = format!(

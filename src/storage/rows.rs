@@ -9,7 +9,11 @@ use crate::ledger::{Entry, EntryKind, LoyaltyRules, Origin};
 
 pub fn rules(r: &AnyRow) -> Result<LoyaltyRules> {
     let text: String = r.try_get("rules")?;
-    serde_json::from_str(&text).map_err(|e| StorageError::Corrupt(format!("program rules: {e}")))
+    let mut rules: LoyaltyRules = serde_json::from_str(&text)
+        .map_err(|e| StorageError::Corrupt(format!("program rules: {e}")))?;
+    // Rules stored before tiers had ids: members hold the tier's name, so the name is the id.
+    rules.assign_tier_ids(None);
+    Ok(rules)
 }
 
 pub fn entry(r: &AnyRow) -> Result<Entry> {
@@ -97,6 +101,9 @@ pub fn api_key(r: &AnyRow) -> Result<ApiKeyRecord> {
         role: role.parse().map_err(StorageError::Corrupt)?,
         secret_hash: r.try_get("secret_hash")?,
         revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-        max_points: r.try_get("max_points")?,
+        limits: crate::ledger::PointLimits {
+            per_operation: r.try_get("max_points")?,
+            per_day: r.try_get("max_points_per_day")?,
+        },
     })
 }

@@ -18,6 +18,7 @@ pub fn router() -> Router<AppState> {
         .merge(staff::router())
         .route("/", get(home))
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/passes/{file}", get(download))
         .route(
             "/google/images/{template_id}/{version}/{file}",
@@ -44,14 +45,33 @@ async fn home(State(state): State<AppState>) -> Home {
     }
 }
 
-async fn health(State(state): State<AppState>) -> StatusCode {
-    match state.store.counts().await {
-        Ok(_) => StatusCode::NO_CONTENT,
+/// Liveness: the process answers. Costs nothing, so probes may be frequent.
+async fn health() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// Readiness: 200 when the database answers and every background worker is running, else
+/// 503; the body names each worker with its last successful round.
+async fn ready(State(state): State<AppState>) -> Response {
+    let database = match state.store.ping().await {
+        Ok(()) => "ok".to_string(),
         Err(e) => {
-            tracing::error!(error = %e, "health check: database unreachable");
-            StatusCode::SERVICE_UNAVAILABLE
+            tracing::error!(error = %e, "readiness: database unreachable");
+            "unreachable".to_string()
         }
-    }
+    };
+    let ready = database == "ok" && state.workers.all_alive();
+    let body = serde_json::json!({
+        "ready": ready,
+        "database": database,
+        "workers": state.workers.snapshot(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 #[derive(Deserialize)]

@@ -22,13 +22,7 @@ use crate::secret::constant_time_eq;
 use crate::storage::StorageError;
 
 pub mod fetches;
-
-/// How far behind "now" a `lastUpdated` tag is held. A change's time is taken before its
-/// transaction commits, so a change stamped earlier can commit after one stamped later; a tag
-/// never newer than this margin makes the device ask again for anything that committed late.
-/// The cost: a pass changed in the last few seconds may be listed twice, and its second fetch
-/// is a cheap 304.
-const TAG_MARGIN_MS: i64 = 5_000;
+mod tag;
 
 /// Largest `POST /v1/log` body accepted; Wallet sends a handful of short lines.
 const LOG_BODY_LIMIT: usize = 64 * 1024;
@@ -179,30 +173,24 @@ struct Since {
 }
 
 /// `GET /v1/devices/{device}/registrations/{passType}?passesUpdatedSince=<tag>`: 200 with the
-/// serials changed after the tag and `lastUpdated` (a JSON string: a number breaks Wallet), or
-/// 204 when none [WS, UPD]. No authorization: the device id is the credential [UPD]. The tag is
-/// a change time in milliseconds, held `TAG_MARGIN_MS` behind now; an unparsable tag counts as
-/// absent.
+/// serials changed since the tag and `lastUpdated` (a JSON string: a number breaks Wallet), or
+/// 204 when none [WS, UPD]. No authorization: the device id is the credential [UPD]. The tag
+/// records the version of each registered pass (`tag`), so the list is exact whatever order
+/// changes committed in; an unreadable tag counts as absent.
 async fn updated(
     State(state): State<AppState>,
     Path((device, pass_type)): Path<(String, String)>,
     Query(q): Query<Since>,
 ) -> Response {
-    let since = q
-        .passes_updated_since
-        .and_then(|t| t.trim().parse::<i64>().ok());
-    match state
-        .store
-        .updated_serials(&device, &pass_type, since)
-        .await
-    {
-        Ok(rows) if rows.is_empty() => status(StatusCode::NO_CONTENT),
-        Ok(rows) => {
-            let newest = rows.iter().map(|(_, at)| *at).max().unwrap_or_default();
-            let last = newest.min(now_ms() - TAG_MARGIN_MS);
-            let serials: Vec<&str> = rows.iter().map(|(s, _)| s.as_str()).collect();
-            axum::Json(json!({"serialNumbers": serials, "lastUpdated": last.to_string()}))
-                .into_response()
+    let since = tag::parse(q.passes_updated_since.as_deref());
+    match state.store.registered_versions(&device, &pass_type).await {
+        Ok(passes) => {
+            let serials = tag::changed(&since, &passes);
+            if serials.is_empty() {
+                return status(StatusCode::NO_CONTENT);
+            }
+            let last = tag::tag(&passes);
+            axum::Json(json!({"serialNumbers": serials, "lastUpdated": last})).into_response()
         }
         Err(e) => {
             tracing::error!(error = %e, "PassKit: listing updated passes failed");

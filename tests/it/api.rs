@@ -89,6 +89,8 @@ async fn replacing_an_image_makes_a_new_version(db: TestDb) {
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
     assert_eq!(t["version"], 2);
+    let job = crate::helpers::publish_finished(&app.state.store, template_id).await;
+    assert_eq!((job.version, job.done), (2, 1));
     let after = app
         .state
         .store

@@ -417,8 +417,14 @@ async fn a_publish_job_resumes_after_a_restart(db: TestDb) {
     design.logo_text = Some("Spring".into());
     store.save_draft(&template.id, "T", &design).await.unwrap();
     let (published, job) = store
-        .publish_template(&template.id, &design, "t", now_ms())
+        .publish_template(
+            &template.id,
+            |d| Ok::<_, ()>(d.design.clone()),
+            "t",
+            now_ms(),
+        )
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(
         (published.version, job.total, job.status.as_str()),

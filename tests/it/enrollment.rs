@@ -553,7 +553,7 @@ async fn a_cashier_earns_and_redeems_once_per_operation_within_limits(db: TestDb
         b["error"]
             .as_str()
             .unwrap()
-            .contains("at most 50 in one operation"),
+            .contains("at most 50 points in one operation"),
         "{b}"
     );
     let (s, _) = operate(

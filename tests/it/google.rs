@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tessera::google::standin::GoogleStandIn;
 use tessera::google::{Credentials, TokenProvider, WalletClient};
 
-use crate::helpers::{TestApp, TestDb, another_member, eventually, issue_member};
+use crate::helpers::{TestApp, TestDb, another_member, eventually, futures_join_all, issue_member};
 use crate::on_both_backends;
 
 const ISSUER: &str = "3388000000012345678";
@@ -329,35 +329,6 @@ async fn access_tokens_are_cached_shared_and_refreshed() {
         err.to_string().contains("refused the service account"),
         "{err}"
     );
-}
-
-/// Polls all `futures` concurrently on this task and returns their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    use std::task::Poll;
-    let mut futs: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *slot = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 /// Save and delete callbacks: verified, recorded once per nonce, and every forgery refused.

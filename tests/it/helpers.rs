@@ -126,7 +126,7 @@ impl TestApp {
         let store = Store::connect(&db.url).await.unwrap();
         let state = AppState::new(config, store.clone()).unwrap();
         let (_, admin_key) =
-            tessera::api::auth::create_key(&store, "test admin", Role::Admin, None)
+            tessera::api::auth::create_key(&store, "test admin", Role::Admin, Default::default())
                 .await
                 .unwrap();
         let workers = app::spawn_workers(&state).unwrap();
@@ -151,7 +151,7 @@ impl TestApp {
     }
 
     pub async fn key(&self, role: Role) -> String {
-        tessera::api::auth::create_key(&self.state.store, "test", role, None)
+        tessera::api::auth::create_key(&self.state.store, "test", role, Default::default())
             .await
             .unwrap()
             .1
@@ -350,6 +350,20 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Waits until the template's newest publish job is done (the server's publish worker runs
+/// it); returns the job.
+pub async fn publish_finished(store: &Store, template_id: &str) -> tessera::storage::PublishJob {
+    for _ in 0..500 {
+        if let Some(job) = store.latest_publish_job(template_id).await.unwrap()
+            && job.status == "done"
+        {
+            return job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for the publish job of template {template_id}");
+}
+
 /// A signed-in staff member's HTTP session: the session cookie and the CSRF token its forms
 /// carry. Redirects are not followed, so tests see them.
 pub struct StaffClient {
@@ -513,4 +527,41 @@ pub fn set_field(pairs: &mut Vec<(String, String)>, name: &str, value: &str) {
         Some(p) => p.1 = value.to_string(),
         None => pairs.push((name.to_string(), value.to_string())),
     }
+}
+
+/// Cashier limits: per operation, per UTC day.
+pub fn limits(per_operation: Option<i64>, per_day: Option<i64>) -> tessera::ledger::PointLimits {
+    tessera::ledger::PointLimits {
+        per_operation,
+        per_day,
+    }
+}
+
+/// Polls all `futures` concurrently on this task and returns their outputs in order.
+pub async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }

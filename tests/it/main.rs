@@ -3,6 +3,7 @@
 mod api;
 mod apns;
 mod browser;
+mod card_changes;
 mod cli;
 mod designer;
 mod enrollment;

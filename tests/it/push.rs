@@ -27,7 +27,7 @@ pub async fn app_with_standin(db: TestDb) -> (TestApp, StandIn) {
 }
 
 /// Registers `device` with push token `token` for the member's pass through the web service.
-async fn register(app: &TestApp, member: &serde_json::Value, device: &str, token: &str) {
+pub async fn register(app: &TestApp, member: &serde_json::Value, device: &str, token: &str) {
     let pass = app
         .state
         .store
@@ -52,7 +52,7 @@ async fn register(app: &TestApp, member: &serde_json::Value, device: &str, token
     assert_eq!(r.status(), 201);
 }
 
-async fn earn(app: &TestApp, member: &serde_json::Value, key: &str, points: i64) -> u16 {
+pub async fn earn(app: &TestApp, member: &serde_json::Value, key: &str, points: i64) -> u16 {
     let path = format!(
         "/api/v1/members/{}/transactions",
         member["id"].as_str().unwrap()

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use tessera::domain::{NewMember, NewProgram, Program, Template};
+use tessera::domain::{NewMember, NewProgram, Program, Template, now_ms};
 use tessera::ledger::{Operation, Origin};
 use tessera::storage::{Role, StorageError, Store};
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, limits};
 use crate::on_both_backends;
 
 fn new_program(slug: &str) -> NewProgram {
@@ -84,7 +84,6 @@ async fn templates_keep_design_and_images_and_version(db: TestDb) {
         )
         .await
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(3));
     let v2 = store
         .replace_template_images(&template.id, &[("icon.png".to_string(), vec![9])])
         .await
@@ -93,6 +92,18 @@ async fn templates_keep_design_and_images_and_version(db: TestDb) {
     let images = store.template_images(&template.id).await.unwrap();
     assert_eq!(images[0], ("icon.png".to_string(), vec![9]));
     assert_eq!(images.len(), 2);
+    // Holders are told by a publish job, in batches, not in the image change's transaction.
+    let job = store
+        .latest_publish_job(&template.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (job.version, job.total, job.status.as_str()),
+        (2, 1, "running")
+    );
+    let job = store.publish_step(&job.id, 100, now_ms()).await.unwrap();
+    assert_eq!((job.done, job.status.as_str()), (1, "done"));
     assert!(
         store
             .get_pass(&pass.serial_number)
@@ -230,13 +241,14 @@ async fn balance_never_goes_below_zero_under_concurrency(db: TestDb) {
 
 async fn api_keys_store_hashes_and_revoke(db: TestDb) {
     let store = db.store().await;
-    let (id, key) = tessera::api::auth::create_key(&store, "pos", Role::Cashier, Some(500))
-        .await
-        .unwrap();
+    let (id, key) =
+        tessera::api::auth::create_key(&store, "pos", Role::Cashier, limits(Some(500), None))
+            .await
+            .unwrap();
     let record = store.get_api_key(&id).await.unwrap().unwrap();
     assert_eq!(record.role, Role::Cashier);
     assert!(!record.revoked);
-    assert_eq!(record.max_points, Some(500));
+    assert_eq!(record.limits, limits(Some(500), None));
     let secret = key.rsplit('_').next().unwrap();
     assert!(
         !record.secret_hash.contains(secret),

@@ -100,7 +100,11 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
     let design = &c.template.design;
     let subs = Substitutions {
         balance: c.member.points,
-        tier: c.member.tier.as_deref().unwrap_or(""),
+        tier: c
+            .program
+            .rules
+            .tier_name(c.member.tier.as_deref())
+            .unwrap_or(""),
         member_name: &c.member.display_name,
         external_id: c.member.external_id.as_deref().unwrap_or(""),
         barcode: &c.member.barcode,

@@ -20,7 +20,7 @@ fn fixture() -> (Program, Template, Member, Pass) {
         pass_type_identifier: "pass.com.example.loyalty".into(),
         team_identifier: "ABCDE12345".into(),
         organization_name: "Example Coffee".into(),
-        rules: Default::default(),
+        rules: crate::demo::rules(),
         created_at: 0,
     };
     let template = Template {
@@ -38,7 +38,8 @@ fn fixture() -> (Program, Template, Member, Pass) {
         external_id: Some("crm-42".into()),
         barcode: "RE53ZYGHVFO34H3IQMD42ST3UQ".into(),
         points: 1240,
-        tier: Some("Gold".into()),
+        // Members hold the tier's id; the card shows its name.
+        tier: Some("gold".into()),
         created_at: 0,
     };
     let pass = Pass {

@@ -1,4 +1,4 @@
-//! Card service: turns stored programs, templates and members into signed passes.
+//! The card service: turns stored programs, templates and members into signed passes.
 //! The API and the public download route both go through it; it holds the signers and the
 //! per-template-version image cache.
 
@@ -7,26 +7,15 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 
+pub use super::ServiceError;
 use crate::domain::template::{Standing, checks};
 use crate::domain::{Invalid, Member, NewMember, Pass, Program, Template, TemplateDesign};
-use crate::passes::apple::bundle::{self, BundleError};
+use crate::passes::apple::bundle;
 use crate::passes::apple::images::{self, ImageKind};
 use crate::passes::apple::pass_json::{self, PassContent};
 use crate::passes::apple::{AssetCache, PreparedAssets, SignError, Signers};
 use crate::secret::constant_time_eq;
 use crate::storage::{StorageError, Store};
-
-#[derive(Debug, thiserror::Error)]
-pub enum CardError {
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Sign(#[from] SignError),
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
-}
 
 pub struct Cards {
     store: Store,
@@ -72,7 +61,7 @@ impl Cards {
         &self,
         pass_type_identifier: &str,
         team: &str,
-    ) -> Result<(), CardError> {
+    ) -> Result<(), ServiceError> {
         match self.signers.identity_for(pass_type_identifier, team) {
             Ok(_) => Ok(()),
             Err(e @ SignError::Mismatch { .. }) => {
@@ -90,7 +79,7 @@ impl Cards {
         name: &str,
         design: TemplateDesign,
         uploads: Vec<(ImageKind, Vec<u8>)>,
-    ) -> Result<Template, CardError> {
+    ) -> Result<Template, ServiceError> {
         let mut problems = Vec::new();
         let design = design
             .validate()
@@ -136,7 +125,7 @@ impl Cards {
         template_id: &str,
         kind: ImageKind,
         bytes: Vec<u8>,
-    ) -> Result<Template, CardError> {
+    ) -> Result<Template, ServiceError> {
         let files = render_uploads(vec![(kind, bytes)]).await?;
         Ok(self
             .store
@@ -150,7 +139,7 @@ impl Cards {
         template_id: &str,
         kind: ImageKind,
         bytes: Vec<u8>,
-    ) -> Result<(), CardError> {
+    ) -> Result<(), ServiceError> {
         let files = render_uploads(vec![(kind, bytes)]).await?;
         Ok(self
             .store
@@ -173,23 +162,30 @@ impl Cards {
         &self,
         template_id: &str,
         by: &str,
-    ) -> Result<(Template, crate::storage::PublishJob), CardError> {
-        let draft = self.store.template_draft(template_id).await?;
-        let findings = self.draft_findings(&draft).await;
-        let problems: Vec<_> = checks::errors(&findings)
-            .map(|f| crate::domain::Problem {
-                field: f.field.clone(),
-                message: f.message.clone(),
-            })
-            .collect();
-        if !problems.is_empty() {
-            return Err(Invalid { problems }.into());
-        }
-        let design = draft.design.validate()?;
+    ) -> Result<(Template, crate::storage::PublishJob), ServiceError> {
+        // The draft is checked inside the publish transaction, so an edit saved between the
+        // check and the publish can never go out unchecked.
+        let check = |draft: &crate::storage::Draft| -> Result<TemplateDesign, Invalid> {
+            let findings = checks::pre_publish(
+                &draft.design,
+                images_present(&draft.image_names),
+                crate::domain::now_ms(),
+            );
+            let problems: Vec<_> = checks::errors(&findings)
+                .map(|f| crate::domain::Problem {
+                    field: f.field.clone(),
+                    message: f.message.clone(),
+                })
+                .collect();
+            if !problems.is_empty() {
+                return Err(Invalid { problems });
+            }
+            draft.design.clone().validate()
+        };
         let published = self
             .store
-            .publish_template(template_id, &design, by, crate::domain::now_ms())
-            .await?;
+            .publish_template(template_id, check, by, crate::domain::now_ms())
+            .await??;
         tracing::info!(template = %template_id, version = published.0.version, holders = published.1.total, by, "template published");
         Ok(published)
     }
@@ -199,7 +195,7 @@ impl Cards {
         &self,
         program: &Program,
         new: &NewMember,
-    ) -> Result<(Member, Pass), CardError> {
+    ) -> Result<(Member, Pass), ServiceError> {
         new.validate()?;
         let Some(template) = self.store.latest_template(&program.id).await? else {
             return Err(Invalid::one(
@@ -217,7 +213,7 @@ impl Cards {
         &self,
         serial: &str,
         token: &str,
-    ) -> Result<Option<SignedPass>, CardError> {
+    ) -> Result<Option<SignedPass>, ServiceError> {
         let pass = match self.store.get_pass(serial).await {
             Ok(p) => p,
             Err(StorageError::NotFound(_)) => return Ok(None),
@@ -231,7 +227,7 @@ impl Cards {
     }
 
     /// Builds and signs the pass as it stands now.
-    pub async fn pkpass(&self, pass: &Pass) -> Result<Vec<u8>, CardError> {
+    pub async fn pkpass(&self, pass: &Pass) -> Result<Vec<u8>, ServiceError> {
         let member = self.store.get_member(&pass.member_id).await?;
         let program = self.store.get_program(&member.program_id).await?;
         let template = self.store.get_template(&pass.template_id).await?;
@@ -273,7 +269,7 @@ impl Cards {
         program: &Program,
         template: &Template,
         files: Vec<(String, Vec<u8>)>,
-    ) -> Result<Vec<u8>, CardError> {
+    ) -> Result<Vec<u8>, ServiceError> {
         let identity = self
             .signers
             .identity_for(&program.pass_type_identifier, &program.team_identifier)?;
@@ -316,7 +312,7 @@ impl Cards {
 
     /// The signed pass, from the cache when the pass has not changed since it was built.
     /// Invariant: everything a pass shows bumps `passes.updated_at`, so the key is exact.
-    pub async fn pkpass_cached(&self, pass: &Pass) -> Result<Bytes, CardError> {
+    pub async fn pkpass_cached(&self, pass: &Pass) -> Result<Bytes, ServiceError> {
         let key = &pass.serial_number;
         if let Some((at, bytes)) = self.signed.lock().expect("pass cache poisoned").get(key)
             && *at == pass.updated_at
@@ -333,7 +329,7 @@ impl Cards {
         Ok(bytes)
     }
 
-    async fn assets_for(&self, template: &Template) -> Result<Arc<PreparedAssets>, CardError> {
+    async fn assets_for(&self, template: &Template) -> Result<Arc<PreparedAssets>, ServiceError> {
         if let Some(a) = self.assets.get(&template.id, template.version) {
             return Ok(a);
         }

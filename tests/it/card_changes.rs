@@ -1,0 +1,497 @@
+//! Every change a card shows reaches the card: rules, names and tier renames through publish
+//! jobs to Apple and Google; refunds and reversals in allowances and tier totals; checked
+//! arithmetic; cashier limits inside the ledger transaction; supervised workers.
+
+use std::time::Duration;
+
+use axum::http::header::COOKIE;
+use serde_json::{Value, json};
+use tessera::ledger::{Operation, Origin};
+use tessera::storage::{Role, StorageError};
+
+use crate::google::google_app;
+use crate::helpers::{
+    StaffClient, TestApp, TestDb, eventually, futures_join_all, issue_member, limits,
+    publish_finished,
+};
+use crate::on_both_backends;
+
+/// Every holder's card has a `template.changed` outbox row newer than `since`.
+async fn told(app: &TestApp, member_id: &str, since: i64) -> bool {
+    app.state
+        .store
+        .pending_outbox(10_000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| {
+            r.topic == "template.changed"
+                && r.member_id.as_deref() == Some(member_id)
+                && r.created_at >= since
+        })
+}
+
+/// Waits until the Google stand-in holds `member`'s object with `check` true of it.
+async fn google_object(
+    standin: &tessera::google::standin::GoogleStandIn,
+    check: impl Fn(&Value) -> bool,
+) {
+    eventually("the Google object to follow", || {
+        standin.recorded().objects.values().any(&check)
+    })
+    .await;
+}
+
+async fn rules_names_and_tier_renames_reach_every_card(db: TestDb) {
+    let (app, standin, _) = google_app(db).await;
+    let member = issue_member(&app, "coffee").await;
+    let id = member["id"].as_str().unwrap();
+    let program_id = member["program_id"].as_str().unwrap();
+    let template = member["pass"]["template_id"].as_str().unwrap();
+    let rules_path = format!("/api/v1/programs/{program_id}/rules");
+    let put_rules = |rules: Value| {
+        let r = app
+            .client
+            .put(app.url(&rules_path))
+            .bearer_auth(&app.admin_key)
+            .json(&rules)
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Tiers sent without ids get them (their names) and keep them from then on.
+    let (s, program) = put_rules(json!({
+        "earn": {"points": 1, "per_minor": 100},
+        "tiers": {"window_days": 365, "levels": [
+            {"name": "Bronze", "threshold": 0},
+            {"name": "Silver", "threshold": 100, "multiplier_milli": 1500},
+        ]},
+    }))
+    .await;
+    assert_eq!(s, 200, "{program}");
+    let levels = &program["rules"]["tiers"]["levels"];
+    assert_eq!(
+        (levels[0]["id"].as_str(), levels[1]["id"].as_str()),
+        (Some("Bronze"), Some("Silver"))
+    );
+    let (s, _) = app
+        .post_idem(
+            &format!("/api/v1/members/{id}/transactions"),
+            "e1",
+            json!({"type": "earn", "points": 150}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    google_object(&standin, |o| {
+        o["secondaryLoyaltyPoints"]["balance"]["string"] == "Silver"
+    })
+    .await;
+
+    // A tier rename (same id) and an expiry change: every holder's pass changes and is
+    // queued for a push, and Google shows the new name.
+    let before = app
+        .state
+        .store
+        .pass_for_member(id)
+        .await
+        .unwrap()
+        .updated_at;
+    let since = tessera::domain::now_ms();
+    let (s, program) = put_rules(json!({
+        "earn": {"points": 1, "per_minor": 100},
+        "expiry_days": 90,
+        "tiers": {"window_days": 365, "levels": [
+            {"id": "Bronze", "name": "Bronze", "threshold": 0},
+            {"id": "Silver", "name": "Argent", "threshold": 100, "multiplier_milli": 1500},
+        ]},
+    }))
+    .await;
+    assert_eq!(s, 200, "{program}");
+    publish_finished(&app.state.store, template).await;
+    assert!(
+        app.state
+            .store
+            .pass_for_member(id)
+            .await
+            .unwrap()
+            .updated_at
+            > before
+    );
+    assert!(
+        told(&app, id, since).await,
+        "the holder is queued for a push"
+    );
+    google_object(&standin, |o| {
+        o["secondaryLoyaltyPoints"]["balance"]["string"] == "Argent"
+    })
+    .await;
+    let view: Value = app
+        .client
+        .get(app.url(&format!("/api/v1/members/{id}")))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (view["tier"].as_str(), view["tier_id"].as_str()),
+        (Some("Argent"), Some("Silver"))
+    );
+    // The renamed tier keeps its multiplier: 10.00 earns 10 x 1.5.
+    let (s, b) = app
+        .post_idem(
+            &format!("/api/v1/members/{id}/transactions"),
+            "e2",
+            json!({"type": "earn", "amount_minor": 1000}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["entry"]["points"].as_i64(), b["tier"].as_str()),
+        (201, Some(15), Some("Argent")),
+        "{b}"
+    );
+
+    // A program rename: the pass changes, the push is queued, and Google's class follows.
+    let before = app
+        .state
+        .store
+        .pass_for_member(id)
+        .await
+        .unwrap()
+        .updated_at;
+    let since = tessera::domain::now_ms();
+    tessera::service::programs::rename(&app.state.store, program_id, "Bean Club", "Beans Ltd")
+        .await
+        .unwrap();
+    publish_finished(&app.state.store, template).await;
+    assert!(
+        app.state
+            .store
+            .pass_for_member(id)
+            .await
+            .unwrap()
+            .updated_at
+            > before
+    );
+    assert!(told(&app, id, since).await);
+    eventually("the Google class to follow the rename", || {
+        standin
+            .recorded()
+            .classes
+            .values()
+            .any(|c| c["programName"] == "Bean Club" && c["issuerName"] == "Beans Ltd")
+    })
+    .await;
+}
+
+on_both_backends!(rules_names_and_tier_renames_reach_every_card);
+
+/// Reversed entries leave refund allowances and tier totals: a reversed purchase has nothing
+/// to refund, a reversed refund gives its amount back, and refunds count against tiers.
+async fn reversals_and_refunds_in_allowances_and_tiers(db: TestDb) {
+    let store = db.store().await;
+    let m = crate::helpers::member_with_rules(&store, tessera::demo::rules()).await;
+    let mut at = tessera::domain::now_ms();
+    let mut post = async |op: Operation, reference: &str| {
+        at += 1;
+        let origin = Origin {
+            external_ref: Some(reference.into()),
+            ..Origin::default()
+        };
+        store.post(&m.id, &op, &origin, None, None, at).await
+    };
+    let purchase = |amount_minor| Operation::EarnPurchase { amount_minor };
+    let refund = |amount_minor| Operation::Refund { amount_minor };
+
+    let (earned, _) = post(purchase(10_000), "r1").await.unwrap();
+    assert_eq!(earned.entry.points, 100);
+    post(
+        Operation::Reverse {
+            entry_id: earned.entry.id.clone(),
+        },
+        "r1",
+    )
+    .await
+    .unwrap();
+    let refused = post(refund(5_000), "r1").await;
+    assert!(
+        matches!(&refused, Err(StorageError::Rejected(why)) if why.contains("reversed")),
+        "{refused:?}"
+    );
+
+    post(purchase(10_000), "r2").await.unwrap();
+    let (half, _) = post(refund(5_000), "r2").await.unwrap();
+    assert_eq!(half.entry.points, -50);
+    post(
+        Operation::Reverse {
+            entry_id: half.entry.id.clone(),
+        },
+        "r2",
+    )
+    .await
+    .unwrap();
+    // The reversed refund no longer counts: the whole amount may be refunded again.
+    let (all, _) = post(refund(10_000), "r2").await.unwrap();
+    assert_eq!(all.entry.points, -100);
+    assert!(
+        post(refund(1), "r2").await.is_err(),
+        "nothing is left to refund"
+    );
+    assert_eq!(store.get_member(&m.id).await.unwrap().points, 0);
+    assert_eq!(store.ledger_sum(&m.id).await.unwrap(), 0);
+    assert_eq!(store.lots_sum(&m.id).await.unwrap(), 0);
+
+    // Tier totals: the reversed purchase and the refunded one count nothing; a new 30.00
+    // purchase counts 30.
+    post(purchase(3_000), "r3").await.unwrap();
+    let rules = tessera::demo::rules();
+    let standing = store.member_standing(&m.id, &rules, at).await.unwrap();
+    assert_eq!(standing.qualifying, 30);
+    let mut spend = rules.clone();
+    spend.tiers.basis = tessera::ledger::TierBasis::Spend;
+    let standing = store.member_standing(&m.id, &spend, at).await.unwrap();
+    assert_eq!(standing.qualifying, 3_000);
+}
+
+on_both_backends!(reversals_and_refunds_in_allowances_and_tiers);
+
+/// Inputs whose arithmetic would overflow get 400 or 422 and write nothing.
+async fn overflowing_inputs_are_refused(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let member = issue_member(&app, "coffee").await;
+    let id = member["id"].as_str().unwrap();
+    let program_id = member["program_id"].as_str().unwrap();
+    let path = format!("/api/v1/members/{id}/transactions");
+    let counts = app.state.store.counts().await.unwrap();
+    for (key, body, status, says) in [
+        (
+            "o1",
+            json!({"type": "adjust", "points": i64::MIN, "reason": "x"}),
+            400,
+            "between -1,000,000,000 and 1,000,000,000",
+        ),
+        (
+            "o2",
+            json!({"type": "adjust", "points": i64::MAX, "reason": "x"}),
+            400,
+            "between -1,000,000,000 and 1,000,000,000",
+        ),
+        (
+            "o3",
+            json!({"type": "earn", "points": 10_000_000_000i64}),
+            400,
+            "between 1 and 1,000,000,000",
+        ),
+        (
+            "o4",
+            json!({"type": "earn", "amount_minor": i64::MAX}),
+            400,
+            "amount_minor must be between 1 and",
+        ),
+        (
+            "o5",
+            json!({"type": "redeem", "points": -5}),
+            400,
+            "points must be between 1",
+        ),
+    ] {
+        let (s, b) = app.post_idem(&path, key, body).await;
+        assert_eq!(s, status, "{key}: {b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(says),
+            "{key}: {b}"
+        );
+    }
+    // The richest rule the validator allows, on the largest amount: 10^19 points, refused.
+    let rules_path = format!("/api/v1/programs/{program_id}/rules");
+    let put = |rules: Value| {
+        app.client
+            .put(app.url(&rules_path))
+            .bearer_auth(&app.admin_key)
+            .json(&rules)
+            .send()
+    };
+    let r = put(json!({"earn": {"points": 1_000_000, "per_minor": 1},
+        "tiers": {"window_days": 365, "levels": [{"name": "Top", "threshold": 0, "multiplier_milli": 10_000}]}}))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, b) = app
+        .post_idem(
+            &path,
+            "o6",
+            json!({"type": "earn", "amount_minor": 1_000_000_000_000i64}),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1,000,000,000"),
+        "{b}"
+    );
+    let r = put(
+        json!({"tiers": {"window_days": 365, "levels": [{"name": "X", "threshold": i64::MAX}]}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        app.state.store.counts().await.unwrap(),
+        counts,
+        "nothing was written"
+    );
+    assert_eq!(app.state.store.get_member(id).await.unwrap().points, 0);
+}
+
+on_both_backends!(overflowing_inputs_are_refused);
+
+/// 20 purchases of 400 points at once by a cashier limited to 5,000 a day, through an API key
+/// and through `/scan`: exactly 12 go through (4,800 points), the rest are refused.
+async fn daily_limits_hold_under_concurrent_purchases(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let member = issue_member(&app, "coffee").await;
+    let id = member["id"].as_str().unwrap().to_string();
+    let moved = || {
+        let store = app.state.store.clone();
+        let id = id.clone();
+        async move {
+            let entries = store.list_entries(&id, None, 1000).await.unwrap();
+            entries.iter().map(|e| e.points).sum::<i64>()
+        }
+    };
+
+    let (_, key) = tessera::api::auth::create_key(
+        &app.state.store,
+        "till",
+        Role::Cashier,
+        limits(Some(500), Some(5_000)),
+    )
+    .await
+    .unwrap();
+    let path = format!("/api/v1/members/{id}/transactions");
+    let posts = (0..20).map(|i| {
+        let (app, key, path) = (&app, key.clone(), path.clone());
+        async move {
+            app.post_idem_as(
+                &key,
+                &path,
+                &format!("k{i}"),
+                json!({"type": "earn", "amount_minor": 40_000}),
+            )
+            .await
+        }
+    });
+    let answers = futures_join_all(posts).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused: Vec<_> = answers.iter().filter(|(s, _)| *s == 403).collect();
+    assert_eq!((ok, refused.len()), (12, 8), "{answers:?}");
+    assert_eq!(refused[0].1["error"]["code"], "over_limit");
+    assert_eq!(moved().await, 4_800);
+    // The per-operation limit applies to purchases too: 600 points in one go.
+    let (s, b) = app
+        .post_idem_as(
+            &key,
+            &path,
+            "big",
+            json!({"type": "earn", "amount_minor": 60_000}),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+
+    let cashier = StaffClient::sign_in(&app, "cas@example.com", Role::Cashier).await;
+    let user = app
+        .state
+        .store
+        .staff_user_by_email("cas@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    app.state
+        .store
+        .set_staff_limits(&user.id, Some(500), Some(5_000))
+        .await
+        .unwrap();
+    let ops = (0..20).map(|i| {
+        let cashier = &cashier;
+        let id = id.clone();
+        async move {
+            let r = cashier
+                .http
+                .post(cashier.url(&format!("/scan/members/{id}/operations")))
+                .header(COOKIE, &cashier.cookie)
+                .json(&json!({"csrf": cashier.csrf, "kind": "purchase", "amount_minor": 40_000, "key": format!("scan-op-{i:04}")}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    });
+    let statuses = futures_join_all(ops).await;
+    let ok = statuses.iter().filter(|s| **s == 201).count();
+    assert_eq!(
+        (ok, statuses.iter().filter(|s| **s == 403).count()),
+        (12, 8),
+        "{statuses:?}"
+    );
+    assert_eq!(moved().await, 9_600);
+    assert_eq!(app.state.store.ledger_sum(&id).await.unwrap(), 9_600);
+}
+
+on_both_backends!(daily_limits_hold_under_concurrent_purchases);
+
+/// A worker that panics is restarted, and the next change is still pushed; `/readyz` says so.
+#[tokio::test]
+async fn a_panicking_worker_is_restarted() {
+    let (app, standin) = crate::push::app_with_standin(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    let token = format!("{:064x}", 0xaa11);
+    crate::push::register(&app, &member, "dev1", &token).await;
+    let ready = || async {
+        let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (s, body) = ready().await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["workers"]["push"]["alive"], true);
+    assert!(body["workers"]["push"]["last_ok"].is_i64(), "{body}");
+
+    app.state.workers.make_panic("push");
+    let mut restarted = json!(null);
+    for _ in 0..500 {
+        let (_, body) = ready().await;
+        if body["workers"]["push"]["restarts"] == 1 && body["workers"]["push"]["alive"] == true {
+            restarted = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        restarted["workers"]["push"]["last_failure"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("made to panic"),
+        "{restarted}"
+    );
+    assert_eq!(crate::push::earn(&app, &member, "after", 5).await, 201);
+    eventually("the change after the restart to be pushed", || {
+        standin
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.path == format!("/3/device/{token}"))
+    })
+    .await;
+    assert_eq!(ready().await.0, 200);
+    // Liveness stays cheap: no database work.
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+}
