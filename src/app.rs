@@ -36,6 +36,8 @@ pub struct AppState {
     pub join_throttle: Arc<crate::ratelimit::Throttle>,
     /// Barcode lookups per staff account, API key or client address.
     pub lookup_throttle: Arc<crate::ratelimit::Throttle>,
+    /// Outgoing e-mail, when `[email]` is configured.
+    pub mailer: Option<Arc<crate::email::Mailer>>,
 }
 
 impl AppState {
@@ -53,7 +55,11 @@ impl AppState {
         let links =
             crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
                 .context("loading the install-link secret")?;
+        let mailer = crate::email::Mailer::from_config(&config.email)
+            .context("configuring e-mail")?
+            .map(Arc::new);
         Ok(AppState {
+            mailer,
             join_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
                 config.enrollment.joins_per_minute,
             )),

@@ -17,6 +17,7 @@ const NOT_CONFIG: &[&str] = &[
     "TEST_POSTGRES_URL",
     "REQUIRE_OPENAPI_VALIDATOR",
     "REQUIRE_BROWSER",
+    "REQUIRE_SMTP_SINK",
     "CONFIG",
 ];
 
@@ -33,6 +34,49 @@ pub struct Config {
     pub push: PushConfig,
     pub google: GoogleConfig,
     pub enrollment: EnrollmentConfig,
+    pub email: EmailConfig,
+}
+
+/// How TLS is used towards the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or a test sink.
+    None,
+}
+
+/// Outgoing e-mail (SMTP). Off unless `host` and `from` are set; without it a returning
+/// customer is told to ask at the till for their card.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    pub host: Option<String>,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// The sender, `Name <address>` or a bare address.
+    pub from: Option<String>,
+    /// Gives up on a connection or command after this long.
+    pub timeout_seconds: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            host: None,
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password: None,
+            from: None,
+            timeout_seconds: 10,
+        }
+    }
 }
 
 /// Join pages, personal install links, and the throttles that keep both from being used to
@@ -185,6 +229,7 @@ impl Default for Config {
             push: PushConfig::default(),
             google: GoogleConfig::default(),
             enrollment: EnrollmentConfig::default(),
+            email: EmailConfig::default(),
         }
     }
 }
@@ -255,6 +300,15 @@ impl Config {
         if token_parts.iter().any(|x| *x) && !token_parts.iter().all(|x| *x) {
             return Err(ConfigError(
                 "push: apns_key, apns_key_id and apns_team_id go together".into(),
+            ));
+        }
+        let e = &self.email;
+        if e.host.is_some() != e.from.is_some() {
+            return Err(ConfigError("email: host and from go together".into()));
+        }
+        if e.username.is_some() != e.password.is_some() {
+            return Err(ConfigError(
+                "email: username and password go together".into(),
             ));
         }
         if (a.pkcs12.is_some() || a.certificate.is_some()) && a.wwdr_certificate.is_none() {

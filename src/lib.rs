@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod designer;
 pub mod domain;
+pub mod email;
 pub mod enrollment;
 pub mod google;
 pub mod jobs;
