@@ -18,6 +18,7 @@ const NOT_CONFIG: &[&str] = &[
     "REQUIRE_OPENAPI_VALIDATOR",
     "REQUIRE_BROWSER",
     "REQUIRE_SMTP_SINK",
+    "REQUIRE_SCHEMATHESIS",
     "CONFIG",
 ];
 
@@ -35,6 +36,37 @@ pub struct Config {
     pub google: GoogleConfig,
     pub enrollment: EnrollmentConfig,
     pub email: EmailConfig,
+    pub server: ServerConfig,
+}
+
+/// Limits that keep slow, idle or flooding clients from tying the server up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// From when a connection waits for a request (a new one, or the next on a kept-alive
+    /// connection) until the whole request head has arrived; then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight and no bytes either way for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// From the request head until the whole body has arrived; then 408.
+    pub body_read_timeout_ms: u64,
+    /// From the request head until the response starts; then 408.
+    pub request_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen queue. Lowered at start to fit the
+    /// process's file-descriptor limit (raised to its hard limit first).
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 5_000,
+            body_read_timeout_ms: 30_000,
+            request_timeout_ms: 60_000,
+            max_connections: 4096,
+        }
+    }
 }
 
 /// How TLS is used towards the SMTP server.
@@ -230,6 +262,7 @@ impl Default for Config {
             google: GoogleConfig::default(),
             enrollment: EnrollmentConfig::default(),
             email: EmailConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }

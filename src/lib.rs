@@ -19,6 +19,7 @@ pub mod push;
 pub mod ratelimit;
 pub mod scanning;
 pub mod secret;
+pub mod server;
 pub mod storage;
 pub mod web;
 pub mod webservice;

@@ -122,7 +122,8 @@ impl LoyaltyRules {
                 )
             });
             c.check(
-                (1..=MAX_AMOUNT).contains(&(t.threshold + 1)),
+                // Not `threshold + 1`: i64::MAX would overflow.
+                (0..MAX_AMOUNT).contains(&t.threshold),
                 "tiers.levels",
                 || {
                     format!(

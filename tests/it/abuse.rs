@@ -1,4 +1,5 @@
-//! Hostile input and abuse (issue 14): rejoining never hands over a card.
+//! Hostile input and abuse (issue 14): rejoining never hands over a card, bad bytes and
+//! over-long values are refused, slow clients are dropped, floods are throttled.
 
 use reqwest::header::LOCATION;
 use tessera::config::SmtpTls;
@@ -140,3 +141,373 @@ async fn rejoining_emails_the_card_link_to_the_members_own_address(db: TestDb) {
 }
 
 on_both_backends!(rejoining_emails_the_card_link_to_the_members_own_address);
+
+/// Sends `req` and returns (status, body text).
+async fn answer(req: reqwest::RequestBuilder) -> (u16, String) {
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn control_characters_and_overlong_values_are_refused_naming_the_field(db: TestDb) {
+    let app = TestApp::spawn_with(db, |c| c.enrollment.joins_per_minute = 1000).await;
+    let member = issue_member(&app, "coffee").await;
+    let program_id = member["program_id"].as_str().unwrap().to_string();
+    let member_id = member["id"].as_str().unwrap().to_string();
+    open_join_page(&app, &program_id).await;
+    let store = &app.state.store;
+    let totals = store.program_totals(&program_id).await.unwrap();
+    let pass = store.pass_for_member(&member_id).await.unwrap();
+    let ptid = &pass.pass_type_identifier;
+    let http = no_redirects();
+
+    // Path parameters of each public route family, named by the route.
+    for (path, field) in [
+        (format!("/passkit/v1/passes/{ptid}/a%00b"), "serial"),
+        (
+            format!("/passkit/v1/devices/d%01/registrations/{ptid}"),
+            "device",
+        ),
+        ("/join/a%00b".to_string(), "slug"),
+        ("/join/a%00b/qr.png".to_string(), "slug"),
+        ("/passes/a%00b.pkpass?token=x".to_string(), "file"),
+        (
+            format!("/passes/{}.pkpass?token=a%00b", pass.serial_number),
+            "token",
+        ),
+        (format!("/api/v1/members/{member_id}%00"), "member_id"),
+        ("/api/v1/members?barcode=a%00b".to_string(), "barcode"),
+        (
+            format!("/api/v1/members?barcode={}", "7".repeat(600)),
+            "barcode",
+        ),
+    ] {
+        let (status, body) = answer(http.get(app.url(&path)).bearer_auth(&app.admin_key)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains(field), "{path} names {field}: {body}");
+        if path.starts_with("/api/") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"]["details"][0]["field"], field, "{body}");
+        }
+    }
+    let (status, body) = answer(
+        http.get(app.url("/api/v1/members?barcode=X"))
+            .bearer_auth(&app.admin_key),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+
+    // Join form and staff sign-in.
+    let (csrf, _) = join_form(&app, &http).await;
+    let r = submit(
+        &app,
+        &http,
+        &csrf,
+        &[
+            ("name", "Ada\0"),
+            ("email", "a@example.com"),
+            ("data_consent", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("name must not contain control characters")
+    );
+    let r = submit(
+        &app,
+        &http,
+        &csrf,
+        &[
+            ("name", "Ada"),
+            ("email", "a@example.com\u{7}"),
+            ("data_consent", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let (status, body) = answer(
+        http.post(app.url("/staff/login"))
+            .header(reqwest::header::COOKIE, "tessera_csrf=abc")
+            .form(&[
+                ("email", "x\0@example.com"),
+                ("password", "whatever"),
+                ("csrf", "abc"),
+            ]),
+    )
+    .await;
+    assert_eq!(
+        (status, body.contains("email must not contain")),
+        (400, true),
+        "{body}"
+    );
+
+    // API JSON fields, with the field in the error's details.
+    let members = format!("/api/v1/programs/{program_id}/members");
+    let transactions = format!("/api/v1/members/{member_id}/transactions");
+    for (path, body, field) in [
+        (
+            &members,
+            serde_json::json!({"display_name": "A\u{0}da"}),
+            "display_name",
+        ),
+        (
+            &members,
+            serde_json::json!({"display_name": "Ada", "external_id": "x\u{0}"}),
+            "external_id",
+        ),
+        (
+            &members,
+            serde_json::json!({"display_name": "A".repeat(201)}),
+            "display_name",
+        ),
+        (
+            &transactions,
+            serde_json::json!({"type": "earn", "points": 5, "external_ref": "r\u{0}1"}),
+            "external_ref",
+        ),
+        (
+            &transactions,
+            serde_json::json!({"type": "earn", "points": 5, "store_id": "s".repeat(201)}),
+            "store_id",
+        ),
+    ] {
+        let (status, v) = app.post_idem(path, "k1", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["details"][0]["field"], field, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{v}"
+        );
+    }
+    // A 20 MB template name.
+    let mut template = crate::helpers::template_body();
+    template["name"] = "n".repeat(20 * 1024 * 1024).into();
+    let (status, v) = app
+        .post(
+            &format!("/api/v1/programs/{program_id}/templates"),
+            template,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["details"][0]["field"], "name");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 200 characters"),
+        "{v}"
+    );
+
+    // Nothing above changed a row; Ada's balance and the templates are as they were.
+    assert_eq!(store.program_totals(&program_id).await.unwrap(), totals);
+    assert_eq!(store.ledger_sum(&member_id).await.unwrap(), 0);
+    assert_eq!(store.list_templates(&program_id).await.unwrap().len(), 1);
+
+    // A CSV row with NUL is reported by line; the rest goes in.
+    let csv = "external_id,name\nc1,Ada\nc2,Gr\0ace\nc3,Linus\n";
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/programs/{program_id}/imports")))
+        .bearer_auth(&app.admin_key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(report["created"], 2, "{report}");
+    assert_eq!(report["errors"][0]["line"], 3, "{report}");
+    assert!(
+        report["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("name must not contain control characters")
+    );
+}
+
+on_both_backends!(control_characters_and_overlong_values_are_refused_naming_the_field);
+
+/// Reads from `stream` until the server closes it; returns what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn idle_slow_header_and_slow_body_clients_are_dropped_within_their_timeouts() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(TestDb::sqlite().await, |c| {
+        c.server.idle_timeout_ms = 300;
+        c.server.header_read_timeout_ms = 800;
+        c.server.body_read_timeout_ms = 500;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let within = |started: Instant, low: u64, high: u64| {
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(low) && took < Duration::from_millis(high),
+            "closed after {took:?}, expected {low}..{high} ms"
+        );
+    };
+
+    // An idle socket: closed after the idle timeout.
+    let started = Instant::now();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    read_until_closed(&mut idle).await;
+    within(started, 250, 2000);
+
+    // A kept-alive socket after one answered request: closed after the idle timeout too.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let answered = read_until_closed(&mut kept).await;
+    assert!(answered.starts_with("HTTP/1.1 204"), "{answered}");
+    within(started, 250, 2000);
+
+    // Headers trickled a byte every 50 ms: bytes keep it from being idle, but the whole head
+    // must arrive within the header-read timeout.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    let (mut rd, mut wr) = slow.split();
+    let closed = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let _ = rd.read_to_end(&mut buf).await;
+    };
+    let trickle = async {
+        wr.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        let mut ticker = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            ticker.tick().await;
+            if wr.write_all(b"x").await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! { () = closed => {}, () = trickle => {} }
+    within(started, 750, 3000);
+
+    // A body trickled a byte every 50 ms: 408 once the body-read timeout has passed.
+    let mut body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    body.write_all(
+        format!(
+            "POST /api/v1/programs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n",
+            app.admin_key
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let (mut rd, mut wr) = body.split();
+    let answer = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 4096];
+        let n = rd.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let trickle = async {
+        let mut ticker = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            ticker.tick().await;
+            if wr.write_all(b" ").await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let answer = tokio::select! { a = answer => a, () = trickle => unreachable!() };
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    within(started, 450, 3000);
+}
+
+/// The check the README names: `/healthz` answers while 2,000 idle sockets are open.
+#[tokio::test]
+async fn healthz_answers_while_2000_idle_sockets_are_open() {
+    let app = TestApp::spawn_with(TestDb::sqlite().await, |c| {
+        c.server.idle_timeout_ms = 120_000;
+        c.server.header_read_timeout_ms = 120_000;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    eprintln!(
+        "/healthz with 2,000 idle sockets open: {:?}",
+        started.elapsed()
+    );
+    // The idle sockets were all accepted and are still open.
+    let mut probe = [0u8; 1];
+    for s in &idle {
+        assert!(
+            matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        );
+    }
+}
+
+#[test]
+fn database_secrets_and_keys_are_private_and_concurrent_first_migrations_are_safe() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            crate::cli::tessera(dir.path())
+                .arg("migrate")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = crate::cli::tessera(dir.path())
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    for file in [
+        "tessera.db",
+        "link-secret",
+        "dev-certs/root-ca.key",
+        "dev-certs/wwdr-dev.key",
+        "dev-certs/pass.key",
+    ] {
+        let path = data.join(file);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file} is {:o}", mode & 0o777);
+    }
+}

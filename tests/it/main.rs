@@ -14,6 +14,7 @@ mod ledger_props;
 mod openapi;
 mod pass_checks;
 mod push;
+mod schemathesis;
 mod smtp;
 mod staff;
 mod storage;
