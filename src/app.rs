@@ -37,6 +37,15 @@ pub struct AppState {
     pub join_throttle: Arc<crate::ratelimit::Throttle>,
     /// Barcode lookups per staff account, API key or client address.
     pub lookup_throttle: Arc<crate::ratelimit::Throttle>,
+    /// `POST /passkit/v1/log` requests per client address.
+    pub device_log_throttle: Arc<crate::ratelimit::Throttle>,
+    /// Failed staff sign-ins per account and per client address.
+    pub sign_in_backoff: Arc<crate::ratelimit::Backoff>,
+    /// Argon2 hashes running at once: one per core, so sign-ins cannot take every core or
+    /// 19 MiB each without bound.
+    pub argon_slots: Arc<tokio::sync::Semaphore>,
+    /// Join-link QR PNGs per program and size.
+    pub qr_cache: Arc<crate::enrollment::QrCache>,
     /// Outgoing e-mail, when `[email]` is configured.
     pub mailer: Option<Arc<crate::email::Mailer>>,
 }
@@ -67,6 +76,17 @@ impl AppState {
             lookup_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
                 config.enrollment.lookups_per_minute,
             )),
+            device_log_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
+                config.server.device_logs_per_minute,
+            )),
+            sign_in_backoff: Arc::new(crate::ratelimit::Backoff::new(
+                config.server.sign_in_free_attempts,
+                std::time::Duration::from_secs(config.server.sign_in_max_delay_seconds.max(1)),
+            )),
+            argon_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
+            qr_cache: Arc::default(),
             config: Arc::new(config),
             store,
             cards: Arc::new(cards),

@@ -55,6 +55,12 @@ pub struct ServerConfig {
     /// Connections served at once; more wait in the listen queue. Lowered at start to fit the
     /// process's file-descriptor limit (raised to its hard limit first).
     pub max_connections: usize,
+    /// `POST /passkit/v1/log` requests per client address per minute.
+    pub device_logs_per_minute: u32,
+    /// Wrong staff sign-ins per account and per client address before each further attempt
+    /// waits, the wait doubling each time up to `sign_in_max_delay_seconds`.
+    pub sign_in_free_attempts: u32,
+    pub sign_in_max_delay_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +71,9 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 30_000,
             request_timeout_ms: 60_000,
             max_connections: 4096,
+            device_logs_per_minute: 12,
+            sign_in_free_attempts: 5,
+            sign_in_max_delay_seconds: 300,
         }
     }
 }

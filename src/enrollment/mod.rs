@@ -545,8 +545,44 @@ struct Size {
 
 /// Largest PNG QR code served: an A2 poster at 150 dpi.
 const MAX_QR_PX: u32 = 4000;
+/// Sizes are rounded up to a multiple of this, so one program has at most 40 distinct PNGs.
+const QR_STEP_PX: u32 = 100;
+/// PNGs kept; past it the cache starts over.
+const QR_CACHE_ENTRIES: usize = 64;
 
-/// The join link as a PNG QR code: `?size=` pixels (default 2000, poster size; at most 4000).
+/// Rendered join-link PNGs per (program slug, size), so a poster link opened a thousand times
+/// renders once; renders run one at a time, so they cannot take every core.
+#[derive(Default)]
+pub struct QrCache {
+    pngs: std::sync::Mutex<std::collections::HashMap<(String, u32), axum::body::Bytes>>,
+    render: tokio::sync::Mutex<()>,
+}
+
+impl QrCache {
+    async fn png(&self, slug: &str, url: String, size: u32) -> axum::body::Bytes {
+        let key = (slug.to_string(), size);
+        if let Some(png) = self.pngs.lock().expect("QR cache lock").get(&key) {
+            return png.clone();
+        }
+        let _one = self.render.lock().await;
+        if let Some(png) = self.pngs.lock().expect("QR cache lock").get(&key) {
+            return png.clone();
+        }
+        let png: axum::body::Bytes = tokio::task::spawn_blocking(move || qr_png_of(&url, size))
+            .await
+            .expect("QR rendering panicked")
+            .into();
+        let mut pngs = self.pngs.lock().expect("QR cache lock");
+        if pngs.len() >= QR_CACHE_ENTRIES {
+            pngs.clear();
+        }
+        pngs.insert(key, png.clone());
+        png
+    }
+}
+
+/// The join link as a PNG QR code: `?size=` pixels (default 2000, poster size; at most 4000;
+/// rounded up to a multiple of 100).
 async fn qr_png(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -563,10 +599,11 @@ async fn qr_png(
         )
             .into_response();
     }
-    let url = join_url(&state, &slug);
-    let png = tokio::task::spawn_blocking(move || qr_png_of(&url, size))
-        .await
-        .expect("QR rendering panicked");
+    let size = size.div_ceil(QR_STEP_PX) * QR_STEP_PX;
+    let png = state
+        .qr_cache
+        .png(&slug, join_url(&state, &slug), size)
+        .await;
     (
         [
             (CONTENT_TYPE, "image/png"),

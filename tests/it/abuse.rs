@@ -243,6 +243,22 @@ async fn control_characters_and_overlong_values_are_refused_naming_the_field(db:
         (400, true),
         "{body}"
     );
+    let long_password = "p".repeat(2000);
+    let (status, body) = answer(
+        http.post(app.url("/staff/login"))
+            .header(reqwest::header::COOKIE, "tessera_csrf=abc")
+            .form(&[
+                ("email", "x@example.com"),
+                ("password", long_password.as_str()),
+                ("csrf", "abc"),
+            ]),
+    )
+    .await;
+    assert_eq!(
+        (status, body.contains("at most 1024")),
+        (400, true),
+        "{body}"
+    );
 
     // API JSON fields, with the field in the error's details.
     let members = format!("/api/v1/programs/{program_id}/members");
@@ -463,6 +479,185 @@ async fn healthz_answers_while_2000_idle_sockets_are_open() {
             matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         );
     }
+}
+
+#[tokio::test]
+async fn fifty_wrong_passwords_are_throttled_and_the_right_one_works_after_the_delay() {
+    use tessera::storage::Role;
+    let app = TestApp::spawn_with(TestDb::sqlite().await, |c| {
+        c.server.sign_in_free_attempts = 3;
+        c.server.sign_in_max_delay_seconds = 1;
+    })
+    .await;
+    tessera::web::staff::create_user(
+        &app.state.store,
+        "till@example.com",
+        Role::Cashier,
+        "the right password",
+    )
+    .await
+    .unwrap();
+    let http = no_redirects();
+    let sign_in = |password: &'static str| {
+        http.post(app.url("/staff/login"))
+            .header(reqwest::header::COOKIE, "tessera_csrf=abc")
+            .form(&[
+                ("email", "till@example.com"),
+                ("password", password),
+                ("csrf", "abc"),
+            ])
+            .send()
+    };
+    let (mut refused, mut throttled) = (0, 0);
+    for _ in 0..50 {
+        let r = sign_in("a wrong password").await.unwrap();
+        match r.status().as_u16() {
+            401 => refused += 1,
+            429 => {
+                assert!(r.headers().contains_key("retry-after"));
+                throttled += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    eprintln!("50 wrong passwords: {refused} checked (401), {throttled} throttled (429)");
+    assert!(
+        refused >= 3 && throttled >= 35,
+        "{refused} checked, {throttled} throttled"
+    );
+
+    // Straight after, even the right password waits; once the delay has passed it works.
+    let r = sign_in("the right password").await.unwrap();
+    assert_eq!(r.status(), 429, "throttled while the delay runs");
+    let mut status = 429;
+    for _ in 0..10 {
+        let r = sign_in("the right password").await.unwrap();
+        status = r.status().as_u16();
+        if status != 429 {
+            break;
+        }
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    }
+    assert_eq!(status, 303, "the right password works after the delay");
+}
+
+/// A running `tessera serve` whose log goes to a file.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve_binary(envs: &[(&str, &str)]) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("server.log");
+    let mut cmd = crate::cli::tessera(dir.path());
+    cmd.arg("serve")
+        .env("TESSERA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TESSERA_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let served = Served {
+        child: cmd.spawn().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+        _dir: dir,
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = client.get(format!("{}/healthz", served.base)).send().await
+            && r.status() == 204
+        {
+            return served;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "tessera serve did not come up: {}",
+        std::fs::read_to_string(&served.log).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn a_forged_device_log_line_arrives_escaped_on_one_line_and_a_flood_is_throttled() {
+    let served = serve_binary(&[("TESSERA_SERVER__DEVICE_LOGS_PER_MINUTE", "12")]).await;
+    let client = reqwest::Client::new();
+    let forged = "fetch failed\n2026-12-03T08:00:00.000000Z ERROR tessera: FORGED admin login\r";
+    let r = client
+        .post(format!("{}/passkit/v1/log", served.base))
+        .json(&serde_json::json!({"logs": [forged]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("the device line in the log", || {
+        std::fs::read_to_string(&served.log)
+            .unwrap()
+            .contains("device log")
+    })
+    .await;
+    let log = std::fs::read_to_string(&served.log).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("FORGED")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("device log") && lines[0].contains(r"fetch failed\n2026"),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2026-12-03T08:00:00.000000Z")),
+        "{log}"
+    );
+    assert!(!log.contains('\r'), "no control characters reach the log");
+    // Other control characters are refused before the handler (see `web::guard`).
+    let r = client
+        .post(format!("{}/passkit/v1/log", served.base))
+        .json(&serde_json::json!({"logs": ["\u{1b}[2K"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A flood from one address: past the quota (a burst of 3) it answers 429 and logs nothing.
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let r = client
+            .post(format!("{}/passkit/v1/log", served.base))
+            .json(&serde_json::json!({"logs": vec![format!("flood {i}"); 100]}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert!(throttled >= 25, "{statuses:?}");
+    let log = std::fs::read_to_string(&served.log).unwrap();
+    let flood_lines = log.lines().filter(|l| l.contains("flood ")).count();
+    assert!(
+        flood_lines <= 5 * 20,
+        "at most 20 lines per accepted request, got {flood_lines}"
+    );
 }
 
 #[test]
