@@ -706,3 +706,55 @@ fn database_secrets_and_keys_are_private_and_concurrent_first_migrations_are_saf
         assert_eq!(mode & 0o777, 0o600, "{file} is {:o}", mode & 0o777);
     }
 }
+
+#[tokio::test]
+async fn a_request_past_its_timeout_answers_408_and_qr_pngs_are_rendered_once_per_size() {
+    use std::time::Instant;
+    // A 4,000-pixel QR code takes far longer than 10 ms to render in a test build.
+    let app = TestApp::spawn_with(TestDb::sqlite().await, |c| {
+        c.server.request_timeout_ms = 10;
+    })
+    .await;
+    app.state
+        .store
+        .insert_program(&crate::helpers::new_program("coffee"))
+        .await
+        .unwrap();
+    let r = app
+        .client
+        .get(app.url("/join/coffee/qr.png?size=4000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 408);
+
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    app.state
+        .store
+        .insert_program(&crate::helpers::new_program("coffee"))
+        .await
+        .unwrap();
+    let png = |size: u32| {
+        let r = app
+            .client
+            .get(app.url(&format!("/join/coffee/qr.png?size={size}")));
+        async move {
+            let started = Instant::now();
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            (r.bytes().await.unwrap(), started.elapsed())
+        }
+    };
+    let (first, rendered) = png(1901).await;
+    let (again, cached) = png(2000).await;
+    assert_eq!(first, again, "1901 px rounds up to the cached 2000 px PNG");
+    eprintln!("QR 2000 px: rendered in {rendered:?}, from the cache in {cached:?}");
+    assert!(cached < rendered, "{cached:?} vs {rendered:?}");
+    let r = app
+        .client
+        .get(app.url("/join/coffee/qr.png?size=4001"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
