@@ -46,6 +46,8 @@ pub struct AppState {
     pub argon_slots: Arc<tokio::sync::Semaphore>,
     /// Join-link QR PNGs per program and size.
     pub qr_cache: Arc<crate::enrollment::QrCache>,
+    /// Card-link e-mails per member.
+    pub card_link_throttle: Arc<crate::ratelimit::Throttle>,
     /// Outgoing e-mail, when `[email]` is configured.
     pub mailer: Option<Arc<crate::email::Mailer>>,
 }
@@ -87,6 +89,9 @@ impl AppState {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
             qr_cache: Arc::default(),
+            card_link_throttle: Arc::new(crate::ratelimit::Throttle::per_hour(
+                config.email.card_links_per_hour,
+            )),
             config: Arc::new(config),
             store,
             cards: Arc::new(cards),

@@ -104,6 +104,9 @@ pub struct EmailConfig {
     pub from: Option<String>,
     /// Gives up on a connection or command after this long.
     pub timeout_seconds: u64,
+    /// Card-link e-mails per member per hour (bursts of at most 3), so repeated joins with a
+    /// member's e-mail or phone cannot fill their inbox.
+    pub card_links_per_hour: u32,
 }
 
 impl Default for EmailConfig {
@@ -116,6 +119,7 @@ impl Default for EmailConfig {
             password: None,
             from: None,
             timeout_seconds: 10,
+            card_links_per_hour: 3,
         }
     }
 }

@@ -32,6 +32,16 @@ impl Throttle {
         }
     }
 
+    /// `per_hour` requests an hour per key, in bursts of at most 3, refilling evenly.
+    pub fn per_hour(per_hour: u32) -> Throttle {
+        let n = NonZeroU32::new(per_hour.max(1)).expect("at least 1");
+        let burst = NonZeroU32::new(per_hour.clamp(1, 3)).expect("at least 1");
+        Throttle {
+            limiter: RateLimiter::keyed(Quota::per_hour(n).allow_burst(burst)),
+            clock: DefaultClock::default(),
+        }
+    }
+
     /// `Err(wait)` when `key` is over its quota: how long until the next request is allowed.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
         if self.limiter.len() > MAX_KEYS {

@@ -299,6 +299,11 @@ fn send_card_link(state: &AppState, program: &Program, member: Member, lang: Lan
     let Some(mailer) = state.mailer.clone() else {
         return;
     };
+    // Decided before answering, so repeated joins cannot fill a member's inbox.
+    if state.card_link_throttle.check(&member.id).is_err() {
+        tracing::info!(member = %member.id, "card link e-mail throttled");
+        return;
+    }
     let state = state.clone();
     let program_name = program.name.clone();
     tokio::spawn(async move {
