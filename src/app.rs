@@ -7,6 +7,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -20,7 +21,7 @@ use crate::webservice::fetches::FetchLog;
 
 /// Request bodies above this are refused before a handler runs. Template uploads carry up to
 /// three base64 images of at most 5 MB each.
-const BODY_LIMIT: usize = 24 * 1024 * 1024;
+pub const BODY_LIMIT: usize = 24 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -39,6 +40,19 @@ pub struct AppState {
     pub lookup_throttle: Arc<crate::ratelimit::Throttle>,
     /// The background workers' liveness, for `/readyz`.
     pub workers: Arc<Workers>,
+    /// `POST /passkit/v1/log` requests per client address.
+    pub device_log_throttle: Arc<crate::ratelimit::Throttle>,
+    /// Failed staff sign-ins per account and per client address.
+    pub sign_in_backoff: Arc<crate::ratelimit::Backoff>,
+    /// Argon2 hashes running at once: one per core, so sign-ins cannot take every core or
+    /// 19 MiB each without bound.
+    pub argon_slots: Arc<tokio::sync::Semaphore>,
+    /// Join-link QR PNGs per program and size.
+    pub qr_cache: Arc<crate::enrollment::QrCache>,
+    /// Card-link e-mails per member.
+    pub card_link_throttle: Arc<crate::ratelimit::Throttle>,
+    /// Outgoing e-mail, when `[email]` is configured.
+    pub mailer: Option<Arc<crate::email::Mailer>>,
 }
 
 impl AppState {
@@ -56,12 +70,30 @@ impl AppState {
         let links =
             crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
                 .context("loading the install-link secret")?;
+        let mailer = crate::email::Mailer::from_config(&config.email)
+            .context("configuring e-mail")?
+            .map(Arc::new);
         Ok(AppState {
+            mailer,
             join_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
                 config.enrollment.joins_per_minute,
             )),
             lookup_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
                 config.enrollment.lookups_per_minute,
+            )),
+            device_log_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
+                config.server.device_logs_per_minute,
+            )),
+            sign_in_backoff: Arc::new(crate::ratelimit::Backoff::new(
+                config.server.sign_in_free_attempts,
+                std::time::Duration::from_secs(config.server.sign_in_max_delay_seconds.max(1)),
+            )),
+            argon_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
+            qr_cache: Arc::default(),
+            card_link_throttle: Arc::new(crate::ratelimit::Throttle::per_hour(
+                config.email.card_links_per_hour,
             )),
             config: Arc::new(config),
             store,
@@ -103,13 +135,41 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::enrollment::router())
         .merge(crate::scanning::router())
         .merge(crate::webservice::router())
+        .fallback(no_route)
+        // Runs after routing, so it can name path parameters.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::web::guard::guard,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // A bug that panics answers 500 (and is logged) instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_millis(state.config.server.request_timeout_ms.max(1)),
+        ))
         // The span names the route, never the full URI: query strings carry pass tokens.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
             tracing::info_span!("http", method = %req.method(), route = route.as_deref().unwrap_or("unmatched"))
         }))
         .with_state(state)
+}
+
+/// Unknown paths: the API's error shape under `/api/`, so clients parse every answer alike.
+/// The code differs from a handler's `not_found`, which names a missing resource.
+async fn no_route(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/api/") {
+        crate::api::error::ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "no_route",
+            "no such API route",
+        )
+        .into_response()
+    } else {
+        (axum::http::StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
 }
 
 /// Starts the background workers under supervision (`supervisor`): the ledger jobs, the
@@ -174,10 +234,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Client addresses feed the join and lookup throttles.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    // Client addresses (feeding the throttles) come from `server::serve`.
+    let limits = state.config.server.clone();
+    crate::server::serve(listener, router(state), &limits, shutdown)
         .await
         .context("serving HTTP")
 }

@@ -573,13 +573,17 @@ pub async fn passkit(
     store
         .register_device(device, &"ab".repeat(32), &card.serial, now_ms())
         .await?;
+    let limits = state.config.server.clone();
     let app = crate::app::router(state).route(
         "/noop",
         axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // The server's own accept loop, with its limits, as `tessera serve` runs it.
+    let server = tokio::spawn(async move {
+        crate::server::serve(listener, app, &limits, std::future::pending()).await
+    });
 
     let auth = format!("Authorization: ApplePass {}", card.auth_token);
     let registrations = format!(

@@ -17,6 +17,8 @@ const NOT_CONFIG: &[&str] = &[
     "TEST_POSTGRES_URL",
     "REQUIRE_OPENAPI_VALIDATOR",
     "REQUIRE_BROWSER",
+    "REQUIRE_SMTP_SINK",
+    "REQUIRE_SCHEMATHESIS",
     "CONFIG",
 ];
 
@@ -33,6 +35,93 @@ pub struct Config {
     pub push: PushConfig,
     pub google: GoogleConfig,
     pub enrollment: EnrollmentConfig,
+    pub email: EmailConfig,
+    pub server: ServerConfig,
+}
+
+/// Limits that keep slow, idle or flooding clients from tying the server up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// From when a connection waits for a request (a new one, or the next on a kept-alive
+    /// connection) until the whole request head has arrived; then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight and no bytes either way for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// From the request head until the whole body has arrived; then 408.
+    pub body_read_timeout_ms: u64,
+    /// From the request head until the response starts; then 408.
+    pub request_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen queue. Lowered at start to fit the
+    /// process's file-descriptor limit (raised to its hard limit first).
+    pub max_connections: usize,
+    /// `POST /passkit/v1/log` requests per client address per minute.
+    pub device_logs_per_minute: u32,
+    /// Wrong staff sign-ins per account and per client address before each further attempt
+    /// waits, the wait doubling each time up to `sign_in_max_delay_seconds`.
+    pub sign_in_free_attempts: u32,
+    pub sign_in_max_delay_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 5_000,
+            body_read_timeout_ms: 30_000,
+            request_timeout_ms: 60_000,
+            max_connections: 4096,
+            device_logs_per_minute: 12,
+            sign_in_free_attempts: 5,
+            sign_in_max_delay_seconds: 300,
+        }
+    }
+}
+
+/// How TLS is used towards the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or a test sink.
+    None,
+}
+
+/// Outgoing e-mail (SMTP). Off unless `host` and `from` are set; without it a returning
+/// customer is told to ask at the till for their card.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    pub host: Option<String>,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// The sender, `Name <address>` or a bare address.
+    pub from: Option<String>,
+    /// Gives up on a connection or command after this long.
+    pub timeout_seconds: u64,
+    /// Card-link e-mails per member per hour (bursts of at most 3), so repeated joins with a
+    /// member's e-mail or phone cannot fill their inbox.
+    pub card_links_per_hour: u32,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            host: None,
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password: None,
+            from: None,
+            timeout_seconds: 10,
+            card_links_per_hour: 3,
+        }
+    }
 }
 
 /// Join pages, personal install links, and the throttles that keep both from being used to
@@ -185,6 +274,8 @@ impl Default for Config {
             push: PushConfig::default(),
             google: GoogleConfig::default(),
             enrollment: EnrollmentConfig::default(),
+            email: EmailConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -255,6 +346,15 @@ impl Config {
         if token_parts.iter().any(|x| *x) && !token_parts.iter().all(|x| *x) {
             return Err(ConfigError(
                 "push: apns_key, apns_key_id and apns_team_id go together".into(),
+            ));
+        }
+        let e = &self.email;
+        if e.host.is_some() != e.from.is_some() {
+            return Err(ConfigError("email: host and from go together".into()));
+        }
+        if e.username.is_some() != e.password.is_some() {
+            return Err(ConfigError(
+                "email: username and password go together".into(),
             ));
         }
         if (a.pkcs12.is_some() || a.certificate.is_some()) && a.wwdr_certificate.is_none() {

@@ -406,13 +406,13 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
              these passes will NOT install on real devices (see certs.example/)"
         ),
         tessera::passes::apple::Signers::Configured(identity) => {
-            if let Some(days) = identity.days_until_expiry() {
-                if days < 90 {
-                    tracing::warn!(
-                        days,
-                        "the Pass Type ID or WWDR certificate expires soon; renew it before passes stop installing"
-                    );
-                }
+            if let Some(days) = identity.days_until_expiry()
+                && days < 90
+            {
+                tracing::warn!(
+                    days,
+                    "the Pass Type ID or WWDR certificate expires soon; renew it before passes stop installing"
+                );
             }
         }
     }

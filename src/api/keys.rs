@@ -16,6 +16,7 @@ use crate::storage::Role;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    #[schema(max_length = 100)]
     name: String,
     /// admin, marketer, cashier or integration.
     role: String,

@@ -1,14 +1,14 @@
 //! Members, their standing (balance, tier, next expiry) and their passes.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiQuery};
 use super::views::{
     DeviceView, ErrorBody, GoogleCard, MemberSummary, MemberView, NextExpiry, Paged, PassDetail,
     PassList, PassView, TierProgress,
@@ -28,8 +28,10 @@ const READERS: &[Role] = &[
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMember {
+    #[schema(max_length = 200)]
     display_name: String,
     /// The member's id in the shop's CRM; unique per program.
+    #[schema(max_length = 200)]
     external_id: Option<String>,
 }
 
@@ -114,9 +116,12 @@ pub async fn get_member(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FindMember {
+    #[param(max_length = 512)]
     program_id: Option<String>,
+    #[param(max_length = 512)]
     external_id: Option<String>,
     /// The value scanned from the card.
+    #[param(max_length = 512)]
     barcode: Option<String>,
 }
 
@@ -126,7 +131,7 @@ pub struct FindMember {
 pub async fn find_member(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<FindMember>,
+    ApiQuery(q): ApiQuery<FindMember>,
 ) -> Result<Json<MemberView>, ApiError> {
     caller.require(READERS)?;
     let member = match (q.barcode, q.program_id, q.external_id) {
@@ -171,7 +176,7 @@ pub async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
     Path(program_id): Path<String>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Paged<MemberSummary>>, ApiError> {
     caller.require(&[Role::Admin, Role::Marketer, Role::Integration])?;
     let program = state.store.get_program(&program_id).await?;

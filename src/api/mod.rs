@@ -112,6 +112,7 @@ pub struct Page {
     /// Items per page, 1 to 100 (default 50).
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(max_length = 512)]
     pub cursor: Option<String>,
 }
 

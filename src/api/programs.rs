@@ -20,12 +20,17 @@ use crate::storage::Role;
 #[serde(deny_unknown_fields)]
 pub struct CreateProgram {
     /// Lowercase letters, digits and '-'; used in join links.
+    #[schema(max_length = 64)]
     slug: String,
+    #[schema(max_length = 200)]
     name: String,
     /// Must equal the signing certificate's UID, e.g. `pass.com.example.loyalty`.
+    #[schema(max_length = 255)]
     pass_type_identifier: String,
     /// Apple Team ID; must equal the signing certificate's OU.
+    #[schema(max_length = 10)]
     team_identifier: String,
+    #[schema(max_length = 200)]
     organization_name: String,
     /// Earn rule, expiry and tiers; defaults to 1 point per 100 minor units, no expiry, no tiers.
     #[serde(default)]
@@ -95,6 +100,7 @@ pub async fn put_rules(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
+    #[schema(max_length = 200)]
     name: String,
     design: TemplateDesign,
     #[serde(default)]

@@ -3,7 +3,7 @@
 //! key with another body is a 409.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiQuery};
 use super::views::{EntryView, ErrorBody, Paged, TransactionView};
 use super::{Page, paged};
 use crate::app::AppState;
@@ -43,11 +43,18 @@ pub struct TransactionRequest {
     pub kind: TransactionType,
     pub amount_minor: Option<i64>,
     pub points: Option<i64>,
+    #[schema(max_length = 200)]
     pub external_ref: Option<String>,
+    #[schema(max_length = 200)]
     pub channel: Option<String>,
+    #[schema(max_length = 200)]
     pub store_id: Option<String>,
+    #[schema(max_length = 200)]
     pub partner_id: Option<String>,
+    /// Required for `adjust`.
+    #[schema(max_length = 500)]
     pub reason: Option<String>,
+    #[schema(max_length = 200)]
     pub entry_id: Option<String>,
 }
 
@@ -140,6 +147,7 @@ impl TransactionRequest {
             ("channel", &self.channel),
             ("store_id", &self.store_id),
             ("partner_id", &self.partner_id),
+            ("entry_id", &self.entry_id),
         ] {
             if let Some(v) = value {
                 crate::domain::check_text(&mut c, field, v, 200);
@@ -243,7 +251,7 @@ pub async fn list_transactions(
     State(state): State<AppState>,
     caller: Caller,
     Path(member_id): Path<String>,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Paged<EntryView>>, ApiError> {
     caller.require(&[
         Role::Admin,

@@ -19,9 +19,37 @@ pub struct ErrorDetail {
     pub code: String,
     /// What went wrong, naming the field or limit.
     pub message: String,
-    /// Per-field problems (`[{"field", "message"}]`) or facts such as `{"available": 120}`.
-    #[schema(value_type = Object)]
+    /// `null`; per-field problems (`[{"field", "message"}]`, with `validation_failed`); or
+    /// facts about the refusal such as `{"available": 120}` (with `insufficient_points`).
+    #[schema(schema_with = error_details)]
     pub details: serde_json::Value,
+}
+
+/// What `details` may be, exactly: null, an array of field problems, or an object.
+fn error_details() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+    };
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(
+            ArrayBuilder::new().items(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property("field", text())
+                    .property("message", text())
+                    .required("field")
+                    .required("message"),
+            ),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(AdditionalProperties::FreeForm(true))),
+        )
+        .build()
+        .into()
 }
 
 #[derive(Serialize, ToSchema)]

@@ -35,12 +35,16 @@ pub struct EnrollmentSettings {
     pub email: Ask,
     pub birthday: Ask,
     /// The privacy policy both consent boxes link to; the join page is closed without one.
+    #[schema(max_length = 2000)]
     pub privacy_policy_url: Option<String>,
     /// Recorded with every consent: which text of the policy was agreed to.
+    #[schema(max_length = 50)]
     pub policy_version: String,
     /// The label of the required box.
+    #[schema(max_length = 1000)]
     pub data_consent_text: String,
     /// The label of the optional marketing box; `None` shows no such box.
+    #[schema(max_length = 1000)]
     pub marketing_consent_text: Option<String>,
     /// Points credited once to each new member.
     pub welcome_bonus: i64,
@@ -80,6 +84,7 @@ impl EnrollmentSettings {
                 "privacy_policy_url",
                 || format!("privacy_policy_url must be an https:// address, got {url:?}"),
             );
+            super::check_text(&mut c, "privacy_policy_url", url, 2000);
         }
         super::check_text(&mut c, "policy_version", &self.policy_version, 50);
         super::check_text(&mut c, "data_consent_text", &self.data_consent_text, 1000);

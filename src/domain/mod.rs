@@ -197,6 +197,9 @@ pub struct Pass {
     pub last_fetched_at: Option<i64>,
 }
 
+/// Longest template name, in characters (the designer cuts names to it too).
+pub const MAX_TEMPLATE_NAME: usize = 200;
+
 pub fn check_text(c: &mut Checker, field: &str, value: &str, max: usize) {
     if value.trim().is_empty() {
         c.fail(field, format!("{field} must not be empty"));

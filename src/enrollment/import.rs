@@ -114,6 +114,12 @@ pub fn parse(input: impl std::io::Read) -> Result<Parsed, ImportError> {
         let external_id = get(Some(ext_col));
         let name = get(Some(name_col));
         let row = (|| {
+            // PostgreSQL cannot store U+0000, and no control character belongs in these.
+            for (column, value) in names.iter().zip(record.iter()) {
+                if let Some(m) = crate::web::guard::control_char(value, false) {
+                    return Err(fail(format!("{column} {m}")));
+                }
+            }
             if external_id.is_empty() || external_id.chars().count() > 200 {
                 return Err(fail("external_id must have 1 to 200 characters".into()));
             }

@@ -2,9 +2,11 @@
 //! posters, and the personal card page (`/card/<signed token>`) that offers Apple Wallet, Google
 //! Wallet, or both and a QR code to continue on the phone.
 //!
-//! The join form asks for what the program configures, records consent exactly as shown, finds
-//! a returning customer by e-mail or phone instead of making a duplicate (without saying which
-//! matched), and credits the welcome bonus once. Submissions are throttled per client address.
+//! The join form asks for what the program configures, records consent exactly as shown, and
+//! credits the welcome bonus once. A join whose e-mail or phone matches a member makes no
+//! duplicate and never hands over that member's card: the card link is e-mailed to the
+//! member's stored address (`crate::email`), and the visitor gets the same page whatever
+//! matched. Submissions are throttled per client address.
 
 use std::net::SocketAddr;
 
@@ -13,7 +15,7 @@ use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, Query, State};
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE, USER_AGENT,
+    ACCEPT_LANGUAGE, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE, USER_AGENT,
 };
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -24,6 +26,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::domain::enrollment::{Ask, EnrollmentSettings, JoinInput};
 use crate::domain::{Invalid, Member, Program, now_ms};
+use crate::email::{CardLink, Lang};
 use crate::ledger::{Operation, Origin};
 use crate::secret::{constant_time_eq, random_token};
 use crate::storage::{ConsentRecord, StorageError};
@@ -250,7 +253,7 @@ async fn join(
         }
     };
     match join_member(&state, &open, &checked).await {
-        Ok(member) => {
+        Ok((member, true)) => {
             let (url, _) = state.install_url(&member.id);
             let path = url
                 .strip_prefix(state.config.public_base())
@@ -258,17 +261,86 @@ async fn join(
                 .to_string();
             (StatusCode::SEE_OTHER, [(LOCATION, path)]).into_response()
         }
+        Ok((member, false)) => {
+            // Typing someone's e-mail or phone proves nothing: the card link goes to the
+            // address the member registered with, and the visitor sees the same page whatever
+            // matched and whether the member has an address at all.
+            let lang = headers
+                .get(ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok())
+                .map_or(Lang::En, Lang::from_accept_language);
+            send_card_link(&state, &open.program, member, lang);
+            JoinSentPage {
+                program_name: open.program.name.clone(),
+                background: open.template.design.colors.background.clone(),
+                foreground: open.template.design.colors.foreground.clone(),
+                emailed: state.mailer.is_some(),
+            }
+            .into_response()
+        }
         Err(e) => page_error(e),
     }
 }
 
-/// Records the join (a new member, or the one the e-mail or phone finds) with both consents as
-/// shown, and credits the welcome bonus to a new member once.
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/join_sent.html")]
+struct JoinSentPage {
+    program_name: String,
+    background: String,
+    foreground: String,
+    /// E-mail is configured: a member with an address has been sent their link.
+    emailed: bool,
+}
+
+/// Sends `member` their card link at their stored address, in the background so the answer
+/// takes as long whether or not anything is sent. Nothing is sent without e-mail configured or
+/// to a member without an address.
+fn send_card_link(state: &AppState, program: &Program, member: Member, lang: Lang) {
+    let Some(mailer) = state.mailer.clone() else {
+        return;
+    };
+    // Decided before answering, so repeated joins cannot fill a member's inbox.
+    if state.card_link_throttle.check(&member.id).is_err() {
+        tracing::info!(member = %member.id, "card link e-mail throttled");
+        return;
+    }
+    let state = state.clone();
+    let program_name = program.name.clone();
+    tokio::spawn(async move {
+        let to = match state.store.member_contact(&member.id).await {
+            Ok((Some(email), _, _)) => email,
+            Ok(_) => {
+                tracing::info!(member = %member.id, "returning member has no e-mail address; nothing sent");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "loading a member's contact failed");
+                return;
+            }
+        };
+        let (link, _) = state.install_url(&member.id);
+        let mail = CardLink {
+            program_name,
+            member_name: member.display_name,
+            link,
+            valid_days: state.config.enrollment.install_link_days.max(1),
+        };
+        match mailer.send_card_link(&to, &mail, lang).await {
+            Ok(()) => {
+                tracing::info!(member = %member.id, "card link e-mailed to a returning member")
+            }
+            Err(e) => tracing::warn!(member = %member.id, error = %e, "sending a card link failed"),
+        }
+    });
+}
+
+/// Records the join: a new member with both consents as shown and the welcome bonus (credited
+/// once), or finds the member the e-mail or phone matches, changing nothing of theirs.
 async fn join_member(
     state: &AppState,
     open: &Open,
     join: &crate::domain::enrollment::Join,
-) -> Result<Member, StorageError> {
+) -> Result<(Member, bool), StorageError> {
     let now = now_ms();
     let s = &open.settings;
     let mut consents = vec![ConsentRecord {
@@ -309,7 +381,7 @@ async fn join_member(
         )
         .await?;
     tracing::info!(member = %member.id, created, "joined");
-    Ok(member)
+    Ok((member, created))
 }
 
 /// Which buttons the card page leads with.
@@ -466,8 +538,44 @@ struct Size {
 
 /// Largest PNG QR code served: an A2 poster at 150 dpi.
 const MAX_QR_PX: u32 = 4000;
+/// Sizes are rounded up to a multiple of this, so one program has at most 40 distinct PNGs.
+const QR_STEP_PX: u32 = 100;
+/// PNGs kept; past it the cache starts over.
+const QR_CACHE_ENTRIES: usize = 64;
 
-/// The join link as a PNG QR code: `?size=` pixels (default 2000, poster size; at most 4000).
+/// Rendered join-link PNGs per (program slug, size), so a poster link opened a thousand times
+/// renders once; renders run one at a time, so they cannot take every core.
+#[derive(Default)]
+pub struct QrCache {
+    pngs: std::sync::Mutex<std::collections::HashMap<(String, u32), axum::body::Bytes>>,
+    render: tokio::sync::Mutex<()>,
+}
+
+impl QrCache {
+    async fn png(&self, slug: &str, url: String, size: u32) -> axum::body::Bytes {
+        let key = (slug.to_string(), size);
+        if let Some(png) = self.pngs.lock().expect("QR cache lock").get(&key) {
+            return png.clone();
+        }
+        let _one = self.render.lock().await;
+        if let Some(png) = self.pngs.lock().expect("QR cache lock").get(&key) {
+            return png.clone();
+        }
+        let png: axum::body::Bytes = tokio::task::spawn_blocking(move || qr_png_of(&url, size))
+            .await
+            .expect("QR rendering panicked")
+            .into();
+        let mut pngs = self.pngs.lock().expect("QR cache lock");
+        if pngs.len() >= QR_CACHE_ENTRIES {
+            pngs.clear();
+        }
+        pngs.insert(key, png.clone());
+        png
+    }
+}
+
+/// The join link as a PNG QR code: `?size=` pixels (default 2000, poster size; at most 4000;
+/// rounded up to a multiple of 100).
 async fn qr_png(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -484,10 +592,11 @@ async fn qr_png(
         )
             .into_response();
     }
-    let url = join_url(&state, &slug);
-    let png = tokio::task::spawn_blocking(move || qr_png_of(&url, size))
-        .await
-        .expect("QR rendering panicked");
+    let size = size.div_ceil(QR_STEP_PX) * QR_STEP_PX;
+    let png = state
+        .qr_cache
+        .png(&slug, join_url(&state, &slug), size)
+        .await;
     (
         [
             (CONTENT_TYPE, "image/png"),

@@ -26,7 +26,7 @@ pub fn grouped(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -152,6 +152,7 @@ impl LoyaltyRules {
                 )
             });
             c.check(
+                // Not `threshold + 1`: i64::MAX would overflow.
                 (0..MAX_AMOUNT).contains(&t.threshold),
                 "tiers.levels",
                 || {

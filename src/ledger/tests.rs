@@ -184,3 +184,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn extreme_thresholds_are_refused_not_overflowed() {
+    let mut r = rules();
+    r.tiers.levels[2].threshold = i64::MAX;
+    let e = r.validate().unwrap_err().to_string();
+    assert!(e.contains("threshold must be between 0 and"), "{e}");
+    r.tiers.levels[2].threshold = MAX_AMOUNT - 1;
+    assert!(r.validate().is_ok());
+}

@@ -85,12 +85,10 @@ impl Cards {
             .validate()
             .map_err(|e| problems.extend(e.problems))
             .ok();
-        if name.trim().is_empty() {
-            problems.push(
-                Invalid::one("name", "name must not be empty")
-                    .problems
-                    .remove(0),
-            );
+        let mut c = crate::domain::Checker::default();
+        crate::domain::check_text(&mut c, "name", name, crate::domain::MAX_TEMPLATE_NAME);
+        if let Err(e) = c.finish() {
+            problems.extend(e.problems);
         }
         if !uploads.iter().any(|(k, _)| *k == ImageKind::Icon) {
             problems.push(

@@ -70,8 +70,9 @@ impl Store {
     }
 
     /// Joins a customer: the member with the same e-mail or phone in the program if there is
-    /// one, else a new member and pass on `template`. The consents are recorded either way, in
-    /// the same transaction. Returns the member, their pass, and whether they are new.
+    /// one, else a new member and pass on `template` with the consents, in one transaction. An
+    /// existing member's consents are left as they are. Returns the member, their pass, and
+    /// whether they are new.
     pub async fn join_member(
         &self,
         program: &Program,
@@ -127,6 +128,9 @@ impl Store {
                 (member.id, true)
             }
         };
+        // An existing member's consents are theirs to give: a visitor who only typed their
+        // e-mail or phone has not proved to be them, so the visitor's choices are not recorded.
+        let consents = if created { consents } else { &[] };
         for c in consents {
             sqlx::query(
                 "INSERT INTO consents (id, member_id, kind, granted, policy_version, policy_url, text_shown, source, recorded_at)

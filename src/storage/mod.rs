@@ -160,9 +160,18 @@ const YIELD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(200)
 
 impl Store {
     /// Connects to `url` (`sqlite:...` or `postgres:...`) and brings the schema up to date.
+    ///
+    /// On SQLite, concurrent first starts (or `tessera migrate` runs) on one file take turns
+    /// through an exclusive lock on `<file>.lock`: sqlx's migration lock is a no-op there, so
+    /// two would both try to create the tables.
     pub async fn connect(url: &str) -> Result<Store> {
+        let lock = match sqlite_file(url) {
+            Some(path) => Some(lock_file(path).await?),
+            None => None,
+        };
         let store = Self::connect_without_migrating(url).await?;
         store.migrate().await?;
+        drop(lock);
         Ok(store)
     }
 
@@ -864,24 +873,68 @@ fn conflict(e: sqlx::Error, message: impl FnOnce() -> String) -> StorageError {
     }
 }
 
-/// Makes sure a SQLite file's folder exists and that the file is created when missing.
-fn prepare_sqlite_url(url: &str) -> Result<String> {
+/// The file of a `sqlite:` URL; `None` for PostgreSQL and in-memory databases.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or("");
-    if path.is_empty() || path.contains(":memory:") {
-        return Ok(url.to_string());
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
+}
+
+fn io_error(what: &std::path::Path, e: std::io::Error) -> StorageError {
+    StorageError::Database(sqlx::Error::Configuration(
+        format!("{}: {e}", what.display()).into(),
+    ))
+}
+
+/// Creates `path` (owner-only, 0600) when missing.
+fn create_private(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error(path, e))
+}
+
+/// Waits for the exclusive lock on `<db>.lock`; released when the file is dropped.
+async fn lock_file(db: std::path::PathBuf) -> Result<std::fs::File> {
+    let mut name = db.into_os_string();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
     }
-    if let Some(parent) = std::path::Path::new(path).parent()
+    tokio::task::spawn_blocking(move || {
+        let f = create_private(&path)?;
+        f.lock().map_err(|e| io_error(&path, e))?;
+        Ok(f)
+    })
+    .await
+    .map_err(|e| {
+        io_error(
+            std::path::Path::new("the migration lock"),
+            std::io::Error::other(e),
+        )
+    })?
+}
+
+/// Makes sure a SQLite file's folder exists and that the file is created when missing, readable
+/// by its owner only (it holds pass tokens; SQLite gives its -wal and -shm files the same mode).
+fn prepare_sqlite_url(url: &str) -> Result<String> {
+    let Some(path) = sqlite_file(url) else {
+        return Ok(url.to_string());
+    };
+    if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            StorageError::Database(sqlx::Error::Configuration(
-                format!("creating {}: {e}", parent.display()).into(),
-            ))
-        })?;
+        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
     }
+    create_private(&path)?;
     Ok(if url.contains("mode=") {
         url.to_string()
     } else if url.contains('?') {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 
+pub mod guard;
 pub mod staff;
 
 pub fn router() -> Router<AppState> {

@@ -8,6 +8,10 @@
 //!   itself) a double-submit cookie. Tokens are compared in constant time.
 //! - A wrong password and an unknown e-mail answer alike, in the same time: an unknown e-mail is
 //!   still checked against a dummy hash.
+//! - After `server.sign_in_free_attempts` wrong passwords for an account, or from a client
+//!   address, each further attempt must wait (429 with `Retry-After`), the wait doubling up to
+//!   `server.sign_in_max_delay_seconds`; no hash is computed meanwhile. Argon2 (19 MiB) runs on
+//!   at most one thread per core at a time.
 
 use std::sync::OnceLock;
 
@@ -28,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::domain::now_ms;
+use crate::enrollment::ClientAddr;
 use crate::secret::{constant_time_eq, random_token};
 use crate::storage::{Role, StaffSession, StaffUser, StorageError, Store};
 
@@ -36,6 +41,9 @@ pub const CSRF_COOKIE: &str = "tessera_csrf";
 const SESSION_MS: i64 = 12 * 3600 * 1000;
 /// Shortest password `tessera user create` accepts.
 pub const MIN_PASSWORD: usize = 12;
+/// Longest password and e-mail the sign-in form takes (Argon2 hashes whatever it is given).
+pub const MAX_PASSWORD: usize = 1024;
+pub const MAX_EMAIL: usize = 254;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -248,6 +256,7 @@ struct LoginForm {
 
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -256,6 +265,28 @@ async fn login(
     };
     if !constant_time_eq(expected.as_bytes(), f.csrf.as_bytes()) {
         return forbidden();
+    }
+    let email = f.email.trim().to_ascii_lowercase();
+    let too_long = if email.chars().count() > MAX_EMAIL {
+        Some(format!("email must have at most {MAX_EMAIL} characters"))
+    } else if f.password.chars().count() > MAX_PASSWORD {
+        Some(format!(
+            "password must have at most {MAX_PASSWORD} characters"
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = too_long {
+        return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
+    }
+    let keys = [format!("account:{email}"), format!("address:{addr}")];
+    let keys = [keys[0].as_str(), keys[1].as_str()];
+    if let Err(wait) = state.sign_in_backoff.check(&keys) {
+        tracing::info!(client = %addr, "staff sign-in throttled");
+        return crate::enrollment::too_many(
+            wait,
+            "too many wrong passwords for this account or from your network; wait and try again",
+        );
     }
     let user = match state.store.staff_user_by_email(&f.email).await {
         Ok(u) => u,
@@ -269,11 +300,16 @@ async fn login(
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| dummy_hash().to_string());
     let password = f.password;
-    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .unwrap_or(false);
+    let ok = {
+        // One Argon2 hash per core at a time; the rest queue here.
+        let _slot = state.argon_slots.acquire().await;
+        tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+            .await
+            .unwrap_or(false)
+    };
     let Some(user) = user.filter(|_| ok) else {
-        tracing::info!("staff sign-in refused");
+        state.sign_in_backoff.fail(&keys);
+        tracing::info!(client = %addr, "staff sign-in refused");
         let mut r = (
             StatusCode::UNAUTHORIZED,
             LoginPage {
@@ -287,6 +323,7 @@ async fn login(
             .insert(SET_COOKIE, set_cookie(&state, CSRF_COOKIE, &f.csrf, 3600));
         return r;
     };
+    state.sign_in_backoff.succeed(&keys[..1]);
     let token = random_token(32);
     let now = now_ms();
     if let Err(e) = state

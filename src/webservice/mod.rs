@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::domain::{Pass, now_ms};
+use crate::enrollment::{ClientAddr, too_many};
 use crate::secret::constant_time_eq;
 use crate::storage::StorageError;
 
@@ -251,8 +252,32 @@ struct Logs {
     logs: Vec<String>,
 }
 
-/// `POST /v1/log`: Wallet's error messages about this service, written to our log [WS].
-async fn log(body: Bytes) -> Response {
+/// Lines of one `POST /v1/log` logged, and characters of each line.
+const LOG_LINES: usize = 20;
+const LOG_LINE_CHARS: usize = 500;
+
+/// One device message as one log line: newlines, quotes and control characters escaped
+/// (`\n`, `\"`, `\0`, `\u{1b}`), cut to [`LOG_LINE_CHARS`], so a device cannot forge log lines.
+pub fn escape_device_line(line: &str) -> String {
+    let mut out: String = line
+        .chars()
+        .take(LOG_LINE_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if line.chars().count() > LOG_LINE_CHARS {
+        out.push_str("[cut]");
+    }
+    out
+}
+
+/// `POST /v1/log`: Wallet's error messages about this service, written to our log [WS]. The
+/// endpoint is unauthenticated (Apple specifies no token), so it is throttled per client
+/// address and each request logs at most [`LOG_LINES`] escaped lines.
+async fn log(State(state): State<AppState>, ClientAddr(addr): ClientAddr, body: Bytes) -> Response {
+    if let Err(wait) = state.device_log_throttle.check(&addr) {
+        tracing::debug!(client = %addr, "device log throttled");
+        return too_many(wait, "too many device logs from this address");
+    }
     let Ok(Logs { logs }) = serde_json::from_slice::<Logs>(&body) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -260,9 +285,13 @@ async fn log(body: Bytes) -> Response {
         )
             .into_response();
     };
-    for line in logs.iter().take(100) {
-        let line: String = line.chars().take(1000).collect();
-        tracing::info!(target: "tessera::passkit_device", "{line}");
+    for line in logs.iter().take(LOG_LINES) {
+        tracing::info!(
+            target: "tessera::passkit_device",
+            client = %addr,
+            "device log: \"{}\"",
+            escape_device_line(line)
+        );
     }
     status(StatusCode::OK)
 }
@@ -274,5 +303,18 @@ mod tests {
         let text = crate::api::http_date(1_470_779_852_999).unwrap();
         assert_eq!(super::parse_http_date(&text), Some(1_470_779_852));
         assert_eq!(super::parse_http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn device_lines_are_escaped_onto_one_line_and_cut() {
+        let forged = "x\n2026-12-03T08:00:00Z ERROR tessera: FORGED admin login\u{0}\u{1b}[31m";
+        let line = super::escape_device_line(forged);
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert!(
+            line.starts_with("x\\n2026") && line.ends_with("\\0\\u{1b}[31m"),
+            "{line}"
+        );
+        let long = super::escape_device_line(&"a".repeat(10_000));
+        assert_eq!(long.len(), super::LOG_LINE_CHARS + "[cut]".len());
     }
 }

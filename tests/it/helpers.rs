@@ -494,18 +494,18 @@ pub fn form_fields(html: &str, form_id: &str) -> Vec<(String, String)> {
                 let body = &rest[tag_end + 1..];
                 out.push((name, unescape(&body[..body.find("</textarea>").unwrap()])));
             }
-        } else if tag.starts_with("<select") {
-            if let Some(name) = attr(tag, "name") {
-                let body = &rest[tag_end..rest.find("</select>").unwrap()];
-                let chosen = body
-                    .split("<option")
-                    .skip(1)
-                    .find(|o| o.contains(" selected"))
-                    .or_else(|| body.split("<option").nth(1))
-                    .and_then(|o| attr(o, "value"))
-                    .unwrap_or_default();
-                out.push((name, chosen));
-            }
+        } else if tag.starts_with("<select")
+            && let Some(name) = attr(tag, "name")
+        {
+            let body = &rest[tag_end..rest.find("</select>").unwrap()];
+            let chosen = body
+                .split("<option")
+                .skip(1)
+                .find(|o| o.contains(" selected"))
+                .or_else(|| body.split("<option").nth(1))
+                .and_then(|o| attr(o, "value"))
+                .unwrap_or_default();
+            out.push((name, chosen));
         }
         rest = &rest[1..];
     }

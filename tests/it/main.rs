@@ -1,5 +1,6 @@
 //! The one integration test binary (one link step instead of one per file).
 
+mod abuse;
 mod api;
 mod apns;
 mod browser;
@@ -14,6 +15,8 @@ mod ledger_props;
 mod openapi;
 mod pass_checks;
 mod push;
+mod schemathesis;
+mod smtp;
 mod staff;
 mod storage;
 mod ui;

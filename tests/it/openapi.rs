@@ -38,7 +38,7 @@ async fn openapi_document_is_valid_and_matches_the_routes() {
                 "{method} {path} documents responses"
             );
             // Fill path parameters and call the route: a route the router lacks answers 405, or
-            // 404 with an empty body; our handlers' 404s carry the error shape.
+            // 404 `no_route`; our handlers' 404s say `not_found`.
             let concrete = path
                 .split('/')
                 .map(|s| if s.starts_with('{') { "x" } else { s })
@@ -61,8 +61,9 @@ async fn openapi_document_is_valid_and_matches_the_routes() {
             let body = response.text().await.unwrap();
             assert_ne!(status, 405, "{method} {path} is documented but not served");
             if status == 404 {
-                let err: Value = serde_json::from_str(&body)
-                    .unwrap_or_else(|_| panic!("{method} {path}: router 404 {body:?}"));
+                let err: Value = serde_json::from_str(&body).unwrap_or_else(|_| {
+                    panic!("{method} {path}: a 404 without the error shape {body:?}")
+                });
                 assert_eq!(err["error"]["code"], "not_found", "{method} {path}");
             }
         }

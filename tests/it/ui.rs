@@ -244,6 +244,7 @@ async fn a_customer_joins_with_consent_and_gets_the_card_links() {
     b.goto(&app.url("/join/coffee")).await;
     b.type_into("#name", "Grace Hopper").await;
     b.type_into("#email", "grace@example.com").await;
+    b.type_into("#phone", "+1 212 555 0100").await;
     b.click("#join").await;
     b.wait_for(
         "the form error",
@@ -330,6 +331,41 @@ async fn a_customer_joins_with_consent_and_gets_the_card_links() {
         .await
         .unwrap();
     assert_eq!(r.headers()["content-type"], "application/vnd.apple.pkpass");
+
+    // Joining again as Grace, by e-mail and then by phone with another address, leads to no
+    // card: the same page without a link, and Grace's consents stay hers.
+    for (email, phone) in [
+        ("GRACE@example.com", ""),
+        ("someone@example.net", "+12125550100"),
+    ] {
+        b.goto(&app.url("/join/coffee")).await;
+        b.type_into("#name", "Not Grace").await;
+        b.type_into("#email", email).await;
+        b.type_into("#phone", phone).await;
+        b.click("#data_consent").await;
+        b.click("#marketing_consent").await;
+        b.click("#join").await;
+        b.wait_for(
+            "the already-a-member page",
+            "return document.querySelector('#already') !== null",
+        )
+        .await;
+        let links = b
+            .js(
+                "return Array.from(document.querySelectorAll('a')).map(a => a.href).join(' ')",
+                json!([]),
+            )
+            .await;
+        let links = links.as_str().unwrap();
+        assert!(
+            !links.contains("/card/") && !links.contains(".pkpass"),
+            "{links}"
+        );
+        assert!(!b.url().await.contains("/card/"));
+        assert!(b.text("body").await.contains("ask at the till"));
+    }
+    b.screenshot("join-again").await;
+    assert_eq!(app.state.store.consents(&member_id).await.unwrap().len(), 2);
     b.quit().await;
 }
 
