@@ -21,12 +21,15 @@ pub async fn ledger_loop(state: AppState, beat: Beat) {
     }
 }
 
-/// Writes pass-download times every second (see `webservice::fetches`).
+/// Writes pass-download times every second (see `webservice::fetches`), and checkpoints the
+/// SQLite WAL beside the writers (`Store::checkpoint`).
 pub async fn fetch_log_loop(state: AppState, beat: Beat) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        match state.fetches.flush(&state.store).await {
+        let flushed = state.fetches.flush(&state.store).await;
+        let checkpointed = state.store.checkpoint().await;
+        match flushed.and(checkpointed) {
             Ok(_) => beat.ok(),
             Err(e) => tracing::warn!(error = %e, "recording pass downloads failed; retrying"),
         }
@@ -34,7 +37,7 @@ pub async fn fetch_log_loop(state: AppState, beat: Beat) {
 }
 
 /// Holders a publish step marks changed in one transaction.
-const PUBLISH_BATCH: i64 = 1000;
+const PUBLISH_BATCH: i64 = 250;
 
 /// Runs publish jobs to the end, one batch per transaction. A job's progress lives in its row,
 /// so after a restart the loop resumes each running job where it stopped.

@@ -48,6 +48,14 @@ enum Command {
     },
     /// Seed the demo program, template and member (idempotently) and print the demo card as JSON.
     Demo,
+    /// Write a sample PNG of the minimum size Apple asks for (`icon`, `logo` or `strip`), for a
+    /// first template.
+    SampleImage {
+        /// icon, logo or strip.
+        kind: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Manage API keys.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
@@ -212,6 +220,17 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 "wwdr_certificate = \"{dir}/{}\"",
                 dev_certs::INTERMEDIATE_FILE
             );
+            Ok(())
+        }
+        Command::SampleImage { kind, out } => {
+            let kind = tessera::passes::apple::images::ImageKind::parse(&kind)
+                .ok_or_else(|| anyhow::anyhow!("the kind is icon, logo or strip, not {kind:?}"))?;
+            let (_, png) = tessera::demo::images()
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .expect("a sample of every kind");
+            std::fs::write(&out, png).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("wrote a sample {} to {}", kind.name(), out.display());
             Ok(())
         }
         Command::Demo => {

@@ -167,6 +167,7 @@ impl Store {
             Backend::Sqlite => {
                 // BEGIN IMMEDIATE travels with the first read and COMMIT with the write, so a
                 // change costs two round trips to SQLite's worker thread instead of four.
+                let _turn = self.write_turn().await;
                 let mut guard = Unfinished(Some(self.pool.acquire().await?));
                 let conn = guard.0.as_mut().expect("connection present");
                 let result = self.post_in(conn, true, args).await;
@@ -547,7 +548,7 @@ impl Store {
         let mut changed = 0;
         for row in due {
             let member_id: String = row.try_get("member_id")?;
-            let mut tx = self.write_tx().await?;
+            let (mut tx, _turn) = self.write_tx().await?;
             let member = self.lock_member(&mut tx, &member_id, None, false).await?;
             let lapsed = sqlx::query(
                 "SELECT id, remaining FROM point_lots WHERE member_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2",

@@ -132,7 +132,12 @@ pub struct Store {
     google: Arc<std::sync::atomic::AtomicBool>,
     /// Ledger postings under way: batch jobs let them through first (`yield_to_postings`).
     postings: Arc<Postings>,
+    /// SQLite writers of this process, in turn (`write_turn`).
+    writers: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// One writer's turn at SQLite's write lock.
+type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
 
 /// Counts ledger postings in flight, so a batch job (a publish step) starts its next batch only
 /// when no till is waiting for the write lock, instead of queueing tills behind every batch.
@@ -198,12 +203,13 @@ impl Store {
                                 "PRAGMA synchronous = FULL",
                                 "PRAGMA foreign_keys = ON",
                                 "PRAGMA busy_timeout = 10000",
-                                // 32 MiB page cache per connection, and a checkpoint every
-                                // ~16 MiB of WAL rather than every 4 MiB: a ledger write touches
-                                // several tables and indexes, so checkpoints (which fsync) would
-                                // otherwise come four times as often.
-                                "PRAGMA cache_size = -32768",
-                                "PRAGMA wal_autocheckpoint = 4000",
+                                // 4 MiB page cache per connection: 32 MiB for the pool
+                                // at most, which a publish to every holder fills.
+                                "PRAGMA cache_size = -4096",
+                                // No checkpoint inside a commit: it would run while the
+                                // committing writer (often a till) holds the write lock.
+                                // `Store::checkpoint` runs beside the writers instead.
+                                "PRAGMA wal_autocheckpoint = 0",
                             ] {
                                 conn.execute(pragma).await?;
                             }
@@ -226,6 +232,7 @@ impl Store {
             changed: Arc::new(Notify::new()),
             google: Arc::default(),
             postings: Arc::default(),
+            writers: Arc::default(),
         })
     }
 
@@ -293,11 +300,26 @@ impl Store {
 
     /// A write transaction: `BEGIN IMMEDIATE` on SQLite so concurrent writers queue on the
     /// busy timeout instead of deadlocking on a lock upgrade.
-    async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
-        Ok(match self.backend {
+    /// On SQLite the caller first takes this process's turn at the write lock (`write_turn`),
+    /// held until the returned guard drops.
+    async fn write_tx(&self) -> Result<(Transaction<'static, Any>, Option<WriteTurn>)> {
+        let turn = self.write_turn().await;
+        let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
-        })
+        };
+        Ok((tx, turn))
+    }
+
+    /// SQLite has one writer at a time. Writers of this process queue for it here, first come
+    /// first served, instead of in SQLite's busy handler, which sleeps up to 100 ms between
+    /// tries and lets a stream of batches (a publish job, push settlements) starve a till.
+    /// One process per database file (`serve` refuses a second), so this is every writer.
+    async fn write_turn(&self) -> Option<WriteTurn> {
+        match self.backend {
+            Backend::Sqlite => Some(self.writers.clone().lock_owned().await),
+            Backend::Postgres => None,
+        }
     }
 
     // ---- programs ----
@@ -344,7 +366,7 @@ impl Store {
     /// template version would.
     pub async fn update_program_rules(&self, id: &str, rules: &LoyaltyRules) -> Result<Program> {
         let now = now_ms();
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _turn) = self.write_tx().await?;
         let done = sqlx::query("UPDATE programs SET rules = $2 WHERE id = $1")
             .bind(id)
             .bind(serde_json::to_string(rules).expect("rules serialise"))
@@ -386,7 +408,7 @@ impl Store {
             updated_at: now,
         };
         let design_json = serde_json::to_string(design).expect("design serialises");
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _turn) = self.write_tx().await?;
         let exists = sqlx::query("SELECT 1 FROM programs WHERE id = $1")
             .bind(program_id)
             .fetch_optional(&mut *tx)
@@ -440,7 +462,7 @@ impl Store {
         images: &[(String, Vec<u8>)],
     ) -> Result<Template> {
         let now = now_ms();
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _turn) = self.write_tx().await?;
         let updated = sqlx::query(
             "UPDATE templates SET version = version + 1, updated_at = $2 WHERE id = $1",
         )
@@ -498,7 +520,7 @@ impl Store {
             .iter()
             .map(|m| new_member_and_pass(program, template, m, now))
             .collect();
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _turn) = self.write_tx().await?;
         for chunk in made.chunks(BULK_CHUNK) {
             let members = values_list(chunk.len(), 5, "0, $1");
             let sql = format!(
@@ -534,7 +556,7 @@ impl Store {
         m: &NewMember,
     ) -> Result<(Member, Pass)> {
         let (member, pass) = new_member_and_pass(program, template, m, now_ms());
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _turn) = self.write_tx().await?;
         self.insert_member_rows(&mut tx, &member, &pass, None)
             .await?;
         tx.commit().await?;
@@ -732,13 +754,25 @@ impl Store {
     /// ledger writes open theirs.
     #[cfg(feature = "bench")]
     pub async fn bench_bare_insert(&self, id: &str, value: i64) -> Result<()> {
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _turn) = self.write_tx().await?;
         sqlx::query("INSERT INTO bench_bare (id, v) VALUES ($1, $2)")
             .bind(id)
             .bind(value)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Copies the WAL back into the SQLite database file without blocking writers (a PASSIVE
+    /// checkpoint); the server runs it every second and after each import batch. No-op on
+    /// PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 
