@@ -186,6 +186,13 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
         ),
         supervise(w, "publish", with_state(state, crate::jobs::publish_loop)),
     ];
+    if state.store.backend() == crate::storage::Backend::Sqlite {
+        workers.push(supervise(
+            w,
+            "checkpoint",
+            with_state(state, crate::jobs::checkpoint_loop),
+        ));
+    }
     let dispatcher = crate::push::dispatcher::Dispatcher::from_config(
         state.store.clone(),
         state.cards.shared_signers(),

@@ -21,17 +21,27 @@ pub async fn ledger_loop(state: AppState, beat: Beat) {
     }
 }
 
-/// Writes pass-download times every second (see `webservice::fetches`), and checkpoints the
-/// SQLite WAL beside the writers (`Store::checkpoint`).
+/// Writes pass-download times every second (see `webservice::fetches`).
 pub async fn fetch_log_loop(state: AppState, beat: Beat) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let flushed = state.fetches.flush(&state.store).await;
-        let checkpointed = state.store.checkpoint().await;
-        match flushed.and(checkpointed) {
+        match state.fetches.flush(&state.store).await {
             Ok(_) => beat.ok(),
             Err(e) => tracing::warn!(error = %e, "recording pass downloads failed; retrying"),
+        }
+    }
+}
+
+/// Checkpoints the SQLite WAL every second beside the writers (`Store::checkpoint`), in a
+/// worker of its own: a long checkpoint delays nothing else.
+pub async fn checkpoint_loop(state: AppState, beat: Beat) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match state.store.checkpoint().await {
+            Ok(()) => beat.ok(),
+            Err(e) => tracing::warn!(error = %e, "checkpointing the database failed; retrying"),
         }
     }
 }

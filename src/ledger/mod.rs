@@ -178,7 +178,8 @@ impl LoyaltyRules {
     }
 
     /// Gives every tier without an id one: the id it had in `previous` under the same name
-    /// (a client that dropped the ids), else its name, made unique. Rules stored before tiers
+    /// (a client that dropped the ids); else, when `previous` had as many tiers, the id at the
+    /// same position that no other tier took (a rename without ids); else its name, made unique. Rules stored before tiers
     /// had ids get their names, which is what members' `tier` holds for them.
     pub fn assign_tier_ids(&mut self, previous: Option<&LoyaltyRules>) {
         for i in 0..self.tiers.levels.len() {
@@ -187,8 +188,16 @@ impl LoyaltyRules {
             }
             let name = self.tiers.levels[i].name.clone();
             let taken = |id: &str, levels: &[Tier]| levels.iter().any(|l| l.id == id);
-            let mut id = previous
-                .and_then(|p| p.tiers.levels.iter().find(|l| l.name == name))
+            let by_name = previous.and_then(|p| p.tiers.levels.iter().find(|l| l.name == name));
+            let by_position = previous
+                .filter(|p| p.tiers.levels.len() == self.tiers.levels.len())
+                .map(|p| &p.tiers.levels[i])
+                .filter(|l| {
+                    // Not when that tier's name is still in the new rules under its own name.
+                    !self.tiers.levels.iter().any(|n| n.name == l.name)
+                });
+            let mut id = by_name
+                .or(by_position)
                 .map_or_else(|| name.clone(), |l| l.id.clone());
             let mut n = 2;
             while taken(&id, &self.tiers.levels) {

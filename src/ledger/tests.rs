@@ -84,6 +84,13 @@ fn tier_ids_survive_renames() {
     let ids: Vec<&str> = no_ids.tiers.levels.iter().map(|l| l.id.as_str()).collect();
     assert_eq!(ids, ["bronze", "silver", "gold", "gold-2"]);
     assert!(no_ids.validate().is_ok());
+    // A rename without ids, same number of tiers: the renamed tier keeps its id by position.
+    let mut renamed = rules();
+    renamed.tiers.levels.iter_mut().for_each(|l| l.id.clear());
+    renamed.tiers.levels[2].name = "Gold VIP".into();
+    renamed.assign_tier_ids(Some(&old));
+    let ids: Vec<&str> = renamed.tiers.levels.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(ids, ["bronze", "silver", "gold"]);
     let mut twice = rules();
     twice.tiers.levels[2].id = "silver".into();
     let err = twice.validate().unwrap_err().to_string();

@@ -107,7 +107,7 @@ impl Store {
         let now = crate::domain::now_ms();
         let id = new_id();
         let json = design_json(design);
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO templates (id, program_id, name, version, design, draft, created_at, updated_at)
              VALUES ($1, $2, $3, 0, $4, $4, $5, $5)",
@@ -167,7 +167,7 @@ impl Store {
     /// Saves the draft design (and the template's name, which no card shows). The first change
     /// after a publish starts the draft from the published images.
     pub async fn save_draft(&self, id: &str, name: &str, design: &TemplateDesign) -> Result<()> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         begin_draft(&mut tx, id).await?;
         sqlx::query("UPDATE templates SET draft = $2, name = $3 WHERE id = $1")
             .bind(id)
@@ -187,7 +187,7 @@ impl Store {
         prefix: &str,
         files: &[(String, Vec<u8>)],
     ) -> Result<()> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         begin_draft(&mut tx, id).await?;
         for name in [
             format!("{prefix}.png"),
@@ -233,7 +233,7 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<std::result::Result<(Template, PublishJob), E>> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         let lock = match self.backend {
             super::Backend::Sqlite => "",
             super::Backend::Postgres => " FOR UPDATE",
@@ -289,7 +289,7 @@ impl Store {
     /// transaction. Returns the job as it stands after the step.
     pub async fn publish_step(&self, job_id: &str, batch: i64, now: i64) -> Result<PublishJob> {
         self.yield_to_postings().await;
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         // Two steps of one job never take the same holders: SQLite's writers are serialised,
         // and on PostgreSQL the job row is locked.
         let lock = match self.backend {
@@ -416,7 +416,7 @@ impl Store {
 
     /// Puts a published version's design and images back into the draft, to be published again.
     pub async fn restore_version(&self, template_id: &str, version: i64) -> Result<()> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         let row = sqlx::query(
             "SELECT design FROM template_versions WHERE template_id = $1 AND version = $2",
         )
@@ -466,7 +466,7 @@ impl Store {
         organization: &str,
     ) -> Result<Program> {
         let now = crate::domain::now_ms();
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         let done =
             sqlx::query("UPDATE programs SET name = $2, organization_name = $3 WHERE id = $1")
                 .bind(id)

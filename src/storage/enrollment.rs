@@ -82,7 +82,7 @@ impl Store {
         welcome: Option<(&Operation, &Origin)>,
     ) -> Result<(Member, Pass, bool)> {
         let now = crate::domain::now_ms();
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         if self.backend == super::Backend::Postgres {
             // Serialises joins per program, so two taps on "Join" make one member. SQLite's
             // BEGIN IMMEDIATE already does.
@@ -226,7 +226,7 @@ impl Store {
         batch: &[ImportRow],
     ) -> Result<ImportBatch> {
         let now = crate::domain::now_ms();
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         let mut out = ImportBatch::default();
         let mut existing = std::collections::HashMap::new();
         for chunk in batch.chunks(500) {

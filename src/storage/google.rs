@@ -262,7 +262,7 @@ impl Store {
         notified: bool,
         now: i64,
     ) -> Result<()> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         sqlx::query("DELETE FROM google_messages WHERE message_id = $1 AND member_id = $2")
             .bind(&m.message_id)
             .bind(&m.member_id)
@@ -324,7 +324,7 @@ impl Store {
         o: &GoogleObject,
         notified: bool,
     ) -> Result<()> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO google_objects (member_id, object_id, class_id, synced_points, synced_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (member_id) DO UPDATE SET class_id = excluded.class_id, synced_points = excluded.synced_points, synced_at = excluded.synced_at",

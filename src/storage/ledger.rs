@@ -3,7 +3,7 @@
 //! record commit together or not at all.
 //!
 //! Concurrency: SQLite writers are serialised by `BEGIN IMMEDIATE`; on PostgreSQL the member row
-//! is locked (`FOR UPDATE OF m`) before its lots are read, so two spends cannot both see the
+//! is locked (`FOR NO KEY UPDATE OF m`, which leaves foreign-key checks on the member free) before its lots are read, so two spends cannot both see the
 //! same points. The balance update is guarded in SQL as well (`points + delta >= 0`).
 
 use sqlx::any::AnyRow;
@@ -379,7 +379,7 @@ impl Store {
                 "SELECT m.points, m.tier, p.rules, i.request_hash, i.response
                  FROM members m JOIN programs p ON p.id = m.program_id
                  LEFT JOIN idempotency_keys i ON i.api_key_id = $2 AND i.key = $3
-                 WHERE m.id = $1 FOR UPDATE OF m"
+                 WHERE m.id = $1 FOR NO KEY UPDATE OF m"
             }
         };
         // fetch_all: with BEGIN in front this is a script, where fetch_optional would stop early.
@@ -548,7 +548,7 @@ impl Store {
         let mut changed = 0;
         for row in due {
             let member_id: String = row.try_get("member_id")?;
-            let (mut tx, _turn) = self.write_tx().await?;
+            let (_turn, mut tx) = self.write_tx().await?;
             let member = self.lock_member(&mut tx, &member_id, None, false).await?;
             let lapsed = sqlx::query(
                 "SELECT id, remaining FROM point_lots WHERE member_id = $1 AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= $2",

@@ -210,6 +210,8 @@ impl Store {
                                 // committing writer (often a till) holds the write lock.
                                 // `Store::checkpoint` runs beside the writers instead.
                                 "PRAGMA wal_autocheckpoint = 0",
+                                // The WAL file is cut back to 64 MiB after a checkpoint.
+                                "PRAGMA journal_size_limit = 67108864",
                             ] {
                                 conn.execute(pragma).await?;
                             }
@@ -302,13 +304,15 @@ impl Store {
     /// busy timeout instead of deadlocking on a lock upgrade.
     /// On SQLite the caller first takes this process's turn at the write lock (`write_turn`),
     /// held until the returned guard drops.
-    async fn write_tx(&self) -> Result<(Transaction<'static, Any>, Option<WriteTurn>)> {
+    /// Bind it as `let (_turn, mut tx)`: locals drop in reverse order, so an unfinished
+    /// transaction is rolled back before the next writer gets its turn.
+    async fn write_tx(&self) -> Result<(Option<WriteTurn>, Transaction<'static, Any>)> {
         let turn = self.write_turn().await;
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok((tx, turn))
+        Ok((turn, tx))
     }
 
     /// SQLite has one writer at a time. Writers of this process queue for it here, first come
@@ -366,7 +370,23 @@ impl Store {
     /// template version would.
     pub async fn update_program_rules(&self, id: &str, rules: &LoyaltyRules) -> Result<Program> {
         let now = now_ms();
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
+        // A tier that members hold may be renamed (same id), never dropped from under them.
+        let held = sqlx::query(
+            "SELECT tier, COUNT(*) AS n FROM members WHERE program_id = $1 AND tier IS NOT NULL GROUP BY tier",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &held {
+            let tier: String = row.try_get("tier")?;
+            if rules.tier(Some(&tier)).is_none() {
+                return Err(StorageError::Rejected(format!(
+                    "{} members hold tier id {tier:?}, which these rules drop; keep a level with \"id\": {tier:?} (rename it by changing its name)",
+                    rows::int(row, "n")?
+                )));
+            }
+        }
         let done = sqlx::query("UPDATE programs SET rules = $2 WHERE id = $1")
             .bind(id)
             .bind(serde_json::to_string(rules).expect("rules serialise"))
@@ -408,7 +428,7 @@ impl Store {
             updated_at: now,
         };
         let design_json = serde_json::to_string(design).expect("design serialises");
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         let exists = sqlx::query("SELECT 1 FROM programs WHERE id = $1")
             .bind(program_id)
             .fetch_optional(&mut *tx)
@@ -462,7 +482,7 @@ impl Store {
         images: &[(String, Vec<u8>)],
     ) -> Result<Template> {
         let now = now_ms();
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         let updated = sqlx::query(
             "UPDATE templates SET version = version + 1, updated_at = $2 WHERE id = $1",
         )
@@ -520,7 +540,7 @@ impl Store {
             .iter()
             .map(|m| new_member_and_pass(program, template, m, now))
             .collect();
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         for chunk in made.chunks(BULK_CHUNK) {
             let members = values_list(chunk.len(), 5, "0, $1");
             let sql = format!(
@@ -556,7 +576,7 @@ impl Store {
         m: &NewMember,
     ) -> Result<(Member, Pass)> {
         let (member, pass) = new_member_and_pass(program, template, m, now_ms());
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         self.insert_member_rows(&mut tx, &member, &pass, None)
             .await?;
         tx.commit().await?;
@@ -754,7 +774,7 @@ impl Store {
     /// ledger writes open theirs.
     #[cfg(feature = "bench")]
     pub async fn bench_bare_insert(&self, id: &str, value: i64) -> Result<()> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         sqlx::query("INSERT INTO bench_bare (id, v) VALUES ($1, $2)")
             .bind(id)
             .bind(value)
@@ -765,7 +785,8 @@ impl Store {
     }
 
     /// Copies the WAL back into the SQLite database file without blocking writers (a PASSIVE
-    /// checkpoint); the server runs it every second and after each import batch. No-op on
+    /// checkpoint); the server's `checkpoint` worker runs it every second, and imports after each
+    /// batch. No-op on
     /// PostgreSQL.
     pub async fn checkpoint(&self) -> Result<()> {
         if self.backend == Backend::Sqlite {

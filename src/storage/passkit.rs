@@ -27,7 +27,7 @@ impl Store {
         serial: &str,
         now: i64,
     ) -> Result<bool> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO devices (device_library_identifier, push_token, created_at, updated_at) VALUES ($1, $2, $3, $3)
              ON CONFLICT (device_library_identifier) DO UPDATE SET push_token = excluded.push_token, updated_at = excluded.updated_at",
@@ -57,7 +57,7 @@ impl Store {
         regs: &[(String, String, String)],
         now: i64,
     ) -> Result<()> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         for chunk in regs.chunks(500) {
             let devices = (0..chunk.len())
                 .map(|k| format!("(${}, ${}, $1, $1)", 2 + 2 * k, 3 + 2 * k))
@@ -92,7 +92,7 @@ impl Store {
 
     /// Removes a registration, and the device once it holds no registrations [UPD].
     pub async fn unregister_device(&self, device: &str, serial: &str) -> Result<()> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         sqlx::query(
             "DELETE FROM registrations WHERE device_library_identifier = $1 AND serial_number = $2",
         )
@@ -147,7 +147,7 @@ impl Store {
     /// Notes when Wallet downloaded passes: `(serial, at)` pairs, in one transaction. A time
     /// older than the one stored is ignored.
     pub async fn mark_fetched(&self, fetches: &[(String, i64)]) -> Result<()> {
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         for chunk in fetches.chunks(CHUNK / 2) {
             let sql = format!(
                 "UPDATE passes SET last_fetched_at = v.column2
@@ -294,7 +294,7 @@ impl Store {
     /// one statement per chunk of rows rather than one per row.
     pub async fn settle_pushes(&self, s: &PushSettlement, now: i64) -> Result<()> {
         self.yield_to_postings().await;
-        let (mut tx, _turn) = self.write_tx().await?;
+        let (_turn, mut tx) = self.write_tx().await?;
         for chunk in s.finished.chunks(CHUNK) {
             let sql = format!(
                 "DELETE FROM outbox WHERE id IN ({})",

@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 /// Passes one exact tag describes (about 19 characters each in the query string).
 const MAX_EXACT: usize = 256;
 
+/// How far a time tag is held behind the newest version it covers.
+const TIME_TAG_MARGIN_MS: i64 = 30_000;
+
 const KEY: usize = 6;
 const ENTRY: usize = KEY + 8;
 
@@ -82,8 +85,10 @@ pub fn changed<'a>(since: &Since, passes: &'a [(String, i64)]) -> Vec<&'a str> {
 /// The tag for a device that now holds `passes` (sorted by serial).
 pub fn tag(passes: &[(String, i64)]) -> String {
     if passes.len() > MAX_EXACT {
+        // A time tag is only exact for changes that committed in order: held behind the
+        // newest version, so a change stamped a little earlier that commits late is listed.
         let newest = passes.iter().map(|(_, v)| *v).max().unwrap_or_default();
-        return newest.to_string();
+        return (newest - TIME_TAG_MARGIN_MS).to_string();
     }
     let mut bytes = Vec::with_capacity(passes.len() * ENTRY);
     for (serial, version) in passes {
@@ -132,7 +137,10 @@ mod tests {
         let many: Vec<(String, i64)> = (0..=MAX_EXACT as i64)
             .map(|i| (format!("s{i:04}"), i))
             .collect();
-        assert_eq!(tag(&many), MAX_EXACT.to_string());
+        assert_eq!(
+            tag(&many),
+            (MAX_EXACT as i64 - TIME_TAG_MARGIN_MS).to_string()
+        );
         assert_eq!(tag(&many[..1]).len(), 3 + 19);
     }
 }

@@ -157,6 +157,32 @@ async fn rules_names_and_tier_renames_reach_every_card(db: TestDb) {
         "{b}"
     );
 
+    // A client that drops the ids and renames again keeps the tier by position; rules that
+    // drop a tier members hold are refused.
+    let (s, program) = put_rules(json!({
+        "earn": {"points": 1, "per_minor": 100},
+        "tiers": {"window_days": 365, "levels": [
+            {"name": "Bronze", "threshold": 0},
+            {"name": "Silver Plus", "threshold": 100, "multiplier_milli": 1500},
+        ]},
+    }))
+    .await;
+    assert_eq!(s, 200, "{program}");
+    assert_eq!(program["rules"]["tiers"]["levels"][1]["id"], "Silver");
+    let (s, refused) = put_rules(
+        json!({"tiers": {"window_days": 365, "levels": [{"name": "Bronze", "threshold": 0}]}}),
+    )
+    .await;
+    assert_eq!(s, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hold tier id \"Silver\""),
+        "{refused}"
+    );
+    publish_finished(&app.state.store, template).await;
+
     // A program rename: the pass changes, the push is queued, and Google's class follows.
     let before = app
         .state

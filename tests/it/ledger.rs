@@ -725,11 +725,24 @@ async fn member_views_pages_and_keys() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 
-    // Program rules can change; invalid rules are refused by name.
-    let r = app.client.put(app.url(&format!("/api/v1/programs/{pid}/rules"))).bearer_auth(&app.admin_key)
-        .json(&json!({"earn": {"points": 2, "per_minor": 100}, "expiry_days": null, "tiers": {"window_days": 365, "levels": []}}))
-        .send().await.unwrap();
+    // Program rules can change (the tiers members hold stay); invalid rules are refused by name.
+    let mut rules = serde_json::to_value(tessera::demo::rules()).unwrap();
+    rules["earn"]["points"] = json!(2);
+    rules["expiry_days"] = json!(null);
+    let rules_url = app.url(&format!("/api/v1/programs/{pid}/rules"));
+    let r = app
+        .client
+        .put(&rules_url)
+        .bearer_auth(&app.admin_key)
+        .json(&rules)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
+    let r = app.client.put(&rules_url).bearer_auth(&app.admin_key)
+        .json(&json!({"earn": {"points": 2, "per_minor": 100}, "tiers": {"window_days": 365, "levels": []}}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 422, "a member holds a tier these rules drop");
     let r = app
         .client
         .put(app.url(&format!("/api/v1/programs/{pid}/rules")))
