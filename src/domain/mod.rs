@@ -200,6 +200,20 @@ pub struct Pass {
 /// Longest template name, in characters (the designer cuts names to it too).
 pub const MAX_TEMPLATE_NAME: usize = 200;
 
+/// `12480` as Wallet shows a decimal number in English, and as limits are named in errors:
+/// `12,480`.
+pub fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
 pub fn check_text(c: &mut Checker, field: &str, value: &str, max: usize) {
     if value.trim().is_empty() {
         c.fail(field, format!("{field} must not be empty"));

@@ -22,17 +22,7 @@ pub const MAX_POINTS: i64 = 1_000_000_000;
 pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
 
 /// `1000000000` as `1,000,000,000`, for limits named in errors.
-pub fn grouped(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
-}
+pub use crate::domain::grouped;
 
 /// A program's loyalty rules, stored as one JSON document with the program.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

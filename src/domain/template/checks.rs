@@ -122,7 +122,7 @@ pub fn pre_publish(design: &TemplateDesign, images: ImagesPresent, now_ms: i64) 
     }
     let subs = sample_substitutions("Program", now_ms);
     let shown = |v: &str| match subs.fill(v) {
-        FieldValue::Number(n) => group_digits(n),
+        FieldValue::Number(n) => crate::domain::grouped(n),
         FieldValue::Text(t) => t,
     };
     if let Some(t) = &design.logo_text {
@@ -232,19 +232,6 @@ fn area_of(design: &TemplateDesign, key: &str) -> &'static str {
         .all_fields()
         .find(|(_, f)| f.key == key)
         .map_or("primary_fields", |(a, _)| a)
-}
-
-/// `12480` as Wallet shows a decimal number in English: `12,480`.
-fn group_digits(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
 }
 
 /// Only the errors, for refusing a publish.
@@ -384,8 +371,8 @@ mod tests {
 
     #[test]
     fn digits_are_grouped_like_wallet() {
-        assert_eq!(group_digits(12480), "12,480");
-        assert_eq!(group_digits(100), "100");
-        assert_eq!(group_digits(1_000_000), "1,000,000");
+        assert_eq!(crate::domain::grouped(12480), "12,480");
+        assert_eq!(crate::domain::grouped(100), "100");
+        assert_eq!(crate::domain::grouped(1_000_000), "1,000,000");
     }
 }
