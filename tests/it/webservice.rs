@@ -52,6 +52,27 @@ impl Card {
     fn auth(&self) -> String {
         format!("ApplePass {}", self.token)
     }
+    /// Registers `device` for this pass, as Wallet does (201).
+    async fn register(&self, app: &TestApp, device: &str) {
+        let r = app
+            .client
+            .post(self.registration(app, device))
+            .header("Authorization", self.auth())
+            .json(&json!({"pushToken": PUSH_TOKEN}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    /// Earns `points` through the store with the clock reading `at`.
+    async fn earn_at(&self, app: &TestApp, points: i64, at: i64) {
+        let op = tessera::ledger::Operation::EarnPoints { points };
+        app.state
+            .store
+            .post(&self.member_id, &op, &Default::default(), None, None, at)
+            .await
+            .unwrap();
+    }
 }
 
 async fn earn(app: &TestApp, c: &Card, key: &str, points: i64) {
@@ -331,14 +352,7 @@ async fn same_second_changes_reach_the_device(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let c = card(&app).await;
     let http = &app.client;
-    let r = http
-        .post(c.registration(&app, "dev1"))
-        .header("Authorization", c.auth())
-        .json(&json!({"pushToken": PUSH_TOKEN}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    c.register(&app, "dev1").await;
     let list = app.url(&format!(
         "/passkit/v1/devices/dev1/registrations/{}",
         c.pass_type
@@ -351,28 +365,16 @@ async fn same_second_changes_reach_the_device(db: TestDb) {
         }
         r.send()
     };
-    let op = tessera::ledger::Operation::EarnPoints { points: 7 };
-    let post = |at: i64| {
-        let store = app.state.store.clone();
-        let member = c.member_id.clone();
-        let op = op.clone();
-        async move {
-            store
-                .post(&member, &op, &Default::default(), None, None, at)
-                .await
-                .unwrap()
-        }
-    };
     // Both changes carry the very same clock reading: one second, one millisecond even.
     let at = tessera::domain::now_ms();
-    post(at).await;
+    c.earn_at(&app, 7, at).await;
     let body: Value = http.get(&list).send().await.unwrap().json().await.unwrap();
     let first_tag = body["lastUpdated"].as_str().unwrap().to_string();
     let r = fetch(None).await.unwrap();
     assert_eq!(r.status(), 200);
     let first_modified = r.headers()["last-modified"].to_str().unwrap().to_string();
 
-    post(at).await;
+    c.earn_at(&app, 7, at).await;
     let r = list_since(first_tag.clone()).await.unwrap();
     assert_eq!(r.status(), 200, "the second change is listed");
     let body: Value = r.json().await.unwrap();
@@ -401,33 +403,14 @@ async fn late_commits_are_not_missed(db: TestDb) {
     let a = card(&app).await;
     let b = card_in(&app, "tea").await;
     for c in [&a, &b] {
-        let r = app
-            .client
-            .post(c.registration(&app, "dev1"))
-            .header("Authorization", c.auth())
-            .json(&json!({"pushToken": PUSH_TOKEN}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        c.register(&app, "dev1").await;
     }
     let list = app.url(&format!(
         "/passkit/v1/devices/dev1/registrations/{}",
         a.pass_type
     ));
-    let op = tessera::ledger::Operation::EarnPoints { points: 1 };
-    let post = |c: &Card, at: i64| {
-        let store = app.state.store.clone();
-        let (member, op) = (c.member_id.clone(), op.clone());
-        async move {
-            store
-                .post(&member, &op, &Default::default(), None, None, at)
-                .await
-                .unwrap()
-        }
-    };
     let now = tessera::domain::now_ms();
-    post(&a, now + 10_000).await;
+    a.earn_at(&app, 1, now + 10_000).await;
     let body: Value = app
         .client
         .get(&list)
@@ -439,7 +422,7 @@ async fn late_commits_are_not_missed(db: TestDb) {
         .unwrap();
     let tag = body["lastUpdated"].as_str().unwrap().to_string();
     // A transaction that read its clock before A's change commits only now.
-    post(&b, now + 5_000).await;
+    b.earn_at(&app, 1, now + 5_000).await;
     let r = app
         .client
         .get(format!("{list}?passesUpdatedSince={tag}"))
