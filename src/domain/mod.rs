@@ -150,7 +150,7 @@ pub struct Template {
 }
 
 /// A holder of a program's card.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Member {
     pub id: String,
     pub program_id: String,
@@ -181,7 +181,7 @@ impl NewMember {
 }
 
 /// A member's Apple Wallet pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Pass {
     /// 128 random bits; appears in URLs.
     pub serial_number: String,

@@ -108,7 +108,8 @@ impl Store {
                     display_name: join.name.clone(),
                     external_id: None,
                 };
-                let (member, pass) = super::new_member_and_pass(program, template, &new, now);
+                let (member, pass) =
+                    super::members::new_member_and_pass(program, template, &new, now);
                 self.insert_member_rows(
                     &mut tx,
                     &member,
@@ -267,12 +268,12 @@ impl Store {
                     display_name: r.name.clone(),
                     external_id: Some(r.external_id.clone()),
                 };
-                let (m, p) = super::new_member_and_pass(program, template, &new, now);
+                let (m, p) = super::members::new_member_and_pass(program, template, &new, now);
                 fresh.push((r, m, p));
             }
         }
-        for chunk in fresh.chunks(super::BULK_CHUNK / 2) {
-            let values = super::values_list(chunk.len(), 8, "$1");
+        for chunk in fresh.chunks(super::members::BULK_CHUNK / 2) {
+            let values = super::members::values_list(chunk.len(), 8, "$1");
             let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO members (id, program_id, display_name, external_id, barcode, email, phone, points, created_at) VALUES {values}"
             )))
@@ -289,14 +290,14 @@ impl Store {
                     .bind(r.points);
             }
             q.execute(&mut *tx).await?;
-            super::insert_passes(&mut tx, chunk.iter().map(|(_, _, p)| p), now).await?;
+            super::members::insert_passes(&mut tx, chunk.iter().map(|(_, _, p)| p), now).await?;
             let credited: Vec<_> = chunk.iter().filter(|(r, _, _)| r.points > 0).collect();
             if !credited.is_empty() {
                 let entries: Vec<(String, &str, i64)> = credited
                     .iter()
                     .map(|(r, m, _)| (new_id(), m.id.as_str(), r.points))
                     .collect();
-                let values = super::values_list(
+                let values = super::members::values_list(
                     entries.len(),
                     3,
                     "'adjust', 'imported balance', 'import', $1",
@@ -309,7 +310,7 @@ impl Store {
                     q = q.bind(id).bind(*member).bind(*points);
                 }
                 q.execute(&mut *tx).await?;
-                let values = super::values_list(entries.len(), 6, "$1");
+                let values = super::members::values_list(entries.len(), 6, "$1");
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO point_lots (id, member_id, entry_id, points, remaining, expires_at, earned_at) VALUES {values}"
                 )))

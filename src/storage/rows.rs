@@ -1,7 +1,7 @@
 //! Row to domain mapping.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
 use super::{ApiKeyRecord, Result, StorageError};
 use crate::domain::{Member, Pass, Program, Template};
@@ -67,30 +67,14 @@ pub fn template(r: &AnyRow) -> Result<Template> {
     })
 }
 
+/// Columns named as `Member`'s fields (`#[derive(FromRow)]`).
 pub fn member(r: &AnyRow) -> Result<Member> {
-    Ok(Member {
-        id: r.try_get("id")?,
-        program_id: r.try_get("program_id")?,
-        display_name: r.try_get("display_name")?,
-        external_id: r.try_get("external_id")?,
-        barcode: r.try_get("barcode")?,
-        points: r.try_get("points")?,
-        tier: r.try_get("tier")?,
-        created_at: r.try_get("created_at")?,
-    })
+    Ok(Member::from_row(r)?)
 }
 
+/// Columns named as `Pass`'s fields (`#[derive(FromRow)]`).
 pub fn pass(r: &AnyRow) -> Result<Pass> {
-    Ok(Pass {
-        serial_number: r.try_get("serial_number")?,
-        member_id: r.try_get("member_id")?,
-        template_id: r.try_get("template_id")?,
-        pass_type_identifier: r.try_get("pass_type_identifier")?,
-        authentication_token: r.try_get("authentication_token")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        last_fetched_at: r.try_get("last_fetched_at")?,
-    })
+    Ok(Pass::from_row(r)?)
 }
 
 pub fn api_key(r: &AnyRow) -> Result<ApiKeyRecord> {
