@@ -185,6 +185,7 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
             with_state(state, crate::jobs::fetch_log_loop),
         ),
         supervise(w, "publish", with_state(state, crate::jobs::publish_loop)),
+        supervise(w, "memory", crate::jobs::memory_loop),
     ];
     if state.store.backend() == crate::storage::Backend::Sqlite {
         workers.push(supervise(

@@ -33,6 +33,17 @@ pub async fn fetch_log_loop(state: AppState, beat: Beat) {
     }
 }
 
+/// Hands freed heap back to the system every 10 s (`memory::release_free`), so the server
+/// returns to its idle size after a burst (a publish to every holder) instead of keeping it.
+pub async fn memory_loop(beat: Beat) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        crate::memory::release_free();
+        beat.ok();
+    }
+}
+
 /// Checkpoints the SQLite WAL every second beside the writers (`Store::checkpoint`), in a
 /// worker of its own: a long checkpoint delays nothing else.
 pub async fn checkpoint_loop(state: AppState, beat: Beat) {

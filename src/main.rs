@@ -173,6 +173,7 @@ enum BenchCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    tessera::memory::limit_arenas();
     let cli = Cli::parse();
     if let Command::GenConfig = cli.command {
         print!("{}", config::EXAMPLE);

@@ -156,9 +156,12 @@ impl Store {
                                 "PRAGMA synchronous = FULL",
                                 "PRAGMA foreign_keys = ON",
                                 "PRAGMA busy_timeout = 10000",
-                                // 4 MiB page cache per connection: 32 MiB for the pool
-                                // at most, which a publish to every holder fills.
+                                // 4 MiB page cache per connection, and 16 MiB for all
+                                // of SQLite in this process (the limit is process-wide):
+                                // past it, caches recycle their pages instead of growing,
+                                // so a publish to every holder does not fill 8 caches.
                                 "PRAGMA cache_size = -4096",
+                                "PRAGMA soft_heap_limit = 16777216",
                                 // No checkpoint inside a commit: it would run while the
                                 // committing writer (often a till) holds the write lock.
                                 // `Store::checkpoint` runs beside the writers instead.

@@ -521,3 +521,65 @@ async fn a_panicking_worker_is_restarted() {
     let r = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 204);
 }
+
+/// Tills earning while a rules change republishes every holder's card: on PostgreSQL the
+/// publish steps and the postings lock members and passes in the same order, so no earn dies in
+/// a deadlock (40P01) or waits out a lock timeout; every earn lands once and every card changes.
+async fn earns_during_a_publish_all_land(db: TestDb) {
+    const HOLDERS: usize = 2_000;
+    const EARNS: usize = 60;
+    let app = TestApp::spawn(db).await;
+    let first = issue_member(&app, "busy").await;
+    let program_id = first["program_id"].as_str().unwrap();
+    let template_id = first["pass"]["template_id"].as_str().unwrap();
+    let store = &app.state.store;
+    let program = store.get_program(program_id).await.unwrap();
+    let template = store.get_template(template_id).await.unwrap();
+    let holders = crate::helpers::add_holders(store, &program, &template, HOLDERS).await;
+
+    let since = tessera::domain::now_ms();
+    let r = app
+        .client
+        .put(app.url(&format!("/api/v1/programs/{program_id}/rules")))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"earn": {"points": 1, "per_minor": 100}, "expiry_days": 30}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Two earns on each of 30 members spread over the holders, all at once with the job.
+    let targets: Vec<&str> = (0..EARNS)
+        .map(|k| holders[(k % 30) * (HOLDERS / 30)].0.id.as_str())
+        .collect();
+    let results = futures_join_all(targets.iter().enumerate().map(|(k, id)| {
+        let path = format!("/api/v1/members/{id}/transactions");
+        let app = &app;
+        async move {
+            app.post_idem(
+                &path,
+                &format!("busy-{k}"),
+                json!({"type": "earn", "points": 7}),
+            )
+            .await
+        }
+    }))
+    .await;
+    for (s, body) in &results {
+        assert_eq!(*s, 201, "{body}");
+    }
+    publish_finished(store, template_id).await;
+    assert_eq!(
+        store
+            .passes_changed_since(template_id, since)
+            .await
+            .unwrap(),
+        HOLDERS as i64 + 1,
+        "every card changed"
+    );
+    for id in targets.iter().take(30) {
+        let member = store.get_member(id).await.unwrap();
+        assert_eq!(member.points, 14, "two earns of 7 each");
+        assert_eq!(store.ledger_sum(id).await.unwrap(), 14);
+    }
+}
+on_both_backends!(earns_during_a_publish_all_land);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tessera::domain::{NewMember, now_ms};
+use tessera::domain::now_ms;
 use tessera::passes::apple::images::sample_png;
 use tessera::storage::Role;
 
@@ -401,16 +401,7 @@ async fn a_publish_job_resumes_after_a_restart(db: TestDb) {
         .insert_template(&program.id, "T", &tessera::demo::design(), &[])
         .await
         .unwrap();
-    let new: Vec<NewMember> = (0..250)
-        .map(|i| NewMember {
-            display_name: format!("M{i}"),
-            external_id: None,
-        })
-        .collect();
-    let holders = store
-        .insert_members_bulk(&program, &template, &new)
-        .await
-        .unwrap();
+    let holders = crate::helpers::add_holders(&store, &program, &template, 250).await;
     let before = now_ms();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let mut design = tessera::demo::design();
@@ -475,19 +466,12 @@ async fn publishing_to_ten_thousand_holders_pushes_each_device_once() {
         .get_template(first["pass"]["template_id"].as_str().unwrap())
         .await
         .unwrap();
-    let new: Vec<NewMember> = (1..HOLDERS)
-        .map(|i| NewMember {
-            display_name: format!("M{i}"),
-            external_id: None,
-        })
-        .collect();
-    let mut serials: Vec<String> = store
-        .insert_members_bulk(&program, &template, &new)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, p)| p.serial_number)
-        .collect();
+    let mut serials: Vec<String> =
+        crate::helpers::add_holders(store, &program, &template, HOLDERS - 1)
+            .await
+            .into_iter()
+            .map(|(_, p)| p.serial_number)
+            .collect();
     serials.push(first["pass"]["serial_number"].as_str().unwrap().to_string());
     let regs: Vec<(String, String, String)> = serials
         .iter()

@@ -565,3 +565,22 @@ pub async fn futures_join_all<F: std::future::Future>(
         .map(|o| o.expect("every future finished"))
         .collect()
 }
+
+/// `n` members named `M0`, `M1`, … with their passes on `template`, in bulk.
+pub async fn add_holders(
+    store: &Store,
+    program: &tessera::domain::Program,
+    template: &tessera::domain::Template,
+    n: usize,
+) -> Vec<(tessera::domain::Member, tessera::domain::Pass)> {
+    let new: Vec<tessera::domain::NewMember> = (0..n)
+        .map(|i| tessera::domain::NewMember {
+            display_name: format!("M{i}"),
+            external_id: None,
+        })
+        .collect();
+    store
+        .insert_members_bulk(program, template, &new)
+        .await
+        .unwrap()
+}
