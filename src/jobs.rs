@@ -16,8 +16,9 @@ pub async fn ledger_loop(state: AppState, beat: Beat) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        run_once(&state).await;
-        beat.ok();
+        if run_once(&state).await.is_some() {
+            beat.ok();
+        }
     }
 }
 
@@ -66,21 +67,24 @@ pub async fn publish_loop(state: AppState, beat: Beat) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        publish_once(&state).await;
-        beat.ok();
+        if publish_once(&state).await.is_some() {
+            beat.ok();
+        }
     }
 }
 
-/// Runs every running publish job to completion; returns the holders handled.
-pub async fn publish_once(state: &AppState) -> i64 {
+/// Runs every running publish job to completion; returns the holders handled, or `None` when
+/// a step failed (logged; `/readyz` then shows no fresh successful run).
+pub async fn publish_once(state: &AppState) -> Option<i64> {
     let jobs = match state.store.running_publish_jobs().await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::error!(error = %e, "reading publish jobs failed; retrying");
-            return 0;
+            return None;
         }
     };
     let mut handled = 0;
+    let mut failed = false;
     for job in jobs {
         let mut done = job.done;
         loop {
@@ -99,17 +103,20 @@ pub async fn publish_once(state: &AppState) -> i64 {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, job = %job.id, "a publish step failed; retrying");
+                    failed = true;
                     break;
                 }
             }
         }
     }
-    handled
+    (!failed).then_some(handled)
 }
 
-/// One pass of every ledger job; returns the number of members whose points expired.
-pub async fn run_once(state: &AppState) -> usize {
+/// One pass of every ledger job; returns the number of members whose points expired, or
+/// `None` when a job failed (logged).
+pub async fn run_once(state: &AppState) -> Option<usize> {
     let mut expired = 0;
+    let mut failed = false;
     loop {
         match state.store.expire_due(now_ms(), EXPIRY_BATCH).await {
             Ok(0) => break,
@@ -121,6 +128,7 @@ pub async fn run_once(state: &AppState) -> usize {
             }
             Err(e) => {
                 tracing::error!(error = %e, "expiring points failed; retrying next tick");
+                failed = true;
                 break;
             }
         }
@@ -135,6 +143,7 @@ pub async fn run_once(state: &AppState) -> usize {
         .await
     {
         tracing::error!(error = %e, "purging old idempotency keys failed");
+        failed = true;
     }
-    expired
+    (!failed).then_some(expired)
 }

@@ -12,10 +12,14 @@
 /// Arenas the allocator may create, unless `MALLOC_ARENA_MAX` says otherwise.
 const ARENA_MAX: i32 = 2;
 
-/// Caps glibc's malloc arenas. Call first thing in `main`, before any other thread starts.
+/// Caps glibc's malloc arenas, unless the operator chose a number (`MALLOC_ARENA_MAX`, or
+/// `glibc.malloc.arena_max` in `GLIBC_TUNABLES`). Call first thing in `main`, before any other
+/// thread starts.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"))
+    {
         // SAFETY: mallopt only sets an allocator parameter; it reads no memory of ours.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);

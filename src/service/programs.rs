@@ -9,15 +9,20 @@ use crate::storage::Store;
 
 /// Replaces a program's rules. Tiers keep their ids: a tier sent without one takes the id of
 /// the tier of the same name in the current rules, so a client that drops ids renames nothing.
+/// The current rules are read in the change's transaction, so two changes cannot both take ids
+/// from the same old rules.
 pub async fn set_rules(
     store: &Store,
     program_id: &str,
-    mut rules: LoyaltyRules,
+    rules: LoyaltyRules,
 ) -> Result<Program, ServiceError> {
-    let current = store.get_program(program_id).await?;
-    rules.assign_tier_ids(Some(&current.rules));
-    rules.validate()?;
-    Ok(store.update_program_rules(program_id, &rules).await?)
+    let prepare = |current: &LoyaltyRules| {
+        let mut rules = rules;
+        rules.assign_tier_ids(Some(current));
+        rules.validate()?;
+        Ok::<_, ServiceError>(rules)
+    };
+    store.update_program_rules(program_id, prepare).await?
 }
 
 /// Renames a program and its organisation.

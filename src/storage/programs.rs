@@ -47,9 +47,32 @@ impl Store {
     /// Replaces a program's loyalty rules (validated by the caller). Cards show tiers and
     /// expiry, so one publish job per published template tells every holder, as a new
     /// template version would.
-    pub async fn update_program_rules(&self, id: &str, rules: &LoyaltyRules) -> Result<Program> {
+    /// Replaces a program's rules with what `prepare` makes of the current ones, read in the
+    /// same transaction with the program row locked: on PostgreSQL postings hold that row
+    /// `FOR KEY SHARE`, so no posting promotes a member to a tier under rules being replaced,
+    /// and the check of held tiers below sees every promotion.
+    pub async fn update_program_rules<E>(
+        &self,
+        id: &str,
+        prepare: impl FnOnce(&LoyaltyRules) -> std::result::Result<LoyaltyRules, E>,
+    ) -> Result<std::result::Result<Program, E>> {
         let now = now_ms();
         let (_turn, mut tx) = self.write_tx().await?;
+        let lock = match self.backend {
+            super::Backend::Sqlite => "",
+            super::Backend::Postgres => " FOR UPDATE",
+        };
+        let current = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT rules FROM programs WHERE id = $1{lock}"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StorageError::NotFound("program"))?;
+        let rules = match prepare(&rows::rules(&current)?) {
+            Ok(rules) => rules,
+            Err(refused) => return Ok(Err(refused)),
+        };
         // A tier that members hold may be renamed (same id), never dropped from under them.
         let held = sqlx::query(
             "SELECT tier, COUNT(*) AS n FROM members WHERE program_id = $1 AND tier IS NOT NULL GROUP BY tier",
@@ -66,17 +89,14 @@ impl Store {
                 )));
             }
         }
-        let done = sqlx::query("UPDATE programs SET rules = $2 WHERE id = $1")
+        sqlx::query("UPDATE programs SET rules = $2 WHERE id = $1")
             .bind(id)
-            .bind(serde_json::to_string(rules).expect("rules serialise"))
+            .bind(serde_json::to_string(&rules).expect("rules serialise"))
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound("program"));
-        }
         designer::republish_program(&mut tx, id, now).await?;
         tx.commit().await?;
-        self.get_program(id).await
+        Ok(Ok(self.get_program(id).await?))
     }
 
     pub async fn find_program_by_slug(&self, slug: &str) -> Result<Option<Program>> {

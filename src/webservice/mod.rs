@@ -190,7 +190,7 @@ async fn updated(
             if serials.is_empty() {
                 return status(StatusCode::NO_CONTENT);
             }
-            let last = tag::tag(&passes);
+            let last = tag::tag(&passes, now_ms());
             axum::Json(json!({"serialNumbers": serials, "lastUpdated": last})).into_response()
         }
         Err(e) => {

@@ -82,13 +82,16 @@ pub fn changed<'a>(since: &Since, passes: &'a [(String, i64)]) -> Vec<&'a str> {
         .collect()
 }
 
-/// The tag for a device that now holds `passes` (sorted by serial).
-pub fn tag(passes: &[(String, i64)]) -> String {
+/// The tag for a device that now holds `passes` (sorted by serial), at `now`.
+pub fn tag(passes: &[(String, i64)], now: i64) -> String {
     if passes.len() > MAX_EXACT {
         // A time tag is only exact for changes that committed in order: held behind the
         // newest version, so a change stamped a little earlier that commits late is listed.
+        // Never after now: a burst of changes puts a pass's version seconds ahead of the clock
+        // (each change moves it a whole second), and a later change to another pass, stamped
+        // now, must still be listed. That pass is listed again until the clock passes it.
         let newest = passes.iter().map(|(_, v)| *v).max().unwrap_or_default();
-        return (newest - TIME_TAG_MARGIN_MS).to_string();
+        return (newest.min(now) - TIME_TAG_MARGIN_MS).to_string();
     }
     let mut bytes = Vec::with_capacity(passes.len() * ENTRY);
     for (serial, version) in passes {
@@ -111,7 +114,7 @@ mod tests {
         // The device was told about A at 1000 and B at 5000; then a change to A stamped 3000
         // commits late. A time tag (5000) would never list it.
         let told = passes(&[("A", 1000), ("B", 5000)]);
-        let since = parse(Some(&tag(&told)));
+        let since = parse(Some(&tag(&told, 0)));
         assert!(changed(&since, &told).is_empty(), "same versions: nothing");
         let now = passes(&[("A", 3000), ("B", 5000)]);
         assert_eq!(changed(&since, &now), ["A"]);
@@ -121,7 +124,7 @@ mod tests {
     #[test]
     fn new_registrations_unreadable_and_old_tags() {
         let told = passes(&[("A", 1000)]);
-        let since = parse(Some(&tag(&told)));
+        let since = parse(Some(&tag(&told, 0)));
         let now = passes(&[("A", 1000), ("C", 10)]);
         assert_eq!(changed(&since, &now), ["C"]);
         assert_eq!(parse(Some("v1.!!")), Since::Nothing);
@@ -137,10 +140,18 @@ mod tests {
         let many: Vec<(String, i64)> = (0..=MAX_EXACT as i64)
             .map(|i| (format!("s{i:04}"), i))
             .collect();
+        let now = 1_000_000;
         assert_eq!(
-            tag(&many),
+            tag(&many, now),
             (MAX_EXACT as i64 - TIME_TAG_MARGIN_MS).to_string()
         );
-        assert_eq!(tag(&many[..1]).len(), 3 + 19);
+        // One pass 90 s ahead of the clock after a burst: the tag stays behind now, so a change
+        // to another pass stamped now is listed, and the pass ahead is listed again.
+        let mut ahead = many.clone();
+        ahead[0].1 = now + 90_000;
+        let since = parse(Some(&tag(&ahead, now)));
+        ahead[1].1 = now;
+        assert_eq!(changed(&since, &ahead), ["s0000", "s0001"]);
+        assert_eq!(tag(&many[..1], 0).len(), 3 + 19);
     }
 }

@@ -583,3 +583,186 @@ async fn earns_during_a_publish_all_land(db: TestDb) {
     }
 }
 on_both_backends!(earns_during_a_publish_all_land);
+
+/// A PostgreSQL session holding a member's row lock, so that requests queue behind it on
+/// purpose; `waiting` counts the database's sessions blocked on a lock.
+struct MemberLock(sqlx::PgConnection);
+
+impl MemberLock {
+    async fn hold(url: &str, member_id: &str) -> MemberLock {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query("SELECT 1 FROM members WHERE id = $1 FOR UPDATE")
+            .bind(member_id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        MemberLock(conn)
+    }
+
+    /// Returns once `n` other sessions wait on a lock (polled: a wait for a state, not a
+    /// sleep in place of one).
+    async fn until_waiting(&mut self, n: i64) {
+        for _ in 0..500 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut self.0)
+            .await
+            .unwrap();
+            if waiting >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT wait_event_type, wait_event, query FROM pg_stat_activity WHERE datname = current_database()",
+        )
+        .fetch_all(&mut self.0)
+        .await
+        .unwrap();
+        panic!("{n} sessions never waited on the member's lock: {seen:#?}");
+    }
+
+    async fn release(mut self) {
+        sqlx::query("COMMIT").execute(&mut self.0).await.unwrap();
+    }
+}
+
+/// PostgreSQL: retries of one request that queue on the member's lock behind the first one are
+/// replayed, even where a new request would now be refused (the day's limit used up, the
+/// balance spent).
+#[tokio::test]
+async fn retries_queued_behind_the_first_request_are_replayed() {
+    let Some(db) = TestDb::postgres().await else {
+        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
+        return;
+    };
+    let url = db.url.clone();
+    let app = TestApp::spawn(db).await;
+    let member = issue_member(&app, "queued").await;
+    let id = member["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/members/{id}/transactions");
+    let (_, cashier) = tessera::api::auth::create_key(
+        &app.state.store,
+        "till",
+        Role::Cashier,
+        limits(None, Some(400)),
+    )
+    .await
+    .unwrap();
+    let same_request = |key: String, idem: &'static str, body: Value| {
+        let (app, path) = (&app, path.clone());
+        async move { app.post_idem_as(&key, &path, idem, body).await }
+    };
+    for (key, idem, body) in [
+        // An earn of the whole day's limit, then a redemption of the whole balance.
+        (&cashier, "day", json!({"type": "earn", "points": 400})),
+        (
+            &app.admin_key,
+            "all",
+            json!({"type": "redeem", "points": 400}),
+        ),
+    ] {
+        let mut lock = MemberLock::hold(&url, &id).await;
+        let answers = {
+            let tries = (0..6).map(|_| same_request(key.clone(), idem, body.clone()));
+            let answers = futures_join_all(tries);
+            tokio::pin!(answers);
+            tokio::select! {
+                // Two queued on the lock are enough: the second runs after the first commits.
+                _ = lock.until_waiting(2) => {}
+                _ = &mut answers => panic!("the requests did not wait for the member's lock"),
+            }
+            lock.release().await;
+            answers.await
+        };
+        for (s, body) in &answers {
+            assert_eq!(*s, 201, "every retry replays the first answer: {body}");
+        }
+        let first = &answers[0].1;
+        assert!(
+            answers
+                .iter()
+                .all(|(_, b)| b["entry"]["id"] == first["entry"]["id"])
+        );
+    }
+    let entries = app.state.store.list_entries(&id, None, 100).await.unwrap();
+    assert_eq!(entries.len(), 2, "one earn and one redemption: {entries:?}");
+    assert_eq!(app.state.store.get_member(&id).await.unwrap().points, 0);
+}
+
+/// PostgreSQL: a rules change that drops a tier cannot commit while a posting promotes a
+/// member to it under the old rules: either the posting sees the new rules, or the change
+/// sees the promotion and is refused. Members never hold a tier the rules lack.
+#[tokio::test]
+async fn a_rules_change_and_a_promotion_cannot_cross() {
+    let Some(db) = TestDb::postgres().await else {
+        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
+        return;
+    };
+    let url = db.url.clone();
+    let app = TestApp::spawn(db).await;
+    let member = issue_member(&app, "tiers").await;
+    let id = member["id"].as_str().unwrap().to_string();
+    let program_id = member["program_id"].as_str().unwrap();
+    let put_rules = |levels: Value| {
+        let r = app
+            .client
+            .put(app.url(&format!("/api/v1/programs/{program_id}/rules")))
+            .bearer_auth(&app.admin_key)
+            .json(&json!({"earn": {"points": 1, "per_minor": 100},
+                          "tiers": {"window_days": 365, "levels": levels}}))
+            .send();
+        async move { r.await.unwrap().status().as_u16() }
+    };
+    let silver = json!({"id": "silver", "name": "Silver", "threshold": 0});
+    let gold = json!({"id": "gold", "name": "Gold", "threshold": 1000, "multiplier_milli": 2000});
+    assert_eq!(put_rules(json!([silver.clone(), gold])).await, 200);
+    let (s, _) = app
+        .post_idem(
+            &format!("/api/v1/members/{id}/transactions"),
+            "silver",
+            json!({"type": "earn", "points": 1}),
+        )
+        .await;
+    assert_eq!(s, 201);
+
+    let mut lock = MemberLock::hold(&url, &id).await;
+    let path = format!("/api/v1/members/{id}/transactions");
+    let earn = app.post_idem(&path, "gold", json!({"type": "earn", "points": 1000}));
+    tokio::pin!(earn);
+    tokio::select! {
+        _ = lock.until_waiting(1) => {}
+        _ = &mut earn => panic!("the earn did not wait for the member's lock"),
+    }
+    let change = put_rules(json!([silver]));
+    tokio::pin!(change);
+    // The change either commits now (the earn has not locked the program yet) or waits for
+    // the earn; either way the holder lets go next.
+    let changed = tokio::select! {
+        s = &mut change => Some(s),
+        _ = lock.until_waiting(2) => None,
+    };
+    lock.release().await;
+    let (earned, _) = earn.await;
+    let changed = match changed {
+        Some(s) => s,
+        None => change.await,
+    };
+    assert_eq!(earned, 201);
+    let program = app.state.store.get_program(program_id).await.unwrap();
+    let member = app.state.store.get_member(&id).await.unwrap();
+    let tier = member.tier.as_deref().expect("a tier");
+    assert!(
+        program.rules.tier(Some(tier)).is_some(),
+        "the member holds {tier:?}, which the rules lack (rules change answered {changed})"
+    );
+    match changed {
+        200 => assert_eq!(tier, "silver"),
+        422 => assert_eq!(tier, "gold"),
+        other => panic!("the rules change answered {other}"),
+    }
+}

@@ -3,8 +3,10 @@
 //! record commit together or not at all.
 //!
 //! Concurrency: SQLite writers are serialised by `BEGIN IMMEDIATE`; on PostgreSQL the member row
-//! is locked (`FOR NO KEY UPDATE OF m`, which leaves foreign-key checks on the member free) before its lots are read, so two spends cannot both see the
-//! same points. The balance update is guarded in SQL as well (`points + delta >= 0`).
+//! is locked (`FOR NO KEY UPDATE OF m`, which leaves foreign-key checks on the member free)
+//! before its lots are read, so two spends cannot both see the same points, and the program row
+//! `FOR KEY SHARE OF p`, so its rules cannot change under the posting (a rules change locks it
+//! `FOR UPDATE`). The balance cannot go below zero: `CHECK (points >= 0)` aborts the write.
 
 mod checks;
 mod expiry;
@@ -126,6 +128,20 @@ impl Store {
                 self.post_once(member_id, op, origin, by, idempotency, now)
                     .await
             }
+            // On PostgreSQL the locking read that waited for the same key's first request sees
+            // the member as that request left it, but the key's record as it was before (the
+            // statement's snapshot): a refusal may be for a request that has already succeeded.
+            Err(
+                refused @ (StorageError::Insufficient { .. }
+                | StorageError::OverLimit { .. }
+                | StorageError::Rejected(_)),
+            ) => match idempotency {
+                Some(i) => match self.recorded(i).await? {
+                    Some(replay) => Ok(replay),
+                    None => Err(refused),
+                },
+                None => Err(refused),
+            },
             other => other,
         };
         if matches!(result, Ok((_, false))) {
@@ -209,12 +225,7 @@ impl Store {
             .lock_member(conn, member_id, idempotency, script_tx)
             .await?;
         if let (Some(i), Some((hash, response))) = (idempotency, &member.earlier) {
-            if *hash != i.request_hash {
-                return Err(StorageError::IdempotencyMismatch);
-            }
-            let outcome = serde_json::from_str(response)
-                .map_err(|e| StorageError::Corrupt(format!("idempotent response: {e}")))?;
-            return Ok((outcome, true));
+            return replay(i, hash, response);
         }
         let mut entry = Entry {
             id: new_id(),
@@ -317,6 +328,22 @@ impl Store {
 
     /// Reads and locks the member with the program's rules and any earlier use of the
     /// idempotency key, in one round trip.
+    /// The stored outcome of a request with this key, read afresh: `(outcome, true)`, or
+    /// `IdempotencyMismatch` when the key was used for another request.
+    async fn recorded(&self, i: &Idempotency) -> Result<Option<(Outcome, bool)>> {
+        let row = sqlx::query(
+            "SELECT request_hash, response FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+        )
+        .bind(&i.api_key_id)
+        .bind(&i.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let hash: String = row.try_get("request_hash")?;
+        let response: String = row.try_get("response")?;
+        replay(i, &hash, &response).map(Some)
+    }
+
     async fn lock_member(
         &self,
         conn: &mut AnyConnection,
@@ -331,7 +358,7 @@ impl Store {
                 "SELECT m.points, m.tier, p.rules, i.request_hash, i.response
                  FROM members m JOIN programs p ON p.id = m.program_id
                  LEFT JOIN idempotency_keys i ON i.api_key_id = $2 AND i.key = $3
-                 WHERE m.id = $1 FOR NO KEY UPDATE OF m"
+                 WHERE m.id = $1 FOR NO KEY UPDATE OF m FOR KEY SHARE OF p"
             }
         };
         // fetch_all: with BEGIN in front this is a script, where fetch_optional would stop early.
@@ -353,4 +380,15 @@ impl Store {
             earlier,
         })
     }
+}
+
+/// The stored outcome of an earlier request with the same key: `(outcome, true)`, or
+/// `IdempotencyMismatch` when that request was another.
+fn replay(i: &Idempotency, hash: &str, response: &str) -> Result<(Outcome, bool)> {
+    if hash != i.request_hash {
+        return Err(StorageError::IdempotencyMismatch);
+    }
+    let outcome = serde_json::from_str(response)
+        .map_err(|e| StorageError::Corrupt(format!("idempotent response: {e}")))?;
+    Ok((outcome, true))
 }
