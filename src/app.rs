@@ -67,6 +67,7 @@ impl AppState {
         if google.is_some() {
             store.enable_google_sync();
         }
+        store.set_worker_lease(config.server.worker_lease_ms);
         let links =
             crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
                 .context("loading the install-link secret")?;
@@ -186,6 +187,13 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
         ),
         supervise(w, "publish", with_state(state, crate::jobs::publish_loop)),
     ];
+    if state.store.backend() == crate::storage::Backend::Postgres {
+        workers.push(supervise(
+            w,
+            "notifications",
+            with_state(state, crate::jobs::notifications_loop),
+        ));
+    }
     if state.store.backend() == crate::storage::Backend::Sqlite {
         workers.push(supervise(
             w,

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     /// waits, the wait doubling each time up to `sign_in_max_delay_seconds`.
     pub sign_in_free_attempts: u32,
     pub sign_in_max_delay_seconds: u64,
+    /// How long a background worker's claim on its rows lasts (PostgreSQL, several
+    /// instances): rows held by an instance that died are taken over once it runs out. Longer
+    /// than the slowest batch (2,000 pushes, 50 Google calls).
+    pub worker_lease_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             device_logs_per_minute: 12,
             sign_in_free_attempts: 5,
             sign_in_max_delay_seconds: 300,
+            worker_lease_ms: 60_000,
         }
     }
 }

@@ -46,6 +46,15 @@ pub async fn checkpoint_loop(state: AppState, beat: Beat) {
     }
 }
 
+/// Relays other instances' changes to this one's workers (PostgreSQL `LISTEN`, see
+/// `storage::notify`). Returns when the connection fails, to be restarted by the supervisor.
+pub async fn notifications_loop(state: AppState, beat: Beat) {
+    if let Err(e) = state.store.listen_for_other_instances(|| beat.ok()).await {
+        tracing::warn!(error = %e, "listening for other instances' changes failed; reconnecting");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Holders a publish step marks changed in one transaction.
 const PUBLISH_BATCH: i64 = 250;
 
@@ -78,6 +87,7 @@ pub async fn publish_once(state: &AppState) -> i64 {
                 .publish_step(&job.id, PUBLISH_BATCH, now_ms())
                 .await
             {
+                Ok(after) if after.status == crate::storage::PUBLISH_BUSY => break,
                 Ok(after) => {
                     handled += after.done - done;
                     done = after.done;
@@ -96,8 +106,18 @@ pub async fn publish_once(state: &AppState) -> i64 {
     handled
 }
 
-/// One pass of every ledger job; returns the number of members whose points expired.
+/// One pass of every ledger job; returns the number of members whose points expired. With
+/// several instances on one PostgreSQL database only the one holding the `ledger` lease runs
+/// it (each expiry also locks its member, so even two passes would expire a lot once).
 pub async fn run_once(state: &AppState) -> usize {
+    match state.store.claim_job("ledger", now_ms()).await {
+        Ok(true) => {}
+        Ok(false) => return 0,
+        Err(e) => {
+            tracing::error!(error = %e, "claiming the ledger jobs failed; retrying next tick");
+            return 0;
+        }
+    }
     let mut expired = 0;
     loop {
         match state.store.expire_due(now_ms(), EXPIRY_BATCH).await {

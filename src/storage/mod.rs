@@ -12,18 +12,21 @@ mod changes;
 mod designer;
 mod enrollment;
 mod google;
+mod leases;
 mod ledger;
 mod members;
+mod notify;
 mod passkit;
 mod programs;
 mod rows;
 mod staff;
 
 pub use api_keys::{ApiKeyRecord, Role};
-pub use designer::{Draft, PublishJob, TemplateSummary, VersionInfo};
+pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};
 pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
 pub use google::{GoogleMessage, GoogleObject, GooglePending};
 pub use ledger::{Actor, MemberStanding, OutboxRow};
+pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
 pub use staff::{StaffSession, StaffUser};
 
@@ -87,6 +90,14 @@ pub struct Store {
     postings: Arc<Postings>,
     /// SQLite writers of this process, in turn (`write_turn`).
     writers: Arc<tokio::sync::Mutex<()>>,
+    /// This process's owner id on the rows its workers claim (`leases`).
+    instance: Arc<str>,
+    /// How long a claim lasts, in ms (`server.worker_lease_ms`).
+    lease_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// Sends `NOTIFY` to the other instances (`notify`).
+    announcer: Arc<notify::Announcer>,
+    /// The database URL, for the `LISTEN` connection (never logged: it may hold a password).
+    url: Arc<str>,
 }
 
 /// One writer's turn at SQLite's write lock.
@@ -188,6 +199,10 @@ impl Store {
             google: Arc::default(),
             postings: Arc::default(),
             writers: Arc::default(),
+            instance: leases::new_instance_id().into(),
+            lease_ms: Arc::new(leases::DEFAULT_LEASE_MS.into()),
+            announcer: Arc::default(),
+            url: url.into(),
         })
     }
 

@@ -15,6 +15,7 @@ mod ledger_props;
 mod openapi;
 mod pass_checks;
 mod push;
+mod scale_out;
 mod schemathesis;
 mod smtp;
 mod staff;

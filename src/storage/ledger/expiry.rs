@@ -66,7 +66,7 @@ impl Store {
             };
             self.write_change(&mut tx, &change, false).await?;
             tx.commit().await?;
-            self.changed.notify_one();
+            self.committed();
             changed += 1;
         }
         Ok(changed)

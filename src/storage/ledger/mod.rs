@@ -129,7 +129,7 @@ impl Store {
             other => other,
         };
         if matches!(result, Ok((_, false))) {
-            self.changed.notify_one();
+            self.committed();
         }
         result
     }

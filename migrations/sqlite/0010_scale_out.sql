@@ -1,0 +1,17 @@
+-- Several instances on one database (issue 13): a worker claims the rows it works on outside a
+-- transaction (pushes, Google calls) with a lease, so exactly one instance handles a row. The
+-- owner is a per-process instance id; a row whose lease ran out (its instance crashed) is taken
+-- over by another. On SQLite (one process per file) the columns stay NULL.
+ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+ALTER TABLE outbox ADD COLUMN claimed_until BIGINT;
+ALTER TABLE google_pending ADD COLUMN claimed_by TEXT;
+ALTER TABLE google_pending ADD COLUMN claimed_until BIGINT;
+ALTER TABLE google_messages ADD COLUMN claimed_by TEXT;
+ALTER TABLE google_messages ADD COLUMN claimed_until BIGINT;
+
+-- Jobs that only one instance at a time should run (expiry, purges): one row per job.
+CREATE TABLE worker_leases (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
