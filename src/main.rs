@@ -193,9 +193,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::GenConfig => unreachable!("handled before loading the configuration"),
         Command::Serve { demo } => serve(config, demo).await,
         Command::Migrate => {
-            let store = Store::connect(&config.database_url)
-                .await
-                .context("connecting to the database")?;
+            let (store, _) =
+                Store::connect_as(&config.database_url, tessera::storage::Access::Migrate)
+                    .await
+                    .context("connecting to the database")?;
             store.close().await;
             eprintln!("database is up to date");
             Ok(())
@@ -417,7 +418,11 @@ async fn open(config: Config) -> anyhow::Result<AppState> {
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let listen = config.listen;
-    let state = open(config).await?;
+    // On SQLite, held until the server exits: a second server or a `migrate` is refused.
+    let (store, _lock) = Store::connect_as(&config.database_url, tessera::storage::Access::Serve)
+        .await
+        .context("connecting to the database")?;
+    let state = AppState::new(config, store)?;
     match state.cards.signers() {
         tessera::passes::apple::Signers::Dev(ca) => tracing::warn!(
             root_ca = %ca.root_ca_path().display(),
