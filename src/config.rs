@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// instances): rows held by an instance that died are taken over once it runs out. Longer
     /// than the slowest batch (2,000 pushes, 50 Google calls).
     pub worker_lease_ms: u64,
+    /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` headers name the client;
+    /// from any other peer they are ignored. Empty: the connecting address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             sign_in_free_attempts: 5,
             sign_in_max_delay_seconds: 300,
             worker_lease_ms: 60_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }

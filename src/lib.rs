@@ -15,6 +15,7 @@ pub mod google;
 pub mod jobs;
 pub mod ledger;
 pub mod passes;
+pub mod proxy;
 pub mod push;
 pub mod ratelimit;
 pub mod scanning;

@@ -46,13 +46,17 @@ pub fn router() -> Router<AppState> {
         .route("/card/{token}", get(card_page))
 }
 
-/// The client's address, for throttles; `unknown` when the server runs without connect info.
+/// The client's address, for throttles: behind a trusted proxy the one it forwarded
+/// (`proxy::client_ip`), else the peer's; `unknown` when the server runs without connect info.
 pub struct ClientAddr(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(crate::proxy::ClientIp(ip)) = parts.extensions.get() {
+            return Ok(ClientAddr(ip.to_string()));
+        }
         Ok(ClientAddr(
             parts
                 .extensions
