@@ -76,26 +76,33 @@ impl AppState {
             .map(Arc::new);
         Ok(AppState {
             mailer,
-            join_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
-                config.enrollment.joins_per_minute,
-            )),
-            lookup_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
-                config.enrollment.lookups_per_minute,
-            )),
-            device_log_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
-                config.server.device_logs_per_minute,
-            )),
-            sign_in_backoff: Arc::new(crate::ratelimit::Backoff::new(
-                config.server.sign_in_free_attempts,
-                std::time::Duration::from_secs(config.server.sign_in_max_delay_seconds.max(1)),
-            )),
+            join_throttle: Arc::new(
+                crate::ratelimit::Throttle::per_minute(config.enrollment.joins_per_minute)
+                    .shared_on(&store, "join"),
+            ),
+            lookup_throttle: Arc::new(
+                crate::ratelimit::Throttle::per_minute(config.enrollment.lookups_per_minute)
+                    .shared_on(&store, "lookup"),
+            ),
+            device_log_throttle: Arc::new(
+                crate::ratelimit::Throttle::per_minute(config.server.device_logs_per_minute)
+                    .shared_on(&store, "device_log"),
+            ),
+            sign_in_backoff: Arc::new(
+                crate::ratelimit::Backoff::new(
+                    config.server.sign_in_free_attempts,
+                    std::time::Duration::from_secs(config.server.sign_in_max_delay_seconds.max(1)),
+                )
+                .shared_on(&store),
+            ),
             argon_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
             qr_cache: Arc::default(),
-            card_link_throttle: Arc::new(crate::ratelimit::Throttle::per_hour(
-                config.email.card_links_per_hour,
-            )),
+            card_link_throttle: Arc::new(
+                crate::ratelimit::Throttle::per_hour(config.email.card_links_per_hour)
+                    .shared_on(&store, "card_link"),
+            ),
             config: Arc::new(config),
             store,
             cards: Arc::new(cards),

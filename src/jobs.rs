@@ -137,6 +137,9 @@ pub async fn run_once(state: &AppState) -> usize {
     if expired > 0 {
         tracing::info!(members = expired, "expired lapsed points");
     }
+    if let Err(e) = state.store.purge_throttles(now_ms()).await {
+        tracing::error!(error = %e, "purging spent throttle state failed");
+    }
     let retention = state.config.ledger.idempotency_retention_hours as i64 * 3_600_000;
     if let Err(e) = state
         .store

@@ -15,3 +15,16 @@ CREATE TABLE worker_leases (
     owner      TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+
+-- Throttles shared by the instances on one PostgreSQL database (`ratelimit`): GCRA state per
+-- key (the theoretical arrival time), and failed staff sign-ins per key. Unused on SQLite,
+-- whose one process keeps them in memory.
+CREATE TABLE throttles (
+    key TEXT PRIMARY KEY,
+    tat BIGINT NOT NULL
+);
+CREATE TABLE sign_in_failures (
+    key      TEXT PRIMARY KEY,
+    failures BIGINT NOT NULL,
+    until    BIGINT NOT NULL
+);

@@ -20,6 +20,7 @@ mod passkit;
 mod programs;
 mod rows;
 mod staff;
+mod throttles;
 
 pub use api_keys::{ApiKeyRecord, Role};
 pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};

@@ -393,3 +393,74 @@ async fn a_change_on_one_instance_wakes_the_others_workers() {
     .await;
     drop(b);
 }
+
+/// Throttles hold across instances: barcode lookups with one key, alternating between two
+/// instances, get one quota (a burst of 3 at 4 a minute), not one per instance; and failed staff
+/// sign-ins counted by one instance make the other wait too.
+#[tokio::test]
+async fn throttles_hold_across_instances() {
+    let Some(db) = TestDb::postgres().await else {
+        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
+        return;
+    };
+    let a = TestApp::spawn_with(db, |c| {
+        c.enrollment.lookups_per_minute = 4;
+    })
+    .await;
+    let b = a.peer(like_throttles(&a)).await;
+    let member = issue_member(&a, "coffee").await;
+    let barcode = member["barcode"].as_str().unwrap();
+    let mut ok = 0;
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let r = app
+            .client
+            .get(app.url(&format!("/api/v1/members?barcode={barcode}")))
+            .bearer_auth(&a.admin_key)
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {}
+            s => panic!("lookup {i}: {s}"),
+        }
+    }
+    assert!(
+        (3..=4).contains(&ok),
+        "one quota across both instances, {ok} of 8 lookups passed"
+    );
+
+    // Sign-in failures (one free) counted on A make B wait, and a success on B clears them.
+    let backoff = |store: &tessera::storage::Store| {
+        tessera::ratelimit::Backoff::new(1, Duration::from_secs(60)).shared_on(store)
+    };
+    let (on_a, on_b) = (backoff(&a.state.store), backoff(&b.state.store));
+    let keys = ["account:ops@example.com", "address:192.0.2.1"];
+    on_a.fail(&keys).await;
+    assert!(on_b.check(&keys).await.is_ok(), "one failure is free");
+    on_a.fail(&keys).await;
+    let wait = on_b.check(&keys[1..]).await.unwrap_err();
+    assert!(
+        wait <= Duration::from_secs(1) && !wait.is_zero(),
+        "{wait:?}"
+    );
+    on_b.succeed(&keys[..1]).await;
+    assert!(on_a.check(&keys[..1]).await.is_ok());
+    assert!(
+        on_a.check(&keys[1..]).await.is_err(),
+        "the address still waits"
+    );
+}
+
+/// The throttle settings of `app`, for a peer.
+fn like_throttles(app: &TestApp) -> impl FnOnce(&mut tessera::config::Config) + use<> {
+    let (enrollment, server) = (
+        app.state.config.enrollment.clone(),
+        app.state.config.server.clone(),
+    );
+    move |c| {
+        c.enrollment = enrollment;
+        c.server = server;
+    }
+}
