@@ -150,6 +150,11 @@ pub fn router(state: AppState) -> Router {
             crate::web::guard::guard,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Requests by route and status, and their latency (`/metrics`).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::web::metrics::record,
+        ))
         // A bug that panics answers 500 (and is logged) instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(

@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` headers name the client;
     /// from any other peer they are ignored. Empty: the connecting address is the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `GET /metrics` (Prometheus) answers only with `Authorization: Bearer <token>`; without a
+    /// token the endpoint does not exist.
+    pub metrics_token: Option<crate::secret::Secret>,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             sign_in_max_delay_seconds: 300,
             worker_lease_ms: 60_000,
             trusted_proxies: Vec::new(),
+            metrics_token: None,
         }
     }
 }

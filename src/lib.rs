@@ -14,6 +14,7 @@ pub mod enrollment;
 pub mod google;
 pub mod jobs;
 pub mod ledger;
+pub mod metrics;
 pub mod passes;
 pub mod proxy;
 pub mod push;

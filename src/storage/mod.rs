@@ -20,6 +20,7 @@ mod passkit;
 mod programs;
 mod rows;
 mod staff;
+mod stats;
 mod throttles;
 
 pub use api_keys::{ApiKeyRecord, Role};
@@ -30,6 +31,7 @@ pub use ledger::{Actor, MemberStanding, OutboxRow};
 pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
 pub use staff::{StaffSession, StaffUser};
+pub use stats::QueueStats;
 
 use std::sync::Arc;
 
@@ -104,6 +106,8 @@ pub struct Store {
     announcer: Arc<notify::Announcer>,
     /// The database URL, for the `LISTEN` connection (never logged: it may hold a password).
     url: Arc<str>,
+    /// This instance's counters for `/metrics`.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One writer's turn at SQLite's write lock.
@@ -224,6 +228,7 @@ impl Store {
             lease_ms: Arc::new(leases::DEFAULT_LEASE_MS.into()),
             announcer: Arc::default(),
             url: url.into(),
+            metrics: Arc::default(),
         })
     }
 

@@ -66,6 +66,7 @@ impl Store {
             };
             self.write_change(&mut tx, &change, false).await?;
             tx.commit().await?;
+            self.metrics.posting("expire");
             self.committed();
             changed += 1;
         }

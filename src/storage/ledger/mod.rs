@@ -129,6 +129,7 @@ impl Store {
             other => other,
         };
         if matches!(result, Ok((_, false))) {
+            self.metrics.posting(op.kind().as_str());
             self.committed();
         }
         result
