@@ -453,7 +453,8 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let workers = app::spawn_workers(&state)?;
     app::run(state.clone(), listener, app::shutdown_signal()).await?;
     workers.iter().for_each(|w| w.abort());
-    // Other instances take this one's claimed rows at once instead of after the lease.
+    // Other instances take this one's claimed rows at once instead of after the lease (and
+    // this store claims nothing more, should a worker not have stopped yet).
     if let Err(e) = state.store.release_leases().await {
         tracing::warn!(error = %e, "giving back claimed work failed; other instances take it when the lease runs out");
     }

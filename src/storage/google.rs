@@ -61,6 +61,9 @@ impl Store {
     }
 
     pub async fn google_due(&self, now: i64, limit: i64) -> Result<Vec<GooglePending>> {
+        if self.released() {
+            return Ok(Vec::new());
+        }
         let rows = if self.claims() {
             // Claimed for one lease, skipping rows another instance holds (`leases`).
             sqlx::query(
@@ -265,6 +268,9 @@ impl Store {
     }
 
     pub async fn google_messages_due(&self, now: i64, limit: i64) -> Result<Vec<GoogleMessage>> {
+        if self.released() {
+            return Ok(Vec::new());
+        }
         let rows = if self.claims() {
             sqlx::query(
                 "UPDATE google_messages SET claimed_by = $3, claimed_until = $4

@@ -53,12 +53,21 @@ impl Store {
         self.backend == Backend::Postgres
     }
 
+    /// Whether this instance gave its claims back (`release_leases`): it claims nothing more,
+    /// even if a worker has not stopped yet.
+    pub(super) fn released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
     /// Claims the single job `name` (expiry, purges) for one lease; `true` when this instance
     /// holds it now. An instance renews its own lease; another takes it only once it ran out.
     /// Always `true` on SQLite.
     pub async fn claim_job(&self, name: &str, now: i64) -> Result<bool> {
         if !self.claims() {
             return Ok(true);
+        }
+        if self.released() {
+            return Ok(false);
         }
         let done = sqlx::query(
             "INSERT INTO worker_leases (name, owner, expires_at) VALUES ($1, $2, $3)
@@ -78,6 +87,7 @@ impl Store {
     /// called on a clean shutdown, after the workers stopped. A batch that was being pushed when
     /// they stopped may be pushed again by another instance (at least once, never lost).
     pub async fn release_leases(&self) -> Result<()> {
+        self.released.store(true, Ordering::Release);
         if !self.claims() {
             return Ok(());
         }

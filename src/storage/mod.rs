@@ -108,6 +108,8 @@ pub struct Store {
     url: Arc<str>,
     /// This instance's counters for `/metrics`.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Set by `release_leases`: no more claims from this instance.
+    released: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One writer's turn at SQLite's write lock.
@@ -229,6 +231,7 @@ impl Store {
             announcer: Arc::default(),
             url: url.into(),
             metrics: Arc::default(),
+            released: Arc::default(),
         })
     }
 

@@ -249,6 +249,9 @@ impl Store {
         const COLUMNS: &str =
             "SELECT o.id, o.member_id, o.attempts, p.serial_number, p.pass_type_identifier,
                     d.device_library_identifier, d.push_token";
+        if self.released() {
+            return Ok((Vec::new(), Vec::new()));
+        }
         let rows = if self.claims() {
             // Claimed in the same statement: rows another instance holds are skipped, not
             // waited for, and a row whose lease ran out is taken over (`leases`).

@@ -464,3 +464,65 @@ fn like_throttles(app: &TestApp) -> impl FnOnce(&mut tessera::config::Config) + 
         c.server = server;
     }
 }
+
+/// A clean shutdown gives its claims back: the other instance pushes them at once, long before
+/// the lease (a minute here) would have run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_hands_its_rows_over_at_once() {
+    const MEMBERS: usize = 10;
+    let Some(db) = TestDb::postgres().await else {
+        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
+        return;
+    };
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("https://{}", hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let (mut a, standin) = app_with_standin_and(db, move |c| {
+        c.server.worker_lease_ms = 60_000;
+        c.push.apns_url = Some(hole_url);
+    })
+    .await;
+    let members = holders(&a, MEMBERS).await;
+    for (i, m) in members.iter().enumerate() {
+        assert_eq!(earn(&a, &member(m), &format!("s-{i}"), 5).await, 201);
+    }
+    let store_a = a.state.store.clone();
+    let owner = store_a.instance_id().to_string();
+    for _ in 0..250 {
+        if store_a.claimed_rows("outbox", Some(&owner)).await.unwrap() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store_a.claimed_rows("outbox", Some(&owner)).await.unwrap() > 0);
+    // What `serve` does on SIGTERM: stop the workers, then give the claims back.
+    a.kill();
+    store_a.release_leases().await.unwrap();
+    assert_eq!(
+        store_a.claimed_rows("outbox", Some(&owner)).await.unwrap(),
+        0
+    );
+
+    let (shared, url) = (like(&a), standin.url());
+    let b = a
+        .peer(move |c| {
+            shared(c);
+            c.push.apns_url = Some(url);
+        })
+        .await;
+    // `eventually` gives up after five seconds, far inside the minute's lease.
+    eventually("every device pushed at once by the other instance", || {
+        let pushes = pushes_by_token(&standin);
+        (0..MEMBERS).all(|i| pushes.contains_key(&holder_token(i)))
+    })
+    .await;
+    drained(&b).await;
+    let pushes = pushes_by_token(&standin);
+    assert!((0..MEMBERS).all(|i| pushes[&holder_token(i)].len() == 1));
+    drop(b);
+}
