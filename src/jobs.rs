@@ -143,6 +143,13 @@ pub async fn run_once(state: &AppState) -> usize {
     let retention = state.config.ledger.idempotency_retention_hours as i64 * 3_600_000;
     if let Err(e) = state
         .store
+        .purge_sent_google_messages(now_ms() - retention)
+        .await
+    {
+        tracing::error!(error = %e, "purging sent Google messages failed");
+    }
+    if let Err(e) = state
+        .store
         .purge_idempotency_keys(now_ms() - retention)
         .await
     {

@@ -8,6 +8,9 @@ ALTER TABLE google_pending ADD COLUMN claimed_by TEXT;
 ALTER TABLE google_pending ADD COLUMN claimed_until BIGINT;
 ALTER TABLE google_messages ADD COLUMN claimed_by TEXT;
 ALTER TABLE google_messages ADD COLUMN claimed_until BIGINT;
+-- A message added to its card is kept (sent_at set) instead of deleted, so a retried request with
+-- the same Idempotency-Key (the same message id) finds it and queues nothing: sent once.
+ALTER TABLE google_messages ADD COLUMN sent_at BIGINT;
 
 -- Jobs that only one instance at a time should run (expiry, purges): one row per job.
 CREATE TABLE worker_leases (

@@ -276,7 +276,8 @@ impl Store {
                 "UPDATE google_messages SET claimed_by = $3, claimed_until = $4
                  WHERE (message_id, member_id) IN (
                      SELECT message_id, member_id FROM google_messages
-                     WHERE available_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+                     WHERE sent_at IS NULL AND available_at <= $1
+                       AND (claimed_until IS NULL OR claimed_until <= $1)
                      ORDER BY available_at, message_id, member_id LIMIT $2
                      FOR UPDATE SKIP LOCKED)
                  RETURNING message_id, member_id, header, body, attempts",
@@ -290,7 +291,8 @@ impl Store {
         } else {
             sqlx::query(
                 "SELECT message_id, member_id, header, body, attempts FROM google_messages
-                 WHERE available_at <= $1 ORDER BY available_at, message_id, member_id LIMIT $2",
+                 WHERE sent_at IS NULL AND available_at <= $1
+                 ORDER BY available_at, message_id, member_id LIMIT $2",
             )
             .bind(now)
             .bind(limit)
@@ -319,11 +321,17 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
-        sqlx::query("DELETE FROM google_messages WHERE message_id = $1 AND member_id = $2")
-            .bind(&m.message_id)
-            .bind(&m.member_id)
-            .execute(&mut *tx)
-            .await?;
+        // Kept as sent, not deleted: a retried request with the same message id then queues
+        // nothing (`queue_google_message*` insert with ON CONFLICT DO NOTHING).
+        sqlx::query(
+            "UPDATE google_messages SET sent_at = $3, claimed_by = NULL, claimed_until = NULL
+             WHERE message_id = $1 AND member_id = $2",
+        )
+        .bind(&m.message_id)
+        .bind(&m.member_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         if notified {
             sqlx::query("INSERT INTO google_notifications (object_id, sent_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(object_id)
@@ -345,6 +353,16 @@ impl Store {
         .bind(at)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Forgets messages added to their cards before `before` (a retry of an older request
+    /// would queue its message again; the same window as idempotency keys).
+    pub async fn purge_sent_google_messages(&self, before: i64) -> Result<()> {
+        sqlx::query("DELETE FROM google_messages WHERE sent_at IS NOT NULL AND sent_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
