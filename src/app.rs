@@ -67,6 +67,7 @@ impl AppState {
         if google.is_some() {
             store.enable_google_sync();
         }
+        store.set_worker_lease(config.server.worker_lease_ms);
         let links =
             crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
                 .context("loading the install-link secret")?;
@@ -75,26 +76,33 @@ impl AppState {
             .map(Arc::new);
         Ok(AppState {
             mailer,
-            join_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
-                config.enrollment.joins_per_minute,
-            )),
-            lookup_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
-                config.enrollment.lookups_per_minute,
-            )),
-            device_log_throttle: Arc::new(crate::ratelimit::Throttle::per_minute(
-                config.server.device_logs_per_minute,
-            )),
-            sign_in_backoff: Arc::new(crate::ratelimit::Backoff::new(
-                config.server.sign_in_free_attempts,
-                std::time::Duration::from_secs(config.server.sign_in_max_delay_seconds.max(1)),
-            )),
+            join_throttle: Arc::new(
+                crate::ratelimit::Throttle::per_minute(config.enrollment.joins_per_minute)
+                    .shared_on(&store, "join"),
+            ),
+            lookup_throttle: Arc::new(
+                crate::ratelimit::Throttle::per_minute(config.enrollment.lookups_per_minute)
+                    .shared_on(&store, "lookup"),
+            ),
+            device_log_throttle: Arc::new(
+                crate::ratelimit::Throttle::per_minute(config.server.device_logs_per_minute)
+                    .shared_on(&store, "device_log"),
+            ),
+            sign_in_backoff: Arc::new(
+                crate::ratelimit::Backoff::new(
+                    config.server.sign_in_free_attempts,
+                    std::time::Duration::from_secs(config.server.sign_in_max_delay_seconds.max(1)),
+                )
+                .shared_on(&store),
+            ),
             argon_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
             qr_cache: Arc::default(),
-            card_link_throttle: Arc::new(crate::ratelimit::Throttle::per_hour(
-                config.email.card_links_per_hour,
-            )),
+            card_link_throttle: Arc::new(
+                crate::ratelimit::Throttle::per_hour(config.email.card_links_per_hour)
+                    .shared_on(&store, "card_link"),
+            ),
             config: Arc::new(config),
             store,
             cards: Arc::new(cards),
@@ -142,6 +150,11 @@ pub fn router(state: AppState) -> Router {
             crate::web::guard::guard,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Requests by route and status, and their latency (`/metrics`).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::web::metrics::record,
+        ))
         // A bug that panics answers 500 (and is logged) instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
@@ -187,6 +200,13 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
         supervise(w, "publish", with_state(state, crate::jobs::publish_loop)),
         supervise(w, "memory", crate::jobs::memory_loop),
     ];
+    if state.store.backend() == crate::storage::Backend::Postgres {
+        workers.push(supervise(
+            w,
+            "notifications",
+            with_state(state, crate::jobs::notifications_loop),
+        ));
+    }
     if state.store.backend() == crate::storage::Backend::Sqlite {
         workers.push(supervise(
             w,

@@ -61,6 +61,16 @@ pub struct ServerConfig {
     /// waits, the wait doubling each time up to `sign_in_max_delay_seconds`.
     pub sign_in_free_attempts: u32,
     pub sign_in_max_delay_seconds: u64,
+    /// How long a background worker's claim on its rows lasts (PostgreSQL, several
+    /// instances): rows held by an instance that died are taken over once it runs out. Longer
+    /// than the slowest batch (2,000 pushes, 50 Google calls).
+    pub worker_lease_ms: u64,
+    /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` headers name the client;
+    /// from any other peer they are ignored. Empty: the connecting address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `GET /metrics` (Prometheus) answers only with `Authorization: Bearer <token>`; without a
+    /// token the endpoint does not exist.
+    pub metrics_token: Option<crate::secret::Secret>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +84,9 @@ impl Default for ServerConfig {
             device_logs_per_minute: 12,
             sign_in_free_attempts: 5,
             sign_in_max_delay_seconds: 300,
+            worker_lease_ms: 60_000,
+            trusted_proxies: Vec::new(),
+            metrics_token: None,
         }
     }
 }

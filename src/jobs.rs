@@ -58,6 +58,15 @@ pub async fn checkpoint_loop(state: AppState, beat: Beat) {
     }
 }
 
+/// Relays other instances' changes to this one's workers (PostgreSQL `LISTEN`, see
+/// `storage::notify`). Returns when the connection fails, to be restarted by the supervisor.
+pub async fn notifications_loop(state: AppState, beat: Beat) {
+    if let Err(e) = state.store.listen_for_other_instances(|| beat.ok()).await {
+        tracing::warn!(error = %e, "listening for other instances' changes failed; reconnecting");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Holders a publish step marks changed in one transaction.
 const PUBLISH_BATCH: i64 = 250;
 
@@ -93,6 +102,7 @@ pub async fn publish_once(state: &AppState) -> Option<i64> {
                 .publish_step(&job.id, PUBLISH_BATCH, now_ms())
                 .await
             {
+                Ok(after) if after.status == crate::storage::PUBLISH_BUSY => break,
                 Ok(after) => {
                     handled += after.done - done;
                     done = after.done;
@@ -113,8 +123,18 @@ pub async fn publish_once(state: &AppState) -> Option<i64> {
 }
 
 /// One pass of every ledger job; returns the number of members whose points expired, or
-/// `None` when a job failed (logged).
+/// `None` when a job failed (logged). With several instances on one PostgreSQL database only
+/// the one holding the `ledger` lease runs it (each expiry also locks its member, so even two
+/// passes would expire a lot once).
 pub async fn run_once(state: &AppState) -> Option<usize> {
+    match state.store.claim_job("ledger", now_ms()).await {
+        Ok(true) => {}
+        Ok(false) => return Some(0),
+        Err(e) => {
+            tracing::error!(error = %e, "claiming the ledger jobs failed; retrying next tick");
+            return None;
+        }
+    }
     let mut expired = 0;
     let mut failed = false;
     loop {
@@ -136,7 +156,19 @@ pub async fn run_once(state: &AppState) -> Option<usize> {
     if expired > 0 {
         tracing::info!(members = expired, "expired lapsed points");
     }
+    if let Err(e) = state.store.purge_throttles(now_ms()).await {
+        tracing::error!(error = %e, "purging spent throttle state failed");
+        failed = true;
+    }
     let retention = state.config.ledger.idempotency_retention_hours as i64 * 3_600_000;
+    if let Err(e) = state
+        .store
+        .purge_sent_google_messages(now_ms() - retention)
+        .await
+    {
+        tracing::error!(error = %e, "purging sent Google messages failed");
+        failed = true;
+    }
     if let Err(e) = state
         .store
         .purge_idempotency_keys(now_ms() - retention)

@@ -194,9 +194,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::GenConfig => unreachable!("handled before loading the configuration"),
         Command::Serve { demo } => serve(config, demo).await,
         Command::Migrate => {
-            let store = Store::connect(&config.database_url)
-                .await
-                .context("connecting to the database")?;
+            let (store, _) =
+                Store::connect_as(&config.database_url, tessera::storage::Access::Migrate)
+                    .await
+                    .context("connecting to the database")?;
             store.close().await;
             eprintln!("database is up to date");
             Ok(())
@@ -418,7 +419,11 @@ async fn open(config: Config) -> anyhow::Result<AppState> {
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let listen = config.listen;
-    let state = open(config).await?;
+    // On SQLite, held until the server exits: a second server or a `migrate` is refused.
+    let (store, _lock) = Store::connect_as(&config.database_url, tessera::storage::Access::Serve)
+        .await
+        .context("connecting to the database")?;
+    let state = AppState::new(config, store)?;
     match state.cards.signers() {
         tessera::passes::apple::Signers::Dev(ca) => tracing::warn!(
             root_ca = %ca.root_ca_path().display(),
@@ -449,6 +454,11 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let workers = app::spawn_workers(&state)?;
     app::run(state.clone(), listener, app::shutdown_signal()).await?;
     workers.iter().for_each(|w| w.abort());
+    // Other instances take this one's claimed rows at once instead of after the lease (and
+    // this store claims nothing more, should a worker not have stopped yet).
+    if let Err(e) = state.store.release_leases().await {
+        tracing::warn!(error = %e, "giving back claimed work failed; other instances take it when the lease runs out");
+    }
     if let Err(e) = state.fetches.flush(&state.store).await {
         tracing::warn!(error = %e, "recording the last pass downloads failed");
     }

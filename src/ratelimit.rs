@@ -2,6 +2,11 @@
 //! form, barcode lookups and device logs answer 429 past their quota, so none can be used to
 //! enumerate members or flood the database or the log. [`Backoff`] makes failed staff sign-ins
 //! wait longer and longer.
+//!
+//! On PostgreSQL both are shared by every instance on the database (`shared_on`): the GCRA state
+//! and the failure counts live in tables (`storage::throttles`), updated in one statement per key,
+//! so N instances allow a client one quota, not N. On SQLite (one process) they stay in memory.
+//! Should the database fail, a throttle falls back to this process's memory rather than refuse.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -11,10 +16,19 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::domain::now_ms;
+
 pub struct Throttle {
     limiter: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
+    /// The GCRA emission interval and burst tolerance, in ms, for the shared state.
+    interval_ms: i64,
+    tolerance_ms: i64,
+    /// Where the state is shared across instances (PostgreSQL), and the key prefix.
+    shared: Option<(Store, &'static str)>,
 }
+
+use crate::storage::{Backend, Store};
 
 /// Keys kept before forgetting those whose quota has refilled.
 const MAX_KEYS: usize = 10_000;
@@ -26,24 +40,62 @@ impl Throttle {
         let n = NonZeroU32::new(per_minute.max(1)).expect("at least 1");
         let burst =
             NonZeroU32::new((per_minute / 4).max(3).min(per_minute.max(1))).expect("at least 1");
+        Throttle::new(
+            Quota::per_minute(n).allow_burst(burst),
+            60_000 / n.get() as i64,
+            burst,
+        )
+    }
+
+    fn new(quota: Quota, interval_ms: i64, burst: NonZeroU32) -> Throttle {
         Throttle {
-            limiter: RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst)),
+            limiter: RateLimiter::keyed(quota),
             clock: DefaultClock::default(),
+            interval_ms: interval_ms.max(1),
+            tolerance_ms: interval_ms.max(1) * (burst.get() as i64 - 1),
+            shared: None,
         }
+    }
+
+    /// Shares the state with every instance on `store`'s database when it is PostgreSQL;
+    /// `scope` names this throttle's keys there.
+    pub fn shared_on(mut self, store: &Store, scope: &'static str) -> Throttle {
+        if store.backend() == Backend::Postgres {
+            self.shared = Some((store.clone(), scope));
+        }
+        self
     }
 
     /// `per_hour` requests an hour per key, in bursts of at most 3, refilling evenly.
     pub fn per_hour(per_hour: u32) -> Throttle {
         let n = NonZeroU32::new(per_hour.max(1)).expect("at least 1");
         let burst = NonZeroU32::new(per_hour.clamp(1, 3)).expect("at least 1");
-        Throttle {
-            limiter: RateLimiter::keyed(Quota::per_hour(n).allow_burst(burst)),
-            clock: DefaultClock::default(),
-        }
+        Throttle::new(
+            Quota::per_hour(n).allow_burst(burst),
+            3_600_000 / n.get() as i64,
+            burst,
+        )
     }
 
     /// `Err(wait)` when `key` is over its quota: how long until the next request is allowed.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    pub async fn check(&self, key: &str) -> Result<(), Duration> {
+        if let Some((store, scope)) = &self.shared {
+            let key = format!("{scope}:{key}");
+            match store
+                .throttle_hit(&key, now_ms(), self.interval_ms, self.tolerance_ms)
+                .await
+            {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => return Err(Duration::from_millis(wait as u64)),
+                Err(e) => {
+                    tracing::warn!(error = %e, scope, "the shared throttle failed; counting in memory");
+                }
+            }
+        }
+        self.check_here(key)
+    }
+
+    fn check_here(&self, key: &str) -> Result<(), Duration> {
         if self.limiter.len() > MAX_KEYS {
             self.limiter.retain_recent();
         }
@@ -59,6 +111,8 @@ pub struct Backoff {
     free: u32,
     max: Duration,
     keys: Mutex<HashMap<String, Failures>>,
+    /// Where failures are counted across instances (PostgreSQL).
+    shared: Option<Store>,
 }
 
 struct Failures {
@@ -72,11 +126,60 @@ impl Backoff {
             free,
             max,
             keys: Mutex::default(),
+            shared: None,
         }
     }
 
+    /// Counts failures with every instance on `store`'s database when it is PostgreSQL.
+    pub fn shared_on(mut self, store: &Store) -> Backoff {
+        if store.backend() == Backend::Postgres {
+            self.shared = Some(store.clone());
+        }
+        self
+    }
+
     /// `Err(wait)` while any of `keys` must wait.
-    pub fn check(&self, keys: &[&str]) -> Result<(), Duration> {
+    pub async fn check(&self, keys: &[&str]) -> Result<(), Duration> {
+        if let Some(store) = &self.shared {
+            match store.sign_in_wait(keys, now_ms()).await {
+                Ok(0) => return Ok(()),
+                Ok(wait) => return Err(Duration::from_millis(wait as u64)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the shared sign-in backoff failed; counting in memory")
+                }
+            }
+        }
+        self.check_here(keys)
+    }
+
+    /// Counts a failure against each of `keys`.
+    pub async fn fail(&self, keys: &[&str]) {
+        if let Some(store) = &self.shared {
+            let max = self.max.as_millis().min(i64::MAX as u128) as i64;
+            match store
+                .sign_in_failed(keys, now_ms(), self.free as i64, max)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the shared sign-in backoff failed; counting in memory")
+                }
+            }
+        }
+        self.fail_here(keys)
+    }
+
+    /// Clears `keys` after a success.
+    pub async fn succeed(&self, keys: &[&str]) {
+        if let Some(store) = &self.shared
+            && let Err(e) = store.sign_in_succeeded(keys).await
+        {
+            tracing::warn!(error = %e, "clearing the shared sign-in backoff failed");
+        }
+        self.succeed_here(keys)
+    }
+
+    fn check_here(&self, keys: &[&str]) -> Result<(), Duration> {
         let now = Instant::now();
         let map = self.keys.lock().expect("backoff lock");
         let wait = keys
@@ -88,8 +191,7 @@ impl Backoff {
         if wait.is_zero() { Ok(()) } else { Err(wait) }
     }
 
-    /// Counts a failure against each of `keys`.
-    pub fn fail(&self, keys: &[&str]) {
+    fn fail_here(&self, keys: &[&str]) {
         let now = Instant::now();
         let mut map = self.keys.lock().expect("backoff lock");
         if map.len() > MAX_KEYS {
@@ -110,8 +212,7 @@ impl Backoff {
         }
     }
 
-    /// Clears `keys` after a success.
-    pub fn succeed(&self, keys: &[&str]) {
+    fn succeed_here(&self, keys: &[&str]) {
         let mut map = self.keys.lock().expect("backoff lock");
         for k in keys {
             map.remove(*k);
@@ -127,37 +228,37 @@ mod tests {
     fn failures_past_the_free_ones_wait_longer_each_time() {
         let b = Backoff::new(2, Duration::from_secs(8));
         for _ in 0..2 {
-            assert!(b.check(&["acct", "addr"]).is_ok());
-            b.fail(&["acct", "addr"]);
+            assert!(b.check_here(&["acct", "addr"]).is_ok());
+            b.fail_here(&["acct", "addr"]);
         }
-        assert!(b.check(&["acct"]).is_ok(), "two failures are free");
+        assert!(b.check_here(&["acct"]).is_ok(), "two failures are free");
         let mut waits = Vec::new();
         for _ in 0..6 {
-            b.fail(&["acct"]);
+            b.fail_here(&["acct"]);
             waits.push(
-                b.check(&["acct", "other"])
+                b.check_here(&["acct", "other"])
                     .unwrap_err()
                     .as_secs_f64()
                     .round() as u64,
             );
         }
         assert_eq!(waits, [1, 2, 4, 8, 8, 8]);
-        assert!(b.check(&["other"]).is_ok());
-        b.succeed(&["acct"]);
-        assert!(b.check(&["acct"]).is_ok());
+        assert!(b.check_here(&["other"]).is_ok());
+        b.succeed_here(&["acct"]);
+        assert!(b.check_here(&["acct"]).is_ok());
     }
 
     #[test]
     fn a_key_past_its_burst_waits_and_others_do_not() {
         let t = Throttle::per_minute(12);
         for _ in 0..3 {
-            assert!(t.check("a").is_ok());
+            assert!(t.check_here("a").is_ok());
         }
-        let wait = t.check("a").unwrap_err();
+        let wait = t.check_here("a").unwrap_err();
         assert!(
             wait > Duration::from_secs(1) && wait <= Duration::from_secs(5),
             "{wait:?}"
         );
-        assert!(t.check("b").is_ok(), "keys are independent");
+        assert!(t.check_here("b").is_ok(), "keys are independent");
     }
 }

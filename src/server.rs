@@ -173,6 +173,7 @@ pub async fn serve(
     limits: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let trusted: Arc<[ipnet::IpNet]> = limits.trusted_proxies.clone().into();
     let max = connection_budget(limits.max_connections.max(1));
     let slots = Arc::new(Semaphore::new(max));
     let idle = Duration::from_millis(limits.idle_timeout_ms.max(1));
@@ -209,9 +210,12 @@ pub async fn serve(
             activity: activity.clone(),
         });
         let router = app.clone();
+        let trusted = trusted.clone();
         let conn_activity = activity.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let client = crate::proxy::client_ip(addr.ip(), req.headers(), &trusted);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
+            req.extensions_mut().insert(crate::proxy::ClientIp(client));
             let guard = InFlight::enter(&conn_activity);
             let mut router = router.clone();
             async move {

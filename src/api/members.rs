@@ -140,6 +140,7 @@ pub async fn find_member(
             if let Err(wait) = state
                 .lookup_throttle
                 .check(&format!("lookup:key:{}", caller.key_id))
+                .await
             {
                 return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,

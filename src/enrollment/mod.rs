@@ -46,13 +46,17 @@ pub fn router() -> Router<AppState> {
         .route("/card/{token}", get(card_page))
 }
 
-/// The client's address, for throttles; `unknown` when the server runs without connect info.
+/// The client's address, for throttles: behind a trusted proxy the one it forwarded
+/// (`proxy::client_ip`), else the peer's; `unknown` when the server runs without connect info.
 pub struct ClientAddr(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(crate::proxy::ClientIp(ip)) = parts.extensions.get() {
+            return Ok(ClientAddr(ip.to_string()));
+        }
         Ok(ClientAddr(
             parts
                 .extensions
@@ -212,7 +216,7 @@ async fn join(
     headers: HeaderMap,
     Form(f): Form<JoinForm>,
 ) -> Response {
-    if let Err(wait) = state.join_throttle.check(&format!("join:{addr}")) {
+    if let Err(wait) = state.join_throttle.check(&format!("join:{addr}")).await {
         tracing::info!(client = %addr, "join form throttled");
         return too_many(
             wait,
@@ -299,14 +303,15 @@ fn send_card_link(state: &AppState, program: &Program, member: Member, lang: Lan
     let Some(mailer) = state.mailer.clone() else {
         return;
     };
-    // Decided before answering, so repeated joins cannot fill a member's inbox.
-    if state.card_link_throttle.check(&member.id).is_err() {
-        tracing::info!(member = %member.id, "card link e-mail throttled");
-        return;
-    }
     let state = state.clone();
     let program_name = program.name.clone();
     tokio::spawn(async move {
+        // Counted per member (across instances on PostgreSQL), so repeated joins cannot fill
+        // a member's inbox; decided off the answer's path, which takes as long either way.
+        if state.card_link_throttle.check(&member.id).await.is_err() {
+            tracing::info!(member = %member.id, "card link e-mail throttled");
+            return;
+        }
         let to = match state.store.member_contact(&member.id).await {
             Ok((Some(email), _, _)) => email,
             Ok(_) => {

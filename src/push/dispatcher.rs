@@ -264,6 +264,13 @@ impl Dispatcher {
                         format!("rejected: {status} {reason}")
                     }
                 };
+                let metrics = self.store.metrics();
+                match &result {
+                    PushResult::Delivered => metrics.push("sent", ""),
+                    PushResult::TokenGone(r) => metrics.push("failed", r),
+                    PushResult::Retry(r) => metrics.push("retrying", r),
+                    PushResult::Rejected { reason, .. } => metrics.push("failed", reason),
+                }
                 let (device, serial) = (target.device_library_identifier, target.serial_number);
                 match result {
                     PushResult::TokenGone(_) => {

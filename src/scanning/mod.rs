@@ -139,6 +139,7 @@ async fn lookup(State(state): State<AppState>, staff: Staff, Json(q): Json<Looku
     if let Err(wait) = state
         .lookup_throttle
         .check(&format!("lookup:staff:{}", staff.session.user.id))
+        .await
     {
         tracing::warn!(staff = %staff.session.user.id, "barcode lookups throttled");
         return refuse(

@@ -49,6 +49,9 @@ pub struct PublishJob {
     pub finished_at: Option<i64>,
 }
 
+/// `PublishJob::status` from `publish_step` when another instance is stepping the job.
+pub const BUSY: &str = "busy";
+
 fn job(r: &sqlx::any::AnyRow) -> Result<PublishJob> {
     Ok(PublishJob {
         id: r.try_get("id")?,
@@ -291,18 +294,27 @@ impl Store {
         self.yield_to_postings().await;
         let (_turn, mut tx) = self.write_tx().await?;
         // Two steps of one job never take the same holders: SQLite's writers are serialised,
-        // and on PostgreSQL the job row is locked.
+        // and on PostgreSQL the job row is locked for the step's transaction. Another instance
+        // stepping the same job skips it (`SKIP LOCKED`) instead of queueing behind it: the
+        // step is this instance's claim, and it ends with the transaction, crash or not.
         let lock = match self.backend {
             super::Backend::Sqlite => "",
-            super::Backend::Postgres => " FOR UPDATE",
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM publish_jobs WHERE id = $1{lock}"
         )))
         .bind(job_id)
         .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StorageError::NotFound("publish job"))?;
+        .await?;
+        let Some(row) = row else {
+            drop(tx);
+            // Held by another instance's step (or gone): report it as it stands.
+            return self.publish_job(job_id).await.map(|mut j| {
+                j.status = BUSY.into();
+                j
+            });
+        };
         let current = job(&row)?;
         if current.status != "running" {
             return Ok(current);
@@ -349,7 +361,7 @@ impl Store {
         let after_step = self.publish_job_in(&mut tx, job_id).await?;
         tx.commit().await?;
         if !passes.is_empty() {
-            self.changed.notify_one();
+            self.committed();
         }
         Ok(after_step)
     }

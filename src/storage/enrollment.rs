@@ -151,7 +151,7 @@ impl Store {
         }
         tx.commit().await?;
         if created && welcome.is_some() {
-            self.changed.notify_one();
+            self.committed();
         }
         let member = self.get_member(&member_id).await?;
         let pass = self.pass_for_member(&member_id).await?;

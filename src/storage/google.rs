@@ -61,14 +61,36 @@ impl Store {
     }
 
     pub async fn google_due(&self, now: i64, limit: i64) -> Result<Vec<GooglePending>> {
-        let rows = sqlx::query(
-            "SELECT member_id, queued_at, attempts FROM google_pending WHERE available_at <= $1
-             ORDER BY available_at, member_id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        if self.released() {
+            return Ok(Vec::new());
+        }
+        let rows = if self.claims() {
+            // Claimed for one lease, skipping rows another instance holds (`leases`).
+            sqlx::query(
+                "UPDATE google_pending SET claimed_by = $3, claimed_until = $4
+                 WHERE member_id IN (SELECT member_id FROM google_pending
+                                     WHERE available_at <= $1
+                                       AND (claimed_until IS NULL OR claimed_until <= $1)
+                                     ORDER BY available_at, member_id LIMIT $2
+                                     FOR UPDATE SKIP LOCKED)
+                 RETURNING member_id, queued_at, attempts",
+            )
+            .bind(now)
+            .bind(limit)
+            .bind(self.instance_id())
+            .bind(now + self.lease_ms())
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            sqlx::query(
+                "SELECT member_id, queued_at, attempts FROM google_pending WHERE available_at <= $1
+                 ORDER BY available_at, member_id LIMIT $2",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+        };
         rows.iter()
             .map(|r| {
                 Ok(GooglePending {
@@ -80,20 +102,33 @@ impl Store {
             .collect()
     }
 
-    /// Done with `p`: forgets it unless another change queued it again meanwhile.
+    /// Done with `p`: forgets it unless another change queued it again meanwhile, in which
+    /// case the claim is given back so the next pass (of any instance) syncs it again.
     pub async fn google_done(&self, p: &GooglePending) -> Result<()> {
-        sqlx::query("DELETE FROM google_pending WHERE member_id = $1 AND queued_at = $2")
+        let done =
+            sqlx::query("DELETE FROM google_pending WHERE member_id = $1 AND queued_at = $2")
+                .bind(&p.member_id)
+                .bind(p.queued_at)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 && self.claims() {
+            sqlx::query(
+                "UPDATE google_pending SET claimed_by = NULL, claimed_until = NULL
+                 WHERE member_id = $1 AND claimed_by = $2",
+            )
             .bind(&p.member_id)
-            .bind(p.queued_at)
+            .bind(self.instance_id())
             .execute(&self.pool)
             .await?;
+        }
         Ok(())
     }
 
     /// Try `p` again at `at`.
     pub async fn google_retry(&self, p: &GooglePending, at: i64, error: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE google_pending SET attempts = attempts + 1, available_at = $2, last_error = $3 WHERE member_id = $1",
+            "UPDATE google_pending SET attempts = attempts + 1, available_at = $2, last_error = $3,
+                    claimed_by = NULL, claimed_until = NULL WHERE member_id = $1",
         )
         .bind(&p.member_id)
         .bind(at)
@@ -233,14 +268,37 @@ impl Store {
     }
 
     pub async fn google_messages_due(&self, now: i64, limit: i64) -> Result<Vec<GoogleMessage>> {
-        let rows = sqlx::query(
-            "SELECT message_id, member_id, header, body, attempts FROM google_messages
-             WHERE available_at <= $1 ORDER BY available_at, message_id, member_id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        if self.released() {
+            return Ok(Vec::new());
+        }
+        let rows = if self.claims() {
+            sqlx::query(
+                "UPDATE google_messages SET claimed_by = $3, claimed_until = $4
+                 WHERE (message_id, member_id) IN (
+                     SELECT message_id, member_id FROM google_messages
+                     WHERE sent_at IS NULL AND available_at <= $1
+                       AND (claimed_until IS NULL OR claimed_until <= $1)
+                     ORDER BY available_at, message_id, member_id LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING message_id, member_id, header, body, attempts",
+            )
+            .bind(now)
+            .bind(limit)
+            .bind(self.instance_id())
+            .bind(now + self.lease_ms())
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            sqlx::query(
+                "SELECT message_id, member_id, header, body, attempts FROM google_messages
+                 WHERE sent_at IS NULL AND available_at <= $1
+                 ORDER BY available_at, message_id, member_id LIMIT $2",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+        };
         rows.iter()
             .map(|r| {
                 Ok(GoogleMessage {
@@ -263,11 +321,17 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
-        sqlx::query("DELETE FROM google_messages WHERE message_id = $1 AND member_id = $2")
-            .bind(&m.message_id)
-            .bind(&m.member_id)
-            .execute(&mut *tx)
-            .await?;
+        // Kept as sent, not deleted: a retried request with the same message id then queues
+        // nothing (`queue_google_message*` insert with ON CONFLICT DO NOTHING).
+        sqlx::query(
+            "UPDATE google_messages SET sent_at = $3, claimed_by = NULL, claimed_until = NULL
+             WHERE message_id = $1 AND member_id = $2",
+        )
+        .bind(&m.message_id)
+        .bind(&m.member_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         if notified {
             sqlx::query("INSERT INTO google_notifications (object_id, sent_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(object_id)
@@ -281,13 +345,24 @@ impl Store {
 
     pub async fn google_message_retry(&self, m: &GoogleMessage, at: i64) -> Result<()> {
         sqlx::query(
-            "UPDATE google_messages SET attempts = attempts + 1, available_at = $3 WHERE message_id = $1 AND member_id = $2",
+            "UPDATE google_messages SET attempts = attempts + 1, available_at = $3, claimed_by = NULL, claimed_until = NULL
+             WHERE message_id = $1 AND member_id = $2",
         )
         .bind(&m.message_id)
         .bind(&m.member_id)
         .bind(at)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Forgets messages added to their cards before `before` (a retry of an older request
+    /// would queue its message again; the same window as idempotency keys).
+    pub async fn purge_sent_google_messages(&self, before: i64) -> Result<()> {
+        sqlx::query("DELETE FROM google_messages WHERE sent_at IS NOT NULL AND sent_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -12,20 +12,26 @@ mod changes;
 mod designer;
 mod enrollment;
 mod google;
+mod leases;
 mod ledger;
 mod members;
+mod notify;
 mod passkit;
 mod programs;
 mod rows;
 mod staff;
+mod stats;
+mod throttles;
 
 pub use api_keys::{ApiKeyRecord, Role};
-pub use designer::{Draft, PublishJob, TemplateSummary, VersionInfo};
+pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};
 pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
 pub use google::{GoogleMessage, GoogleObject, GooglePending};
 pub use ledger::{Actor, MemberStanding, OutboxRow};
+pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
 pub use staff::{StaffSession, StaffUser};
+pub use stats::QueueStats;
 
 use std::sync::Arc;
 
@@ -50,6 +56,11 @@ pub enum StorageError {
     Database(#[from] sqlx::Error),
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another server holds this SQLite file: SQLite allows one per file.
+    #[error(
+        "the database file {file} is in use by another tessera server (pid {pid}); SQLite allows one server per file: stop it first, or use PostgreSQL to run several instances"
+    )]
+    InUse { file: String, pid: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the balance is {available} points; it cannot go below zero")]
@@ -87,6 +98,18 @@ pub struct Store {
     postings: Arc<Postings>,
     /// SQLite writers of this process, in turn (`write_turn`).
     writers: Arc<tokio::sync::Mutex<()>>,
+    /// This process's owner id on the rows its workers claim (`leases`).
+    instance: Arc<str>,
+    /// How long a claim lasts, in ms (`server.worker_lease_ms`).
+    lease_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// Sends `NOTIFY` to the other instances (`notify`).
+    announcer: Arc<notify::Announcer>,
+    /// The database URL, for the `LISTEN` connection (never logged: it may hold a password).
+    url: Arc<str>,
+    /// This instance's counters for `/metrics`.
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Set by `release_leases`: no more claims from this instance.
+    released: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One writer's turn at SQLite's write lock.
@@ -122,15 +145,30 @@ impl Store {
     /// On SQLite, concurrent first starts (or `tessera migrate` runs) on one file take turns
     /// through an exclusive lock on `<file>.lock`: sqlx's migration lock is a no-op there, so
     /// two would both try to create the tables.
+    ///
+    /// While a server holds the file (`connect_as(.., Access::Serve)`), a one-off command
+    /// (`api-key`, `user`, `import`, ...) connects without migrating: the server did.
     pub async fn connect(url: &str) -> Result<Store> {
+        Ok(Self::connect_as(url, Access::Other).await?.0)
+    }
+
+    /// Connects as `access`; on a SQLite file the returned lock keeps other servers out for as
+    /// long as it is held (`serve` holds it until it exits). A server or `migrate` on a file a
+    /// server holds is refused with `StorageError::InUse`, naming the file and the server's pid.
+    pub async fn connect_as(url: &str, access: Access) -> Result<(Store, Option<ProcessLock>)> {
         let lock = match sqlite_file(url) {
-            Some(path) => Some(lock_file(path).await?),
+            Some(path) => lock_file(path, access).await?,
             None => None,
         };
         let store = Self::connect_without_migrating(url).await?;
-        store.migrate().await?;
-        drop(lock);
-        Ok(store)
+        if lock.is_some() || sqlite_file(url).is_none() {
+            store.migrate().await?;
+        }
+        let keep = match access {
+            Access::Serve => lock,
+            Access::Migrate | Access::Other => None,
+        };
+        Ok((store, keep))
     }
 
     pub async fn connect_without_migrating(url: &str) -> Result<Store> {
@@ -191,6 +229,12 @@ impl Store {
             google: Arc::default(),
             postings: Arc::default(),
             writers: Arc::default(),
+            instance: leases::new_instance_id().into(),
+            lease_ms: Arc::new(leases::DEFAULT_LEASE_MS.into()),
+            announcer: Arc::default(),
+            url: url.into(),
+            metrics: Arc::default(),
+            released: Arc::default(),
         })
     }
 
@@ -359,23 +403,82 @@ fn create_private(path: &std::path::Path) -> Result<std::fs::File> {
         .map_err(|e| io_error(path, e))
 }
 
-/// Waits for the exclusive lock on `<db>.lock`; released when the file is dropped.
-async fn lock_file(db: std::path::PathBuf) -> Result<std::fs::File> {
-    let mut name = db.into_os_string();
+/// Who opens a SQLite file, for `<db>.lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `tessera serve`: the one server on the file, holding the lock until it exits.
+    Serve,
+    /// `tessera migrate`: takes turns with other migrations, refused while a server runs.
+    Migrate,
+    /// Anything else: migrates when the file is free, and connects as it is while a server
+    /// holds it.
+    Other,
+}
+
+/// The exclusive lock on `<db>.lock`, held by a server for its lifetime; released on drop
+/// (and by the kernel when the process dies, so a crash leaves no stale lock).
+pub struct ProcessLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the exclusive lock on `<db>.lock`, writing `<role> <pid>` into the file so a refused
+/// process can name the holder. Migrations wait for each other; a server is never waited for:
+/// `Serve` and `Migrate` are refused with `InUse`, `Other` gets `None` (use the file as it is).
+async fn lock_file(db: std::path::PathBuf, access: Access) -> Result<Option<ProcessLock>> {
+    let mut name = db.clone().into_os_string();
     name.push(".lock");
     let path = std::path::PathBuf::from(name);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
     }
     tokio::task::spawn_blocking(move || {
-        let f = create_private(&path)?;
-        f.lock().map_err(|e| io_error(&path, e))?;
-        Ok(f)
+        use std::io::{Read, Seek, Write};
+        let mut f = create_private(&path)?;
+        loop {
+            match f.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
+            }
+            // The holder writes its role right after locking: read until it is there.
+            let mut holder = String::new();
+            for _ in 0..100 {
+                holder.clear();
+                let mut reader = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+                reader
+                    .read_to_string(&mut holder)
+                    .map_err(|e| io_error(&path, e))?;
+                if !holder.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let holder = holder.trim().to_string();
+            if let Some(pid) = holder.strip_prefix("serve ") {
+                return match access {
+                    Access::Other => Ok(None),
+                    Access::Serve | Access::Migrate => Err(StorageError::InUse {
+                        file: db.display().to_string(),
+                        pid: pid.to_string(),
+                    }),
+                };
+            }
+            // A migration (or a process that is just starting): wait for it, then look again.
+            f.lock().map_err(|e| io_error(&path, e))?;
+            f.unlock().map_err(|e| io_error(&path, e))?;
+        }
+        let role = match access {
+            Access::Serve => "serve",
+            Access::Migrate | Access::Other => "migrate",
+        };
+        f.set_len(0).map_err(|e| io_error(&path, e))?;
+        f.rewind().map_err(|e| io_error(&path, e))?;
+        write!(f, "{role} {}", std::process::id()).map_err(|e| io_error(&path, e))?;
+        f.flush().map_err(|e| io_error(&path, e))?;
+        Ok(Some(ProcessLock(f)))
     })
     .await
     .map_err(|e| {
         io_error(
-            std::path::Path::new("the migration lock"),
+            std::path::Path::new("the database lock"),
             std::io::Error::other(e),
         )
     })?

@@ -234,29 +234,58 @@ impl PushSettlement {
 impl Store {
     /// Outbox rows due by `now` with ids after `after` (`""` for all), oldest first, and every
     /// device registered for their members' passes, in one query. A device appears once however
-    /// many of its member's changes are due.
+    /// many of its member's changes are due. On PostgreSQL the rows are claimed for this
+    /// instance for one lease (`leases`), so no other instance pushes them meanwhile.
     pub async fn due_pushes(
         &self,
         now: i64,
         after: &str,
         limit: i64,
     ) -> Result<(Vec<DueChange>, Vec<PushTarget>)> {
-        let rows = sqlx::query(
-            "SELECT o.id, o.member_id, o.attempts, p.serial_number, p.pass_type_identifier,
-                    d.device_library_identifier, d.push_token
-             FROM (SELECT id, member_id, attempts FROM outbox
-                   WHERE processed_at IS NULL AND available_at <= $1 AND id > $3
-                   ORDER BY id LIMIT $2) o
-             LEFT JOIN passes p ON p.member_id = o.member_id
+        const JOIN: &str = "LEFT JOIN passes p ON p.member_id = o.member_id
              LEFT JOIN registrations r ON r.serial_number = p.serial_number
              LEFT JOIN devices d ON d.device_library_identifier = r.device_library_identifier
-             ORDER BY o.id",
-        )
-        .bind(now)
-        .bind(limit)
-        .bind(after)
-        .fetch_all(&self.pool)
-        .await?;
+             ORDER BY o.id";
+        const COLUMNS: &str =
+            "SELECT o.id, o.member_id, o.attempts, p.serial_number, p.pass_type_identifier,
+                    d.device_library_identifier, d.push_token";
+        if self.released() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let rows = if self.claims() {
+            // Claimed in the same statement: rows another instance holds are skipped, not
+            // waited for, and a row whose lease ran out is taken over (`leases`).
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "WITH o AS (
+                   UPDATE outbox SET claimed_by = $4, claimed_until = $5
+                   WHERE id IN (SELECT id FROM outbox
+                                WHERE processed_at IS NULL AND available_at <= $1 AND id > $3
+                                  AND (claimed_until IS NULL OR claimed_until <= $1)
+                                ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                   RETURNING id, member_id, attempts)
+                 {COLUMNS} FROM o {JOIN}"
+            )))
+            .bind(now)
+            .bind(limit)
+            .bind(after)
+            .bind(self.instance_id())
+            .bind(now + self.lease_ms())
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{COLUMNS}
+                 FROM (SELECT id, member_id, attempts FROM outbox
+                       WHERE processed_at IS NULL AND available_at <= $1 AND id > $3
+                       ORDER BY id LIMIT $2) o
+                 {JOIN}"
+            )))
+            .bind(now)
+            .bind(limit)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?
+        };
         let mut due: Vec<DueChange> = Vec::new();
         let mut targets = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -307,7 +336,7 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         for (id, at, error) in &s.retries {
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, available_at = $2, last_error = $3 WHERE id = $1")
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, available_at = $2, last_error = $3, claimed_by = NULL, claimed_until = NULL WHERE id = $1")
                 .bind(id)
                 .bind(at)
                 .bind(error)

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 
 pub mod guard;
+pub mod metrics;
 pub mod staff;
 
 pub fn router() -> Router<AppState> {
@@ -20,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(home))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::metrics))
         .route("/passes/{file}", get(download))
         .route(
             "/google/images/{template_id}/{version}/{file}",

@@ -281,7 +281,7 @@ async fn login(
     }
     let keys = [format!("account:{email}"), format!("address:{addr}")];
     let keys = [keys[0].as_str(), keys[1].as_str()];
-    if let Err(wait) = state.sign_in_backoff.check(&keys) {
+    if let Err(wait) = state.sign_in_backoff.check(&keys).await {
         tracing::info!(client = %addr, "staff sign-in throttled");
         return crate::enrollment::too_many(
             wait,
@@ -308,7 +308,7 @@ async fn login(
             .unwrap_or(false)
     };
     let Some(user) = user.filter(|_| ok) else {
-        state.sign_in_backoff.fail(&keys);
+        state.sign_in_backoff.fail(&keys).await;
         tracing::info!(client = %addr, "staff sign-in refused");
         let mut r = (
             StatusCode::UNAUTHORIZED,
@@ -323,7 +323,7 @@ async fn login(
             .insert(SET_COOKIE, set_cookie(&state, CSRF_COOKIE, &f.csrf, 3600));
         return r;
     };
-    state.sign_in_backoff.succeed(&keys[..1]);
+    state.sign_in_backoff.succeed(&keys[..1]).await;
     let token = random_token(32);
     let now = now_ms();
     if let Err(e) = state

@@ -274,7 +274,7 @@ pub fn escape_device_line(line: &str) -> String {
 /// endpoint is unauthenticated (Apple specifies no token), so it is throttled per client
 /// address and each request logs at most [`LOG_LINES`] escaped lines.
 async fn log(State(state): State<AppState>, ClientAddr(addr): ClientAddr, body: Bytes) -> Response {
-    if let Err(wait) = state.device_log_throttle.check(&addr) {
+    if let Err(wait) = state.device_log_throttle.check(&addr).await {
         tracing::debug!(client = %addr, "device log throttled");
         return too_many(wait, "too many device logs from this address");
     }

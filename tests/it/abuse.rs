@@ -767,3 +767,55 @@ async fn a_request_past_its_timeout_answers_408_and_qr_pngs_are_rendered_once_pe
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// `POST /passkit/v1/log` `n` times with these `X-Forwarded-For` values; the statuses.
+async fn device_logs(app: &crate::helpers::TestApp, forwarded: &[String]) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for xff in forwarded {
+        let r = app
+            .client
+            .post(app.url("/passkit/v1/log"))
+            .header("X-Forwarded-For", xff)
+            .json(&serde_json::json!({"logs": ["hello"]}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    statuses
+}
+
+/// A forged `X-Forwarded-For` from a peer that is not a trusted proxy is ignored: the throttle
+/// counts the peer. Behind a trusted proxy each forwarded client has its own quota.
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    use crate::helpers::{TestApp, TestDb};
+    let forged: Vec<String> = (0..10).map(|i| format!("203.0.113.{i}")).collect();
+    let app = TestApp::spawn_with(TestDb::sqlite().await, |c| {
+        c.server.device_logs_per_minute = 1;
+        c.server.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let statuses = device_logs(&app, &forged).await;
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 8,
+        "a new forged address per request does not escape the throttle: {statuses:?}"
+    );
+
+    let app = TestApp::spawn_with(TestDb::sqlite().await, |c| {
+        c.server.device_logs_per_minute = 1;
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let statuses = device_logs(&app, &forged).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "behind a trusted proxy, ten clients: {statuses:?}"
+    );
+    let one = vec!["198.51.100.1".to_string(); 10];
+    let statuses = device_logs(&app, &one).await;
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 8,
+        "one client behind the proxy is throttled: {statuses:?}"
+    );
+}

@@ -208,3 +208,53 @@ fn dev_certs_writes_a_usable_identity() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// SQLite is one server per file: a second `tessera serve`, or a `migrate` racing a server,
+/// exits at once naming the file and the server's pid.
+#[test]
+fn a_second_server_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = tessera(dir.path())
+        .arg("serve")
+        .env("TESSERA_LISTEN", "127.0.0.1:0")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join("data/tessera.db.lock");
+    let holder = format!("serve {}", first.id());
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default() != holder {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the first server never took the lock"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first server exited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for command in ["serve", "migrate"] {
+        let out = tessera(dir.path())
+            .arg(command)
+            .env("TESSERA_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("data/tessera.db is in use by another tessera server")
+                && stderr.contains(&format!("(pid {})", first.id())),
+            "{command}: {stderr}"
+        );
+    }
+    // A one-off command still works beside the server.
+    let out = tessera(dir.path())
+        .args(["api-key", "create", "--name", "ops", "--role", "admin"])
+        .output()
+        .unwrap();
+    let ok = out.status.success();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(ok, "{}", String::from_utf8_lossy(&out.stderr));
+}

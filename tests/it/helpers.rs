@@ -102,8 +102,8 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
-    /// Kept so the database outlives the server.
-    _db: TestDb,
+    /// Kept so the database outlives the server (`None` for a `peer`, which shares it).
+    _db: Option<TestDb>,
 }
 
 impl TestApp {
@@ -112,18 +112,34 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let (url, data_dir) = (db.url.clone(), db.dir.path().join("data"));
+        Self::spawn_on(Some(db), url, data_dir, tweak).await
+    }
+
+    /// Another instance (its own store, workers and listener) on this one's database and data
+    /// folder, as a second server on one PostgreSQL database. Drop it before `self`.
+    pub async fn peer(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let url = self.state.config.database_url.clone();
+        Self::spawn_on(None, url, self.data_dir.clone(), tweak).await
+    }
+
+    async fn spawn_on(
+        db: Option<TestDb>,
+        url: String,
+        data_dir: PathBuf,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let data_dir = db.dir.path().join("data");
         let mut config = Config {
             listen: addr,
-            database_url: db.url.clone(),
+            database_url: url.clone(),
             public_url: format!("http://{addr}"),
             data_dir: data_dir.clone(),
             ..Config::default()
         };
         tweak(&mut config);
-        let store = Store::connect(&db.url).await.unwrap();
+        let store = Store::connect(&url).await.unwrap();
         let state = AppState::new(config, store.clone()).unwrap();
         let (_, admin_key) =
             tessera::api::auth::create_key(&store, "test admin", Role::Admin, Default::default())
@@ -148,6 +164,15 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Stops this instance as a crash would: its workers are aborted mid-round and nothing is
+    /// given back (claims stay until their lease runs out), and it stops serving.
+    pub fn kill(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.workers.iter().for_each(|w| w.abort());
     }
 
     pub async fn key(&self, role: Role) -> String {

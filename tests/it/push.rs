@@ -11,6 +11,14 @@ use crate::on_both_backends;
 
 /// An app whose dispatcher pushes to a fresh stand-in, retrying fast.
 pub async fn app_with_standin(db: TestDb) -> (TestApp, StandIn) {
+    app_with_standin_and(db, |_| {}).await
+}
+
+/// `app_with_standin` with more settings.
+pub async fn app_with_standin_and(
+    db: TestDb,
+    tweak: impl FnOnce(&mut tessera::config::Config),
+) -> (TestApp, StandIn) {
     let certs = db.dir.path().join("data").join("dev-certs");
     DevAuthority::open_or_create(&certs).unwrap();
     let standin = StandIn::start(&certs).await;
@@ -21,6 +29,7 @@ pub async fn app_with_standin(db: TestDb) -> (TestApp, StandIn) {
         c.push.apns_root_certificate = Some(ca);
         c.push.retry_base_ms = 50;
         c.push.poll_interval_ms = 50;
+        tweak(c);
     })
     .await;
     (app, standin)

@@ -66,7 +66,8 @@ impl Store {
             };
             self.write_change(&mut tx, &change, false).await?;
             tx.commit().await?;
-            self.changed.notify_one();
+            self.metrics.posting("expire");
+            self.committed();
             changed += 1;
         }
         Ok(changed)

@@ -145,7 +145,8 @@ impl Store {
             other => other,
         };
         if matches!(result, Ok((_, false))) {
-            self.changed.notify_one();
+            self.metrics.posting(op.kind().as_str());
+            self.committed();
         }
         result
     }

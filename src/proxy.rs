@@ -1,0 +1,133 @@
+//! The client's address behind a reverse proxy (`server.trusted_proxies`).
+//!
+//! `Forwarded` (RFC 7239) and `X-Forwarded-For` are believed only when the connecting peer is a
+//! trusted proxy: anyone else could write them, and the throttles would count a forged address.
+//! Read right to left, each hop that is itself a trusted proxy is skipped; the first one that is
+//! not is the client (a client can prepend whatever it likes, but not past our own proxy).
+
+use std::net::IpAddr;
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// The client address the throttles use, set on each request by `server::serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// The client of a request from `peer` with `headers`.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if trusted.is_empty() || !is_trusted(&peer) {
+        return peer;
+    }
+    let hops = forwarded_for(headers);
+    let mut client = peer;
+    // Right to left: the nearest hop first.
+    for hop in hops.iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(ip) => client = *ip,
+            Some(ip) => return *ip,
+            // An unknown or obfuscated hop ("unknown", "_hidden"): stop believing there.
+            None => return client,
+        }
+    }
+    client
+}
+
+/// The `for=` hops of `Forwarded`, or else the entries of `X-Forwarded-For`, in order
+/// (farthest first); `None` for an entry that is not an address.
+fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let forwarded: Vec<&str> = headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !forwarded.is_empty() {
+        return forwarded
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| parse_node(v.trim()))
+                })
+            })
+            .collect();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| parse_node(s.trim()))
+        .collect()
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `"[2001:db8::1]:4711"`, `2001:db8::1`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    let node = node.trim_matches('"');
+    if let Ok(ip) = node.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    node.rsplit_once(':')?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn headers_are_ignored_from_an_untrusted_peer() {
+        let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
+        let peer: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &[]), peer);
+        assert_eq!(client_ip(peer, &h, &nets(&["10.0.0.0/8"])), peer);
+    }
+
+    #[test]
+    fn the_first_untrusted_hop_from_the_right_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8", "::1/128"]);
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        // The client forged the leftmost entry; our proxies are 10.0.0.x.
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, 203.0.113.9, 10.0.0.5")]);
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let h = headers(&[(
+            "forwarded",
+            r#"for=1.2.3.4, for="[2001:db8::7]:4711";proto=https"#,
+        )]);
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
+        let h = headers(&[("forwarded", "for=192.0.2.60:8080;by=10.0.0.2")]);
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "192.0.2.60".parse::<IpAddr>().unwrap()
+        );
+        // No header: the proxy itself.
+        assert_eq!(client_ip(peer, &HeaderMap::new(), &trusted), peer);
+        // An unknown hop stops the walk at the last trusted one.
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, unknown")]);
+        assert_eq!(client_ip(peer, &h, &trusted), peer);
+    }
+}
