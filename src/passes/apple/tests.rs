@@ -191,3 +191,27 @@ fn configured_identity_refuses_other_pass_types_and_reads_legacy_pkcs12() {
         .to_string();
     assert!(wrong.contains("wrong password"), "{wrong}");
 }
+
+#[test]
+fn a_field_whose_value_renders_empty_is_left_out() {
+    let (program, template, mut member, pass) = fixture();
+    let render_keys = |member: &Member| {
+        let bytes = pass_json::render(&PassContent {
+            program: &program,
+            template: &template,
+            member,
+            pass: &pass,
+            web_service_url: "https://passes.example.com/passkit",
+            standing: Default::default(),
+        });
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["storeCard"]["auxiliaryFields"]
+            .as_array()
+            .map(|a| a.iter().map(|f| f["key"].to_string()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert!(render_keys(&member).contains(&"\"number\"".to_string()));
+    // The demo's "number" field shows `{{external_id}}`: a member without one has no such row.
+    member.external_id = None;
+    assert!(!render_keys(&member).contains(&"\"number\"".to_string()));
+}
