@@ -7,27 +7,7 @@ use crate::domain::color::Rgb;
 use crate::domain::template::{FieldValue, Substitutions};
 use crate::domain::{BarcodeFormat, FieldSpec, Member, Program, Template, TemplateDesign};
 
-/// Where a card stands, as Google's `LoyaltyObject.state` shows it: inactive and expired cards
-/// move to "Expired passes" in Google Wallet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CardState {
-    #[default]
-    Active,
-    /// Ended by the program (Apple's `voided`).
-    Inactive,
-    /// Past its validity (Apple's `expirationDate`).
-    Expired,
-}
-
-impl CardState {
-    pub fn google(self) -> &'static str {
-        match self {
-            CardState::Active => "ACTIVE",
-            CardState::Inactive => "INACTIVE",
-            CardState::Expired => "EXPIRED",
-        }
-    }
-}
+pub use crate::domain::CardState;
 
 /// Cuts `s` to `max` characters, with an ellipsis when it was longer.
 fn cut(s: &str, max: usize) -> String {

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::domain::template::{FieldSpec, FieldValue, Standing, Substitutions, ValueFormat};
-use crate::domain::{BarcodeFormat, Member, Pass, Program, Template};
+use crate::domain::{BarcodeFormat, CardState, Member, Pass, Program, Template};
 
 /// Everything one pass shows.
 pub struct PassContent<'a> {
@@ -15,6 +15,12 @@ pub struct PassContent<'a> {
     pub web_service_url: &'a str,
     /// Tier progress and expiry, for the placeholders that show them.
     pub standing: Standing<'a>,
+    /// An inactive (ended) card is `voided`; Wallet then shows it as void and stops updating
+    /// its relevance.
+    pub state: CardState,
+    /// When the card stops being valid (epoch ms): Apple's `expirationDate`, after which Wallet
+    /// shows the pass as expired.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -37,6 +43,10 @@ struct PassJson<'a> {
     barcodes: Vec<Barcode<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     locations: Vec<Location<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration_date: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    voided: bool,
     store_card: StoreCard,
 }
 
@@ -176,6 +186,8 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
                 relevant_text: l.relevant_text.as_deref(),
             })
             .collect(),
+        expiration_date: c.expires_at.and_then(w3c_instant),
+        voided: c.state == CardState::Inactive,
         store_card: StoreCard {
             header_fields: fields(&design.header_fields),
             primary_fields: fields(&design.primary_fields),
@@ -284,6 +296,13 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// The instant `ms` as a W3C date-time in UTC (`2026-12-31T12:00:00Z`).
+fn w3c_instant(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// `YYYY-MM-DDThh:mm(:ss)?(Z|±hh:mm)`, the only date form Wallet parses (§4.3).

@@ -73,6 +73,8 @@ fn render() -> Vec<u8> {
         pass: &pass,
         web_service_url: "https://passes.example.com/passkit",
         standing: Default::default(),
+        state: crate::domain::CardState::Active,
+        expires_at: None,
     })
 }
 
@@ -203,6 +205,8 @@ fn a_field_whose_value_renders_empty_is_left_out() {
             pass: &pass,
             web_service_url: "https://passes.example.com/passkit",
             standing: Default::default(),
+            state: crate::domain::CardState::Active,
+            expires_at: None,
         });
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         v["storeCard"]["auxiliaryFields"]
@@ -214,4 +218,40 @@ fn a_field_whose_value_renders_empty_is_left_out() {
     // The demo's "number" field shows `{{external_id}}`: a member without one has no such row.
     member.external_id = None;
     assert!(!render_keys(&member).contains(&"\"number\"".to_string()));
+}
+
+fn render_in(state: crate::domain::CardState, expires_at: Option<i64>) -> serde_json::Value {
+    let (program, template, member, pass) = fixture();
+    let bytes = pass_json::render(&PassContent {
+        program: &program,
+        template: &template,
+        member: &member,
+        pass: &pass,
+        web_service_url: "https://passes.example.com/passkit",
+        standing: Default::default(),
+        state,
+        expires_at,
+    });
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn an_ended_card_is_voided_and_a_validity_is_an_expiration_date() {
+    use crate::domain::CardState;
+    let active = render_in(CardState::Active, None);
+    assert!(active.get("voided").is_none() && active.get("expirationDate").is_none());
+    let voided = render_in(CardState::Inactive, None);
+    assert_eq!(voided["voided"], true);
+    // 2026-12-31 12:00 UTC: Wallet reads a W3C date.
+    let expiring = render_in(CardState::Active, Some(1_798_718_400_000));
+    assert_eq!(expiring["expirationDate"], "2026-12-31T12:00:00Z");
+    assert!(expiring.get("voided").is_none());
+    insta::assert_snapshot!(
+        "pass_json_voided",
+        serde_json::to_string_pretty(&voided).unwrap()
+    );
+    insta::assert_snapshot!(
+        "pass_json_expiring",
+        serde_json::to_string_pretty(&expiring).unwrap()
+    );
 }
