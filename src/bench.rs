@@ -96,6 +96,8 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
             pass: &pass,
             web_service_url: "https://example.com/passkit",
             standing: Default::default(),
+            state: crate::domain::CardState::Active,
+            expires_at: None,
         })
     };
     let manifest = bundle::manifest(&render(&member), &assets);

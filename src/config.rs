@@ -3,8 +3,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
@@ -297,6 +298,52 @@ impl Default for Config {
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
+/// `TESSERA_*` variables kept as the strings they are, so a numeric Google issuer id or an
+/// all-digit password reaches a string key intact; figment's own `Env` guesses a type for
+/// each value, and `3388000000012345678` became a number that a string key refused. A value
+/// written `[a, b]` is a list (`TESSERA_GOOGLE__ORIGINS`); numbers and bools are read from
+/// the strings by the lossy extraction in [`Config::from_figment`].
+struct EnvAsWritten(Env);
+
+impl Provider for EnvAsWritten {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, raw) in self.0.iter() {
+            let value = if raw.trim_start().starts_with('[') {
+                raw.parse::<Value>().expect("infallible")
+            } else {
+                Value::from(raw)
+            };
+            insert_at(&mut dict, key.as_str(), value);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Puts `value` at the dotted `path` (`google.issuer_id`), making sections as needed.
+fn insert_at(dict: &mut Dict, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            dict.insert(path.to_owned(), value);
+        }
+        Some((section, rest)) => {
+            let entry = dict
+                .entry(section.to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_at(inner, rest, value);
+            }
+        }
+    }
+}
+
 impl Config {
     /// Loads defaults, then `file` (which must exist when given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -310,12 +357,16 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("TESSERA_").ignore(NOT_CONFIG).split("__"));
+        figment = figment.merge(EnvAsWritten(
+            Env::prefixed("TESSERA_").ignore(NOT_CONFIG).split("__"),
+        ));
         Self::from_figment(figment)
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| {
+        // Lossy: a string (every environment value) is read as a number or bool where the key
+        // wants one (`TESSERA_EMAIL__PORT=465`, `TESSERA_PUSH__ENABLED=true`).
+        let config: Config = figment.extract_lossy().map_err(|e| {
             // figment's own message names the unknown or mistyped key and where it came from.
             ConfigError(e.to_string())
         })?;
@@ -438,6 +489,308 @@ mod tests {
             jail.set_env("TESSERA_APPLE__CERTIFICATE", "/x/pass.pem");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("private_key"), "{err}");
+            Ok(())
+        });
+    }
+}
+
+/// Every key of each section set from the environment as the README and `config/example.toml`
+/// document it, with values figment's type guessing would have turned into numbers or bools.
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
+mod env_tests {
+    use super::*;
+    use figment::Jail;
+
+    /// Checks that `vars` (`SECTION__KEY` without the prefix) name every key of `section`
+    /// ("" for the top level).
+    fn assert_covers(section: &str, vars: &[(&str, &str)]) {
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        let table = if section.is_empty() {
+            &defaults
+        } else {
+            &defaults[section]
+        };
+        let mut expected: Vec<String> = table
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| !section.is_empty() || !v.is_object())
+            .map(|(k, _)| k.clone())
+            .collect();
+        expected.sort();
+        let prefix = if section.is_empty() {
+            String::new()
+        } else {
+            format!("{}__", section.to_ascii_uppercase())
+        };
+        let mut covered: Vec<String> = vars
+            .iter()
+            .map(|(k, _)| {
+                k.strip_prefix(&prefix)
+                    .unwrap_or_else(|| panic!("{k} is not in [{section}]"))
+                    .to_ascii_lowercase()
+            })
+            .collect();
+        covered.sort();
+        covered.dedup();
+        assert_eq!(covered, expected, "the test sets every key of [{section}]");
+    }
+
+    fn load(jail: &mut Jail, vars: &[(&str, &str)]) -> Config {
+        for (k, v) in vars {
+            jail.set_env(format!("TESSERA_{k}"), v);
+        }
+        Config::load(None).unwrap_or_else(|e| panic!("{vars:?}: {e}"))
+    }
+
+    fn load_with(jail: &mut Jail, section: &str, vars: &[(&str, &str)]) -> Config {
+        assert_covers(section, vars);
+        load(jail, vars)
+    }
+
+    #[test]
+    fn top_level_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "",
+                &[
+                    ("LISTEN", "0.0.0.0:9090"),
+                    ("DATABASE_URL", "postgres://u@db/tessera"),
+                    ("PUBLIC_URL", "https://cards.example"),
+                    ("DATA_DIR", "/var/lib/tessera"),
+                    ("LOG", "debug"),
+                ],
+            );
+            assert_eq!(c.listen, "0.0.0.0:9090".parse().unwrap());
+            assert_eq!(c.database_url, "postgres://u@db/tessera");
+            assert_eq!(c.public_url, "https://cards.example");
+            assert_eq!(c.data_dir, PathBuf::from("/var/lib/tessera"));
+            assert_eq!(c.log, "debug");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn google_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "google",
+                &[
+                    ("GOOGLE__ISSUER_ID", "3388000000012345678"),
+                    ("GOOGLE__SERVICE_ACCOUNT_KEY", "/etc/tessera/sa.json"),
+                    ("GOOGLE__TOKEN_URI", "https://oauth2.example/token"),
+                    ("GOOGLE__API_BASE", "http://127.0.0.1:9/v1"),
+                    ("GOOGLE__SAVE_URL_BASE", "https://pay.example/save/"),
+                    ("GOOGLE__ORIGINS", "[https://a.example, https://b.example]"),
+                    ("GOOGLE__CALLBACK_KEYS_URL", "https://keys.example"),
+                    ("GOOGLE__CALLBACK_SENDER_ID", "12345"),
+                    ("GOOGLE__REQUESTS_PER_SECOND", "5"),
+                    ("GOOGLE__RETRY_BASE_MS", "250"),
+                    ("GOOGLE__POLL_INTERVAL_MS", "100"),
+                ],
+            );
+            let g = c.google;
+            assert_eq!(g.issuer_id.as_deref(), Some("3388000000012345678"));
+            assert_eq!(
+                g.service_account_key,
+                Some(PathBuf::from("/etc/tessera/sa.json"))
+            );
+            assert_eq!(g.token_uri.as_deref(), Some("https://oauth2.example/token"));
+            assert_eq!(g.api_base, "http://127.0.0.1:9/v1");
+            assert_eq!(g.save_url_base, "https://pay.example/save/");
+            assert_eq!(g.origins, ["https://a.example", "https://b.example"]);
+            assert_eq!(g.callback_keys_url, "https://keys.example");
+            assert_eq!(g.callback_sender_id, "12345");
+            assert_eq!(
+                (g.requests_per_second, g.retry_base_ms, g.poll_interval_ms),
+                (5, 250, 100)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn apple_keys_from_the_environment() {
+        // Either a PKCS#12 file or a PEM pair, so two loads between them set every key.
+        let pkcs12 = [
+            ("APPLE__PKCS12", "/etc/tessera/pass.p12"),
+            ("APPLE__PKCS12_PASSWORD", "123456"),
+            ("APPLE__WWDR_CERTIFICATE", "/etc/tessera/wwdr.pem"),
+        ];
+        let pem = [
+            ("APPLE__CERTIFICATE", "/etc/tessera/pass.pem"),
+            ("APPLE__PRIVATE_KEY", "/etc/tessera/pass.key"),
+            ("APPLE__WWDR_CERTIFICATE", "/etc/tessera/wwdr.pem"),
+        ];
+        assert_covers("apple", &[&pkcs12[..], &pem[..]].concat());
+        Jail::expect_with(|jail| {
+            let a = load(jail, &pkcs12).apple;
+            assert_eq!(a.pkcs12, Some(PathBuf::from("/etc/tessera/pass.p12")));
+            assert_eq!(
+                a.pkcs12_password.as_ref().map(Secret::expose),
+                Some("123456")
+            );
+            assert_eq!(
+                a.wwdr_certificate,
+                Some(PathBuf::from("/etc/tessera/wwdr.pem"))
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let a = load(jail, &pem).apple;
+            assert_eq!(a.certificate, Some(PathBuf::from("/etc/tessera/pass.pem")));
+            assert_eq!(a.private_key, Some(PathBuf::from("/etc/tessera/pass.key")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn push_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "push",
+                &[
+                    ("PUSH__ENABLED", "true"),
+                    ("PUSH__APNS_URL", "https://127.0.0.1:8443"),
+                    ("PUSH__APNS_ROOT_CERTIFICATE", "/etc/tessera/ca.pem"),
+                    ("PUSH__APNS_KEY", "/etc/tessera/AuthKey.p8"),
+                    ("PUSH__APNS_KEY_ID", "1234567890"),
+                    ("PUSH__APNS_TEAM_ID", "0012345678"),
+                    ("PUSH__RETRY_BASE_MS", "500"),
+                    ("PUSH__POLL_INTERVAL_MS", "200"),
+                ],
+            );
+            let p = c.push;
+            assert_eq!(p.enabled, Some(true));
+            assert_eq!(p.apns_url.as_deref(), Some("https://127.0.0.1:8443"));
+            assert_eq!(
+                p.apns_root_certificate,
+                Some(PathBuf::from("/etc/tessera/ca.pem"))
+            );
+            assert_eq!(p.apns_key, Some(PathBuf::from("/etc/tessera/AuthKey.p8")));
+            assert_eq!(p.apns_key_id.as_deref(), Some("1234567890"));
+            assert_eq!(p.apns_team_id.as_deref(), Some("0012345678"));
+            assert_eq!((p.retry_base_ms, p.poll_interval_ms), (500, 200));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ledger_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "ledger",
+                &[
+                    ("LEDGER__IDEMPOTENCY_RETENTION_HOURS", "24"),
+                    ("LEDGER__EXPIRY_INTERVAL_SECONDS", "5"),
+                ],
+            );
+            assert_eq!(c.ledger.idempotency_retention_hours, 24);
+            assert_eq!(c.ledger.expiry_interval_seconds, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn enrollment_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "enrollment",
+                &[
+                    ("ENROLLMENT__LINK_SECRET", "98765432109876543210"),
+                    ("ENROLLMENT__INSTALL_LINK_DAYS", "7"),
+                    ("ENROLLMENT__JOINS_PER_MINUTE", "10"),
+                    ("ENROLLMENT__LOOKUPS_PER_MINUTE", "20"),
+                ],
+            );
+            let e = c.enrollment;
+            assert_eq!(
+                e.link_secret.as_ref().map(Secret::expose),
+                Some("98765432109876543210")
+            );
+            assert_eq!(
+                (
+                    e.install_link_days,
+                    e.joins_per_minute,
+                    e.lookups_per_minute
+                ),
+                (7, 10, 20)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn email_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "email",
+                &[
+                    ("EMAIL__HOST", "127.0.0.1"),
+                    ("EMAIL__PORT", "465"),
+                    ("EMAIL__TLS", "tls"),
+                    ("EMAIL__USERNAME", "1001"),
+                    ("EMAIL__PASSWORD", "true"),
+                    ("EMAIL__FROM", "Example Coffee <cards@example.com>"),
+                    ("EMAIL__TIMEOUT_SECONDS", "3"),
+                    ("EMAIL__CARD_LINKS_PER_HOUR", "2"),
+                ],
+            );
+            let e = c.email;
+            assert_eq!(e.host.as_deref(), Some("127.0.0.1"));
+            assert_eq!(e.port, 465);
+            assert_eq!(e.tls, SmtpTls::Tls);
+            assert_eq!(e.username.as_deref(), Some("1001"));
+            assert_eq!(e.password.as_ref().map(Secret::expose), Some("true"));
+            assert_eq!(
+                e.from.as_deref(),
+                Some("Example Coffee <cards@example.com>")
+            );
+            assert_eq!((e.timeout_seconds, e.card_links_per_hour), (3, 2));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn server_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "server",
+                &[
+                    ("SERVER__HEADER_READ_TIMEOUT_MS", "1000"),
+                    ("SERVER__IDLE_TIMEOUT_MS", "2000"),
+                    ("SERVER__BODY_READ_TIMEOUT_MS", "3000"),
+                    ("SERVER__REQUEST_TIMEOUT_MS", "4000"),
+                    ("SERVER__MAX_CONNECTIONS", "64"),
+                    ("SERVER__DEVICE_LOGS_PER_MINUTE", "6"),
+                    ("SERVER__SIGN_IN_FREE_ATTEMPTS", "3"),
+                    ("SERVER__SIGN_IN_MAX_DELAY_SECONDS", "60"),
+                ],
+            );
+            let s = c.server;
+            assert_eq!(
+                (
+                    s.header_read_timeout_ms,
+                    s.idle_timeout_ms,
+                    s.body_read_timeout_ms,
+                    s.request_timeout_ms
+                ),
+                (1000, 2000, 3000, 4000)
+            );
+            assert_eq!(s.max_connections, 64);
+            assert_eq!(s.device_logs_per_minute, 6);
+            assert_eq!(
+                (s.sign_in_free_attempts, s.sign_in_max_delay_seconds),
+                (3, 60)
+            );
             Ok(())
         });
     }

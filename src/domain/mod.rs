@@ -149,6 +149,29 @@ pub struct Template {
     pub updated_at: i64,
 }
 
+/// Where a member's card stands, for both wallets: Apple's `voided` and Google's
+/// `LoyaltyObject.state`. Cards are active until the card lifecycle ends or expires them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CardState {
+    #[default]
+    Active,
+    /// Ended by the program: Apple shows the pass as void, Google moves it to "Expired passes".
+    Inactive,
+    /// Past its validity: Apple's `expirationDate` has passed; Google's `EXPIRED`.
+    Expired,
+}
+
+impl CardState {
+    /// Google's `LoyaltyObject.state`.
+    pub fn google(self) -> &'static str {
+        match self {
+            CardState::Active => "ACTIVE",
+            CardState::Inactive => "INACTIVE",
+            CardState::Expired => "EXPIRED",
+        }
+    }
+}
+
 /// A holder of a program's card.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Member {

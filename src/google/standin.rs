@@ -276,6 +276,16 @@ fn check(s: &Shared, kind: &str, v: &Value, r: &Recorded) -> Result<(), Refuse> 
         {
             return bad("programLogo.sourceUri.uri must be a URI with a scheme");
         }
+        if let Some(color) = v.get("hexBackgroundColor") {
+            let hex = color.as_str().and_then(|c| c.strip_prefix('#'));
+            if !hex.is_some_and(|h| {
+                matches!(h.len(), 3 | 6) && h.bytes().all(|b| b.is_ascii_hexdigit())
+            }) {
+                return bad(&format!(
+                    "hexBackgroundColor must be #rrggbb or #rgb, got {color}"
+                ));
+            }
+        }
         if !matches!(v["reviewStatus"].as_str(), Some("DRAFT" | "UNDER_REVIEW")) {
             return bad("reviewStatus must be DRAFT or UNDER_REVIEW");
         }

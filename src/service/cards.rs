@@ -256,6 +256,10 @@ impl Cards {
             pass,
             web_service_url: &self.web_service_url,
             standing,
+            // The card lifecycle (ended and expired cards) feeds these; until then every card
+            // is active without an end date.
+            state: crate::domain::CardState::Active,
+            expires_at: None,
         });
         Ok(bundle::build(&json, &assets, &identity)?)
     }
@@ -304,6 +308,8 @@ impl Cards {
             pass: &pass,
             web_service_url: &self.web_service_url,
             standing: sample.standing,
+            state: crate::domain::CardState::Active,
+            expires_at: None,
         });
         Ok(bundle::build(&json, &assets, &identity)?)
     }

@@ -107,7 +107,8 @@ async fn download(
     }
 }
 
-/// The template's images for Google Wallet: the program logo (`logo.png`) and the hero image
+/// The template's images for Google Wallet: the program logo (`logo.png`, from the logo upload
+/// where there is one, else the icon), the wide logo (`wide-logo.png`) and the hero image
 /// (`hero.png`). Google fetches them from this public URL and caches them, so the URL carries
 /// the template version: a new version is a new URL, and Google fetches the new image.
 async fn google_image(
@@ -117,8 +118,15 @@ async fn google_image(
     // Google's own renditions first; templates made before they existed fall back to the
     // largest icon, square as Google's circular logo mask needs.
     let candidates: &[&str] = match file.as_str() {
-        "logo.png" => &["google/logo.png", "icon@3x.png", "icon@2x.png", "icon.png"],
+        "logo.png" => &[
+            "google/program-logo.png",
+            "google/logo.png",
+            "icon@3x.png",
+            "icon@2x.png",
+            "icon.png",
+        ],
         "hero.png" => &["google/hero.png"],
+        "wide-logo.png" => &["google/wide-logo.png"],
         _ => return (StatusCode::NOT_FOUND, "no such image\n").into_response(),
     };
     match state.store.template_images(&template_id).await {

@@ -643,3 +643,55 @@ async fn messages_reach_every_card_once_within_the_budget() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// The class at the stand-in carries Google's colour format, localized names and the program
+/// logo made from the logo upload (transparent outside Google's 15 % safe margin, where the
+/// icon's rendition would be opaque to the edge).
+async fn the_class_speaks_googles_formats_and_shows_the_uploaded_logo(db: TestDb) {
+    let (app, standin, _) = google_app(db).await;
+    let member = issue_member(&app, "coffee").await;
+    let object_id = format!("{ISSUER}.tessera-m-{}", member["id"].as_str().unwrap());
+    eventually("the object", || {
+        object_balance(&standin, &object_id) == Some(0)
+    })
+    .await;
+    let class = {
+        let r = standin.recorded();
+        let class_id = r.objects[&object_id]["classId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        r.classes[&class_id].clone()
+    };
+    let colour = tessera::domain::color::Rgb::parse(&tessera::demo::design().colors.background)
+        .unwrap()
+        .hex();
+    assert_eq!(class["hexBackgroundColor"], colour.as_str());
+    assert_eq!(class["programName"], "Example Coffee");
+    assert_eq!(
+        class["localizedProgramName"]["defaultValue"],
+        json!({"language": "en", "value": "Example Coffee"})
+    );
+    assert_eq!(
+        class["localizedIssuerName"]["defaultValue"]["value"],
+        "Example Coffee Ltd"
+    );
+    let uri = class["programLogo"]["sourceUri"]["uri"].as_str().unwrap();
+    let path = uri
+        .split_once("/google/")
+        .map(|(_, p)| format!("/google/{p}"))
+        .unwrap();
+    let response = app.get_bytes(&path).await;
+    assert_eq!(response.status(), 200, "{path}");
+    let logo = image::load_from_memory(&response.bytes().await.unwrap())
+        .unwrap()
+        .to_rgba8();
+    assert_eq!(logo.dimensions(), (660, 660));
+    assert_eq!(
+        logo.get_pixel(5, 5)[3],
+        0,
+        "the logo upload, with Google's margin"
+    );
+}
+
+on_both_backends!(the_class_speaks_googles_formats_and_shows_the_uploaded_logo);

@@ -262,3 +262,86 @@ pub fn check_store_card_rules(pass: &Value) {
             <= 10
     );
 }
+
+/// A voided pass with an expiration date, signed with a throwaway CA and checked with the
+/// `openssl` CLI like every pass.
+#[test]
+fn a_voided_and_expiring_pass_is_signed_and_verifies() {
+    use tessera::domain::{CardState, Member, Pass, Program, Template};
+    use tessera::passes::apple::{bundle, dev_certs::DevAuthority, images, pass_json};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevAuthority::open_or_create(dir.path()).unwrap();
+    let identity = ca
+        .identity("pass.com.example.coffee", "ABCDE12345")
+        .unwrap();
+    let program = Program {
+        id: "p1".into(),
+        slug: "coffee".into(),
+        name: "Example Coffee".into(),
+        pass_type_identifier: "pass.com.example.coffee".into(),
+        team_identifier: "ABCDE12345".into(),
+        organization_name: "Example Coffee Ltd".into(),
+        rules: tessera::demo::rules(),
+        created_at: 0,
+    };
+    let template = Template {
+        id: "t1".into(),
+        program_id: "p1".into(),
+        name: "Default".into(),
+        version: 1,
+        design: tessera::demo::design().validate().unwrap(),
+        updated_at: 0,
+    };
+    let member = Member {
+        id: "m1".into(),
+        program_id: "p1".into(),
+        display_name: "Ada Lovelace".into(),
+        external_id: None,
+        barcode: "RE53ZYGHVFO34H3IQMD42ST3UQ".into(),
+        points: 60,
+        tier: None,
+        created_at: 0,
+    };
+    let pass = Pass {
+        serial_number: "2kg2ar5agz77wdrlchpyrjbscq".into(),
+        member_id: "m1".into(),
+        template_id: "t1".into(),
+        pass_type_identifier: "pass.com.example.coffee".into(),
+        authentication_token: "ew6ugopudgfxt6e5elqupzm3lbg5wd6cajgsnd5a23xo7b2mddua".into(),
+        created_at: 0,
+        updated_at: 0,
+        last_fetched_at: None,
+    };
+    let json = pass_json::render(&pass_json::PassContent {
+        program: &program,
+        template: &template,
+        member: &member,
+        pass: &pass,
+        web_service_url: "https://passes.example.com/passkit",
+        standing: Default::default(),
+        state: CardState::Inactive,
+        expires_at: Some(1_798_718_400_000),
+    });
+    let mut files = Vec::new();
+    for (kind, bytes) in tessera::demo::images() {
+        files.extend(images::process(kind, &bytes).unwrap());
+    }
+    let assets = bundle::PreparedAssets::new(1, files);
+    let pkpass = bundle::build(&json, &assets, &identity).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let pass = verify_pkpass(&pkpass, &ca.root_ca_path(), out.path());
+    check_store_card_rules(&pass);
+    assert_eq!(pass["voided"], true);
+    assert_eq!(pass["expirationDate"], "2026-12-31T12:00:00Z");
+    let keys: Vec<&str> = pass["storeCard"]["auxiliaryFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["key"].as_str())
+        .collect();
+    assert!(
+        !keys.contains(&"number"),
+        "no external id: no empty row, {keys:?}"
+    );
+}

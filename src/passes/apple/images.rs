@@ -84,6 +84,30 @@ pub const GOOGLE_LOGO: (&str, u32, u32) = ("google/logo.png", 660, 660);
 /// Google Wallet's hero image, 1032×336; made from the strip upload.
 pub const GOOGLE_HERO: (&str, u32, u32) = ("google/hero.png", 1032, 336);
 
+/// Google Wallet's program logo made from a logo upload: the logo inside the 70 % safe area of
+/// a 660×660 square (Google masks it to a circle and asks for a 15 % margin); preferred over
+/// the icon's rendition when both exist.
+pub const GOOGLE_PROGRAM_LOGO: (&str, u32, u32) = ("google/program-logo.png", 660, 660);
+/// Google Wallet's `wideProgramLogo`, 1280×400, made from a logo upload.
+pub const GOOGLE_WIDE_LOGO: (&str, u32, u32) = ("google/wide-logo.png", 1280, 400);
+
+/// `img` scaled to fit `inner_w`×`inner_h` (enlarged if smaller), centred on a transparent
+/// `w`×`h` canvas.
+fn centred_on_canvas(
+    img: &DynamicImage,
+    w: u32,
+    h: u32,
+    inner_w: u32,
+    inner_h: u32,
+) -> DynamicImage {
+    let fitted = img.resize(inner_w, inner_h, FilterType::Lanczos3);
+    let mut canvas = image::RgbaImage::new(w, h);
+    let x = i64::from((w - fitted.width()) / 2);
+    let y = i64::from((h - fitted.height()) / 2);
+    image::imageops::overlay(&mut canvas, &fitted.to_rgba8(), x, y);
+    DynamicImage::ImageRgba8(canvas)
+}
+
 /// Checks an upload and renders it at @1x, @2x and @3x for Apple, plus Google's logo (from an
 /// icon) or hero image (from a strip).
 pub fn process(kind: ImageKind, bytes: &[u8]) -> Result<ScaledImages, ImageError> {
@@ -122,17 +146,34 @@ pub fn process(kind: ImageKind, bytes: &[u8]) -> Result<ScaledImages, ImageError
         });
     }
     let (bw, bh) = kind.box_1x();
-    let google = match kind {
-        ImageKind::Icon => Some(GOOGLE_LOGO),
-        ImageKind::Strip => Some(GOOGLE_HERO),
-        ImageKind::Logo => None,
-    };
-    let google = google.map(|(file, w, h)| {
+    let google: Vec<(String, Vec<u8>)> = match kind {
+        ImageKind::Icon => vec![GOOGLE_LOGO],
+        ImageKind::Strip => vec![GOOGLE_HERO],
+        ImageKind::Logo => vec![],
+    }
+    .into_iter()
+    .map(|(file, w, h)| {
         (
             file.to_string(),
             encode_png(&img.resize_to_fill(w, h, FilterType::Lanczos3)),
         )
-    });
+    })
+    .chain((kind == ImageKind::Logo).then(|| {
+        let (file, w, h) = GOOGLE_PROGRAM_LOGO;
+        let safe = w * 7 / 10;
+        (
+            file.to_string(),
+            encode_png(&centred_on_canvas(&img, w, h, safe, safe)),
+        )
+    }))
+    .chain((kind == ImageKind::Logo).then(|| {
+        let (file, w, h) = GOOGLE_WIDE_LOGO;
+        (
+            file.to_string(),
+            encode_png(&centred_on_canvas(&img, w, h, w, h)),
+        )
+    }))
+    .collect();
     [1u32, 2, 3]
         .into_iter()
         .map(|scale| {
@@ -151,7 +192,7 @@ pub fn process(kind: ImageKind, bytes: &[u8]) -> Result<ScaledImages, ImageError
             };
             Ok((file, encode_png(&scaled)))
         })
-        .chain(google.map(Ok))
+        .chain(google.into_iter().map(Ok))
         .collect()
 }
 
@@ -221,9 +262,25 @@ mod tests {
         );
 
         let logo = process(ImageKind::Logo, &sample_png(400, 100, [1, 2, 3])).unwrap();
-        assert_eq!(logo.len(), 3, "Google takes no wide logo");
+        assert_eq!(logo.len(), 5);
         assert_eq!(dims(&logo[0].1), (160, 40));
-        assert_eq!(dims(&logo[2].1), (400, 100), "a logo is never enlarged");
+        assert_eq!(
+            dims(&logo[2].1),
+            (400, 100),
+            "a logo is never enlarged for Apple"
+        );
+        assert_eq!(logo[3].0, "google/program-logo.png");
+        assert_eq!(dims(&logo[3].1), (660, 660));
+        assert_eq!(logo[4].0, "google/wide-logo.png");
+        assert_eq!(dims(&logo[4].1), (1280, 400));
+        // The square logo keeps Google's 15 % margin: corners and edges stay transparent, the
+        // centre is the logo.
+        let square = image::load_from_memory(&logo[3].1).unwrap().to_rgba8();
+        assert_eq!(square.get_pixel(330, 80)[3], 0, "above the safe area");
+        assert_eq!(square.get_pixel(50, 330)[3], 0, "left of the safe area");
+        assert_eq!(square.get_pixel(330, 330)[3], 255, "the logo in the centre");
+        let wide = image::load_from_memory(&logo[4].1).unwrap().to_rgba8();
+        assert_eq!(wide.get_pixel(640, 200)[3], 255, "the logo in the centre");
 
         let mut jpeg = Cursor::new(Vec::new());
         DynamicImage::ImageRgb8(image::RgbImage::new(600, 600))

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::domain::template::{FieldSpec, FieldValue, Standing, Substitutions, ValueFormat};
-use crate::domain::{BarcodeFormat, Member, Pass, Program, Template};
+use crate::domain::{BarcodeFormat, CardState, Member, Pass, Program, Template};
 
 /// Everything one pass shows.
 pub struct PassContent<'a> {
@@ -15,6 +15,12 @@ pub struct PassContent<'a> {
     pub web_service_url: &'a str,
     /// Tier progress and expiry, for the placeholders that show them.
     pub standing: Standing<'a>,
+    /// An inactive (ended) card is `voided`; Wallet then shows it as void and stops updating
+    /// its relevance.
+    pub state: CardState,
+    /// When the card stops being valid (epoch ms): Apple's `expirationDate`, after which Wallet
+    /// shows the pass as expired.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -37,6 +43,10 @@ struct PassJson<'a> {
     barcodes: Vec<Barcode<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     locations: Vec<Location<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration_date: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    voided: bool,
     store_card: StoreCard,
 }
 
@@ -93,6 +103,12 @@ struct Field {
     date_style: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     time_style: Option<&'static str>,
+    /// Back fields only: `<a href>` markup that makes a link tappable (iOS 10 and later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributed_value: Option<String>,
+    /// Back fields only: which detectors turn the plain `value` into a link on older iOS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_detector_types: Option<Vec<&'static str>>,
 }
 
 /// The compact `pass.json` bytes.
@@ -111,7 +127,14 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
         program_name: &c.program.name,
         standing: c.standing,
     };
-    let fields = |specs: &[FieldSpec]| specs.iter().map(|f| field(f, &subs)).collect();
+    // A field whose value renders empty would show its label over a blank: it is left out.
+    let fields = |specs: &[FieldSpec]| {
+        specs
+            .iter()
+            .map(|f| field(f, &subs))
+            .filter(|f| f.value.as_str().is_none_or(|t| !t.trim().is_empty()))
+            .collect::<Vec<_>>()
+    };
     let alt = design
         .barcode
         .alt_text
@@ -163,12 +186,17 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
                 relevant_text: l.relevant_text.as_deref(),
             })
             .collect(),
+        expiration_date: c.expires_at.and_then(w3c_instant),
+        voided: c.state == CardState::Inactive,
         store_card: StoreCard {
             header_fields: fields(&design.header_fields),
             primary_fields: fields(&design.primary_fields),
             secondary_fields: fields(&design.secondary_fields),
             auxiliary_fields: fields(&design.auxiliary_fields),
-            back_fields: fields(&design.back_fields_all()),
+            back_fields: fields(&design.back_fields_all())
+                .into_iter()
+                .map(tappable)
+                .collect(),
         },
     };
     serde_json::to_vec(&json).expect("pass.json serialises")
@@ -186,6 +214,8 @@ fn field(spec: &FieldSpec, subs: &Substitutions<'_>) -> Field {
         currency_code: None,
         date_style: None,
         time_style: None,
+        attributed_value: None,
+        data_detector_types: None,
     };
     // A format applies only to a value of its kind: Wallet refuses a pass with a number style
     // on text or a date style on anything but a W3C date (§4.2, §4.3). Anything else shows as
@@ -232,7 +262,106 @@ fn field(spec: &FieldSpec, subs: &Substitutions<'_>) -> Field {
     f
 }
 
+/// A back field whose whole value is a phone, e-mail or web link shows as a tappable link, as
+/// Apple documents for back fields: the plain text (no `tel:`/`mailto:`) as `value` with the
+/// matching `dataDetectorTypes`, and `attributedValue` with the `<a href>` newer iOS shows.
+fn tappable(mut f: Field) -> Field {
+    let Some(v) = f.value.as_str().map(str::trim) else {
+        return f;
+    };
+    if v.contains(char::is_whitespace) {
+        return f;
+    }
+    let (shown, detector) = if let Some(number) = v.strip_prefix("tel:") {
+        (number.to_string(), "PKDataDetectorTypePhoneNumber")
+    } else if let Some(address) = v.strip_prefix("mailto:") {
+        (address.to_string(), "PKDataDetectorTypeLink")
+    } else if v.starts_with("https://") || v.starts_with("http://") {
+        (v.to_string(), "PKDataDetectorTypeLink")
+    } else {
+        return f;
+    };
+    f.attributed_value = Some(format!(
+        "<a href=\"{}\">{}</a>",
+        html_escape(v),
+        html_escape(&shown)
+    ));
+    f.value = serde_json::Value::from(shown);
+    f.data_detector_types = Some(vec![detector]);
+    f
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The instant `ms` as a W3C date-time in UTC (`2026-12-31T12:00:00Z`).
+fn w3c_instant(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
 /// `YYYY-MM-DDThh:mm(:ss)?(Z|±hh:mm)`, the only date form Wallet parses (§4.3).
 fn is_w3c_date(s: &str) -> bool {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_field(value: &str) -> Field {
+        field(
+            &FieldSpec {
+                key: "k".into(),
+                label: Some("Label".into()),
+                value: value.into(),
+                ..FieldSpec::default()
+            },
+            &Substitutions {
+                balance: 0,
+                tier: "",
+                member_name: "Ada",
+                external_id: "",
+                barcode: "B",
+                program_name: "P",
+                standing: Default::default(),
+            },
+        )
+    }
+
+    #[test]
+    fn contact_back_fields_are_tappable_without_their_scheme() {
+        let tel = tappable(text_field("tel:+441234567"));
+        assert_eq!(tel.value, "+441234567");
+        assert_eq!(
+            tel.data_detector_types,
+            Some(vec!["PKDataDetectorTypePhoneNumber"])
+        );
+        assert_eq!(
+            tel.attributed_value.as_deref(),
+            Some("<a href=\"tel:+441234567\">+441234567</a>")
+        );
+        let mail = tappable(text_field("mailto:cards@example.com"));
+        assert_eq!(mail.value, "cards@example.com");
+        assert_eq!(
+            mail.data_detector_types,
+            Some(vec!["PKDataDetectorTypeLink"])
+        );
+        let web = tappable(text_field("https://example.com/?a=1&b=2"));
+        assert_eq!(web.value, "https://example.com/?a=1&b=2");
+        assert_eq!(
+            web.attributed_value.as_deref(),
+            Some(
+                "<a href=\"https://example.com/?a=1&amp;b=2\">https://example.com/?a=1&amp;b=2</a>"
+            )
+        );
+        let prose = tappable(text_field("Call tel:+441234567 today"));
+        assert!(prose.attributed_value.is_none() && prose.data_detector_types.is_none());
+        assert_eq!(prose.value, "Call tel:+441234567 today");
+    }
 }

@@ -73,6 +73,8 @@ fn render() -> Vec<u8> {
         pass: &pass,
         web_service_url: "https://passes.example.com/passkit",
         standing: Default::default(),
+        state: crate::domain::CardState::Active,
+        expires_at: None,
     })
 }
 
@@ -190,4 +192,66 @@ fn configured_identity_refuses_other_pass_types_and_reads_legacy_pkcs12() {
         .unwrap_err()
         .to_string();
     assert!(wrong.contains("wrong password"), "{wrong}");
+}
+
+#[test]
+fn a_field_whose_value_renders_empty_is_left_out() {
+    let (program, template, mut member, pass) = fixture();
+    let render_keys = |member: &Member| {
+        let bytes = pass_json::render(&PassContent {
+            program: &program,
+            template: &template,
+            member,
+            pass: &pass,
+            web_service_url: "https://passes.example.com/passkit",
+            standing: Default::default(),
+            state: crate::domain::CardState::Active,
+            expires_at: None,
+        });
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["storeCard"]["auxiliaryFields"]
+            .as_array()
+            .map(|a| a.iter().map(|f| f["key"].to_string()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert!(render_keys(&member).contains(&"\"number\"".to_string()));
+    // The demo's "number" field shows `{{external_id}}`: a member without one has no such row.
+    member.external_id = None;
+    assert!(!render_keys(&member).contains(&"\"number\"".to_string()));
+}
+
+fn render_in(state: crate::domain::CardState, expires_at: Option<i64>) -> serde_json::Value {
+    let (program, template, member, pass) = fixture();
+    let bytes = pass_json::render(&PassContent {
+        program: &program,
+        template: &template,
+        member: &member,
+        pass: &pass,
+        web_service_url: "https://passes.example.com/passkit",
+        standing: Default::default(),
+        state,
+        expires_at,
+    });
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn an_ended_card_is_voided_and_a_validity_is_an_expiration_date() {
+    use crate::domain::CardState;
+    let active = render_in(CardState::Active, None);
+    assert!(active.get("voided").is_none() && active.get("expirationDate").is_none());
+    let voided = render_in(CardState::Inactive, None);
+    assert_eq!(voided["voided"], true);
+    // 2026-12-31 12:00 UTC: Wallet reads a W3C date.
+    let expiring = render_in(CardState::Active, Some(1_798_718_400_000));
+    assert_eq!(expiring["expirationDate"], "2026-12-31T12:00:00Z");
+    assert!(expiring.get("voided").is_none());
+    insta::assert_snapshot!(
+        "pass_json_voided",
+        serde_json::to_string_pretty(&voided).unwrap()
+    );
+    insta::assert_snapshot!(
+        "pass_json_expiring",
+        serde_json::to_string_pretty(&expiring).unwrap()
+    );
 }
