@@ -41,12 +41,16 @@ impl Google {
         let class_id = self.class_id(&template.id);
         if store.google_class_version(&template.id).await? != Some(template.version) {
             let program = store.get_program(&template.program_id).await?;
-            let hero = store
-                .template_image_names(&template.id)
-                .await?
-                .iter()
-                .any(|n| n == crate::passes::apple::images::GOOGLE_HERO.0);
-            let class = model::loyalty_class(&class_id, &program, template, public_base, hero);
+            let names = store.template_image_names(&template.id).await?;
+            let has = |file: &str| names.iter().any(|n| n == file);
+            let images = model::ClassImages {
+                hero: has(crate::passes::apple::images::GOOGLE_HERO.0),
+                // Served at `/google/images/…/wide-logo.png` (`web::google_image`).
+                wide_logo: has(crate::passes::apple::images::GOOGLE_WIDE_LOGO.0)
+                    .then_some("wide-logo.png"),
+            };
+            let class =
+                model::loyalty_class_with(&class_id, &program, template, public_base, images);
             self.client.upsert("loyaltyClass", &class).await?;
             store
                 .record_google_class(&template.id, &class_id, template.version, now_ms())

@@ -692,6 +692,18 @@ async fn the_class_speaks_googles_formats_and_shows_the_uploaded_logo(db: TestDb
         0,
         "the logo upload, with Google's margin"
     );
+    // The wide logo, made from the same upload, is sent and served.
+    let wide = class["wideProgramLogo"]["sourceUri"]["uri"]
+        .as_str()
+        .expect("a wideProgramLogo");
+    let path = wide
+        .split_once("/google/")
+        .map(|(_, p)| format!("/google/{p}"))
+        .unwrap();
+    let response = app.get_bytes(&path).await;
+    assert_eq!(response.status(), 200, "{path}");
+    let wide = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!((wide.width(), wide.height()), (1280, 400));
 }
 
 on_both_backends!(the_class_speaks_googles_formats_and_shows_the_uploaded_logo);
