@@ -773,6 +773,9 @@ mod env_tests {
                     ("SERVER__DEVICE_LOGS_PER_MINUTE", "6"),
                     ("SERVER__SIGN_IN_FREE_ATTEMPTS", "3"),
                     ("SERVER__SIGN_IN_MAX_DELAY_SECONDS", "60"),
+                    ("SERVER__WORKER_LEASE_MS", "1500"),
+                    ("SERVER__TRUSTED_PROXIES", "[10.0.0.0/8, 192.168.1.7/32]"),
+                    ("SERVER__METRICS_TOKEN", "123456"),
                 ],
             );
             let s = c.server;
@@ -791,6 +794,15 @@ mod env_tests {
                 (s.sign_in_free_attempts, s.sign_in_max_delay_seconds),
                 (3, 60)
             );
+            assert_eq!(s.worker_lease_ms, 1500);
+            assert_eq!(
+                s.trusted_proxies,
+                [
+                    "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                    "192.168.1.7/32".parse().unwrap()
+                ]
+            );
+            assert_eq!(s.metrics_token.as_ref().map(|t| t.expose()), Some("123456"));
             Ok(())
         });
     }
