@@ -15,7 +15,11 @@ use ipnet::IpNet;
 pub struct ClientIp(pub IpAddr);
 
 /// The client of a request from `peer` with `headers`.
+///
+/// Addresses are compared in canonical form: on a dual-stack (`[::]`) listener an IPv4 proxy
+/// connects as `::ffff:a.b.c.d`, which must still match `a.b.c.d/32`.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if trusted.is_empty() || !is_trusted(&peer) {
         return peer;
@@ -67,6 +71,10 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 
 /// `192.0.2.1`, `192.0.2.1:4711`, `"[2001:db8::1]:4711"`, `2001:db8::1`.
 fn parse_node(node: &str) -> Option<IpAddr> {
+    parse_address(node).map(|ip| ip.to_canonical())
+}
+
+fn parse_address(node: &str) -> Option<IpAddr> {
     let node = node.trim_matches('"');
     if let Ok(ip) = node.parse() {
         return Some(ip);
@@ -91,6 +99,22 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_ipv4_proxy_on_a_dual_stack_listener_is_trusted() {
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, ::ffff:10.0.0.5")]);
+        let peer: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let trusted = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let untrusted: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(
+            client_ip(untrusted, &h, &trusted),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

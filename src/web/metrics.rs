@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -19,7 +19,19 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().as_str().to_string();
+    // Only the standard methods become labels: a client's invented ones would grow the
+    // label set (and this process's memory) without bound.
+    let method = match *req.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+        | Method::OPTIONS => req.method().as_str(),
+        _ => "other",
+    }
+    .to_string();
     let started = Instant::now();
     let response = next.run(req).await;
     state.store.metrics().request(
@@ -32,7 +44,9 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
 }
 
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = &state.config.server.metrics_token else {
+    // An empty token (a `${VAR}` that expanded to nothing) is no token: the endpoint stays off.
+    let configured = state.config.server.metrics_token.as_ref();
+    let Some(token) = configured.filter(|t| !t.expose().is_empty()) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
     let given = headers

@@ -33,8 +33,19 @@ async fn metrics_need_their_token_and_count_what_happened(db: TestDb) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
+    // Invented methods are counted as "other", never as labels of their own.
+    for method in ["FLOOD1", "FLOOD2"] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        app.client.request(m, app.url("/x")).send().await.unwrap();
+    }
+
     let (status, text) = scrape(&app, Some("scrape-me")).await;
     assert_eq!(status, 200);
+    assert!(!text.contains("FLOOD"), "{text}");
+    assert!(
+        text.contains(r#"route="unmatched",method="other",status="#),
+        "{text}"
+    );
     for line in [
         r#"tessera_http_requests_total{route="/api/v1/members/{member_id}/transactions",method="POST",status="201"} 1"#,
         r#"tessera_http_request_duration_seconds_count{route="/api/v1/members/{member_id}/transactions"} 1"#,
@@ -59,4 +70,11 @@ on_both_backends!(metrics_need_their_token_and_count_what_happened);
 async fn without_a_token_there_is_no_metrics_endpoint() {
     let app = TestApp::spawn(TestDb::sqlite().await).await;
     assert_eq!(scrape(&app, Some("anything")).await.0, 404);
+    // An empty token (an unset variable in a unit file) is no token, not an open door.
+    let (app, _) = app_with_standin_and(TestDb::sqlite().await, |c| {
+        c.server.metrics_token = Some(tessera::secret::Secret::new(""));
+    })
+    .await;
+    assert_eq!(scrape(&app, None).await.0, 404);
+    assert_eq!(scrape(&app, Some("")).await.0, 404);
 }
