@@ -69,6 +69,10 @@ pub struct ServerConfig {
     /// Reverse proxies (CIDRs) whose `Forwarded` / `X-Forwarded-For` headers name the client;
     /// from any other peer they are ignored. Empty: the connecting address is the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The one header the trusted proxies set: `x-forwarded-for` (nginx, Caddy) or
+    /// `forwarded` (RFC 7239). The other is ignored, since a proxy passes a client's own copy
+    /// of it through untouched.
+    pub forwarded_header: crate::proxy::ForwardedHeader,
     /// `GET /metrics` (Prometheus) answers only with `Authorization: Bearer <token>`; without a
     /// token the endpoint does not exist.
     pub metrics_token: Option<crate::secret::Secret>,
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
             sign_in_max_delay_seconds: 300,
             worker_lease_ms: 60_000,
             trusted_proxies: Vec::new(),
+            forwarded_header: crate::proxy::ForwardedHeader::XForwardedFor,
             metrics_token: None,
         }
     }
@@ -776,6 +781,7 @@ mod env_tests {
                     ("SERVER__WORKER_LEASE_MS", "1500"),
                     ("SERVER__TRUSTED_PROXIES", "[10.0.0.0/8, 192.168.1.7/32]"),
                     ("SERVER__METRICS_TOKEN", "123456"),
+                    ("SERVER__FORWARDED_HEADER", "forwarded"),
                 ],
             );
             let s = c.server;
@@ -795,6 +801,7 @@ mod env_tests {
                 (3, 60)
             );
             assert_eq!(s.worker_lease_ms, 1500);
+            assert_eq!(s.forwarded_header, crate::proxy::ForwardedHeader::Forwarded);
             assert_eq!(
                 s.trusted_proxies,
                 [

@@ -14,17 +14,31 @@ use ipnet::IpNet;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
+/// Which header the trusted proxies set (`server.forwarded_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ForwardedHeader {
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
 /// The client of a request from `peer` with `headers`.
 ///
 /// Addresses are compared in canonical form: on a dual-stack (`[::]`) listener an IPv4 proxy
 /// connects as `::ffff:a.b.c.d`, which must still match `a.b.c.d/32`.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    header: ForwardedHeader,
+) -> IpAddr {
     let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if trusted.is_empty() || !is_trusted(&peer) {
         return peer;
     }
-    let hops = forwarded_for(headers);
+    let hops = forwarded_for(headers, header);
     let mut client = peer;
     // Right to left: the nearest hop first.
     for hop in hops.iter().rev() {
@@ -38,17 +52,14 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
-/// The `for=` hops of `Forwarded`, or else the entries of `X-Forwarded-For`, in order
-/// (farthest first); `None` for an entry that is not an address.
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded
+/// The `for=` hops of `Forwarded`, or the entries of `X-Forwarded-For`, as `header` says, in
+/// order (farthest first); `None` for an entry that is not an address.
+fn forwarded_for(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    if header == ForwardedHeader::Forwarded {
+        return headers
+            .get_all("forwarded")
             .iter()
+            .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|element| {
                 element.split(';').find_map(|pair| {
@@ -97,6 +108,26 @@ mod tests {
         h
     }
 
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+    const FWD: ForwardedHeader = ForwardedHeader::Forwarded;
+
+    #[test]
+    fn only_the_header_the_proxy_sets_is_read() {
+        // nginx appends the client to X-Forwarded-For and passes the client's own Forwarded
+        // through: reading Forwarded would let the client pick its address.
+        let trusted = nets(&["127.0.0.1/32"]);
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let h = headers(&[
+            ("forwarded", "for=198.51.100.1"),
+            ("x-forwarded-for", "203.0.113.5"),
+        ]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_ip(peer, &h, &trusted, XFF), ip("203.0.113.5"));
+        assert_eq!(client_ip(peer, &h, &trusted, FWD), ip("198.51.100.1"));
+        let only_forwarded = headers(&[("forwarded", "for=198.51.100.1")]);
+        assert_eq!(client_ip(peer, &only_forwarded, &trusted, XFF), peer);
+    }
+
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
@@ -107,12 +138,12 @@ mod tests {
         let peer: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         let trusted = nets(&["127.0.0.1/32", "10.0.0.0/8"]);
         assert_eq!(
-            client_ip(peer, &h, &trusted),
+            client_ip(peer, &h, &trusted, XFF),
             "203.0.113.9".parse::<IpAddr>().unwrap()
         );
         let untrusted: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(
-            client_ip(untrusted, &h, &trusted),
+            client_ip(untrusted, &h, &trusted, XFF),
             "192.0.2.1".parse::<IpAddr>().unwrap()
         );
     }
@@ -121,8 +152,8 @@ mod tests {
     fn headers_are_ignored_from_an_untrusted_peer() {
         let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
         let peer: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!(client_ip(peer, &h, &[]), peer);
-        assert_eq!(client_ip(peer, &h, &nets(&["10.0.0.0/8"])), peer);
+        assert_eq!(client_ip(peer, &h, &[], XFF), peer);
+        assert_eq!(client_ip(peer, &h, &nets(&["10.0.0.0/8"]), XFF), peer);
     }
 
     #[test]
@@ -132,7 +163,7 @@ mod tests {
         // The client forged the leftmost entry; our proxies are 10.0.0.x.
         let h = headers(&[("x-forwarded-for", "1.2.3.4, 203.0.113.9, 10.0.0.5")]);
         assert_eq!(
-            client_ip(peer, &h, &trusted),
+            client_ip(peer, &h, &trusted, XFF),
             "203.0.113.9".parse::<IpAddr>().unwrap()
         );
         let h = headers(&[(
@@ -140,18 +171,18 @@ mod tests {
             r#"for=1.2.3.4, for="[2001:db8::7]:4711";proto=https"#,
         )]);
         assert_eq!(
-            client_ip(peer, &h, &trusted),
+            client_ip(peer, &h, &trusted, FWD),
             "2001:db8::7".parse::<IpAddr>().unwrap()
         );
         let h = headers(&[("forwarded", "for=192.0.2.60:8080;by=10.0.0.2")]);
         assert_eq!(
-            client_ip(peer, &h, &trusted),
+            client_ip(peer, &h, &trusted, FWD),
             "192.0.2.60".parse::<IpAddr>().unwrap()
         );
         // No header: the proxy itself.
-        assert_eq!(client_ip(peer, &HeaderMap::new(), &trusted), peer);
+        assert_eq!(client_ip(peer, &HeaderMap::new(), &trusted, XFF), peer);
         // An unknown hop stops the walk at the last trusted one.
         let h = headers(&[("x-forwarded-for", "1.2.3.4, unknown")]);
-        assert_eq!(client_ip(peer, &h, &trusted), peer);
+        assert_eq!(client_ip(peer, &h, &trusted, XFF), peer);
     }
 }

@@ -174,6 +174,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let trusted: Arc<[ipnet::IpNet]> = limits.trusted_proxies.clone().into();
+    let header = limits.forwarded_header;
     let max = connection_budget(limits.max_connections.max(1));
     let slots = Arc::new(Semaphore::new(max));
     let idle = Duration::from_millis(limits.idle_timeout_ms.max(1));
@@ -213,7 +214,7 @@ pub async fn serve(
         let trusted = trusted.clone();
         let conn_activity = activity.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            let client = crate::proxy::client_ip(addr.ip(), req.headers(), &trusted);
+            let client = crate::proxy::client_ip(addr.ip(), req.headers(), &trusted, header);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
             req.extensions_mut().insert(crate::proxy::ClientIp(client));
             let guard = InFlight::enter(&conn_activity);
