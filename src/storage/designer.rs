@@ -237,10 +237,7 @@ impl Store {
         now: i64,
     ) -> Result<std::result::Result<(Template, PublishJob), E>> {
         let (_turn, mut tx) = self.write_tx().await?;
-        let lock = match self.backend {
-            super::Backend::Sqlite => "",
-            super::Backend::Postgres => " FOR UPDATE",
-        };
+        let lock = self.for_update();
         let draft = draft_in(&mut tx, id, lock).await?;
         let version = draft.template.version;
         let had_draft = draft.has_draft;

@@ -315,6 +315,15 @@ impl Store {
         Ok((turn, tx))
     }
 
+    /// ` FOR UPDATE` on PostgreSQL, to lock a row read in a write transaction; nothing on
+    /// SQLite, where `BEGIN IMMEDIATE` already holds the database's one write lock.
+    fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// SQLite has one writer at a time. Writers of this process queue for it here, first come
     /// first served, instead of in SQLite's busy handler, which sleeps up to 100 ms between
     /// tries and lets a stream of batches (a publish job, push settlements) starve a till.

@@ -58,10 +58,7 @@ impl Store {
     ) -> Result<std::result::Result<Program, E>> {
         let now = now_ms();
         let (_turn, mut tx) = self.write_tx().await?;
-        let lock = match self.backend {
-            super::Backend::Sqlite => "",
-            super::Backend::Postgres => " FOR UPDATE",
-        };
+        let lock = self.for_update();
         let current = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT rules FROM programs WHERE id = $1{lock}"
         )))

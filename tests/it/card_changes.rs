@@ -637,7 +637,6 @@ impl MemberLock {
 #[tokio::test]
 async fn retries_queued_behind_the_first_request_are_replayed() {
     let Some(db) = TestDb::postgres().await else {
-        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
         return;
     };
     let url = db.url.clone();
@@ -700,7 +699,6 @@ async fn retries_queued_behind_the_first_request_are_replayed() {
 #[tokio::test]
 async fn a_rules_change_and_a_promotion_cannot_cross() {
     let Some(db) = TestDb::postgres().await else {
-        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
         return;
     };
     let url = db.url.clone();

@@ -27,9 +27,13 @@ impl TestDb {
         TestDb { url, dir, pg: None }
     }
 
-    /// `None` when `TESSERA_TEST_POSTGRES_URL` is not set.
+    /// `None` (and a note that the test was skipped) when `TESSERA_TEST_POSTGRES_URL` is not
+    /// set.
     pub async fn postgres() -> Option<TestDb> {
-        let admin = std::env::var(PG_ENV).ok()?;
+        let Ok(admin) = std::env::var(PG_ENV) else {
+            eprintln!("skipped: {PG_ENV} is not set");
+            return None;
+        };
         let name = format!("tessera_test_{}", tessera::secret::random_token(8));
         let store = Store::connect_without_migrating(&admin)
             .await
@@ -85,9 +89,8 @@ macro_rules! on_both_backends {
             }
             #[tokio::test]
             async fn postgres() {
-                match $crate::helpers::TestDb::postgres().await {
-                    Some(db) => super::$name(db).await,
-                    None => eprintln!("skipped: {} is not set", $crate::helpers::PG_ENV),
+                if let Some(db) = $crate::helpers::TestDb::postgres().await {
+                    super::$name(db).await
                 }
             }
         }

@@ -14,13 +14,23 @@ use crate::apns::StandIn;
 use crate::helpers::{TestApp, TestDb, eventually, futures_join_all, issue_member};
 use crate::push::{app_with_standin_and, earn};
 
+/// An APNs address that accepts connections and never answers: pushes to it hang.
+async fn black_hole() -> String {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
 /// Two instances on one fresh PostgreSQL database pushing to one stand-in; `None` when no
 /// PostgreSQL is configured.
 async fn two_instances(lease_ms: u64) -> Option<(TestApp, TestApp, StandIn)> {
-    let Some(db) = TestDb::postgres().await else {
-        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
-        return None;
-    };
+    let db = TestDb::postgres().await?;
     let (a, standin) = app_with_standin_and(db, |c| c.server.worker_lease_ms = lease_ms).await;
     let b = a.peer(like(&a)).await;
     Some((a, b, standin))
@@ -226,18 +236,10 @@ async fn rows_of_a_killed_instance_are_pushed_once_by_the_other_after_the_lease(
     const MEMBERS: usize = 30;
     const LEASE_MS: u64 = 1500;
     let Some(db) = TestDb::postgres().await else {
-        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
         return;
     };
     // Instance A pushes into a black hole: it claims the rows, then its pushes hang.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("https://{}", hole.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let hole_url = black_hole().await;
     let (mut a, standin) = app_with_standin_and(db, move |c| {
         c.server.worker_lease_ms = LEASE_MS;
         c.push.apns_url = Some(hole_url);
@@ -302,7 +304,6 @@ async fn rows_of_a_killed_instance_are_pushed_once_by_the_other_after_the_lease(
 async fn each_google_change_is_sent_once_across_instances() {
     const MEMBERS: usize = 20;
     let Some(db) = TestDb::postgres().await else {
-        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
         return;
     };
     let (a, google, _key) = crate::google::google_app(db).await;
@@ -361,7 +362,6 @@ async fn each_google_change_is_sent_once_across_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_instance_wakes_the_others_workers() {
     let Some(db) = TestDb::postgres().await else {
-        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
         return;
     };
     // A does not push at all; B polls every ten minutes.
@@ -400,7 +400,6 @@ async fn a_change_on_one_instance_wakes_the_others_workers() {
 #[tokio::test]
 async fn throttles_hold_across_instances() {
     let Some(db) = TestDb::postgres().await else {
-        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
         return;
     };
     let a = TestApp::spawn_with(db, |c| {
@@ -471,17 +470,9 @@ fn like_throttles(app: &TestApp) -> impl FnOnce(&mut tessera::config::Config) + 
 async fn a_clean_shutdown_hands_its_rows_over_at_once() {
     const MEMBERS: usize = 10;
     let Some(db) = TestDb::postgres().await else {
-        eprintln!("skipped: {} is not set", crate::helpers::PG_ENV);
         return;
     };
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("https://{}", hole.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let hole_url = black_hole().await;
     let (mut a, standin) = app_with_standin_and(db, move |c| {
         c.server.worker_lease_ms = 60_000;
         c.push.apns_url = Some(hole_url);
