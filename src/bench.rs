@@ -11,8 +11,10 @@ use serde::Serialize;
 
 mod import;
 mod publish;
+mod scale;
 pub use import::{ImportBench, import};
 pub use publish::{PublishBench, publish};
+pub use scale::{ScaleBench, scale};
 
 use crate::domain::{Member, NewMember, NewProgram, Pass, Program, Template, now_ms};
 use crate::ledger::{Idempotency, Operation, Origin};
@@ -175,6 +177,14 @@ pub async fn ledger(
 async fn temp_postgres(
     admin_url: &str,
 ) -> anyhow::Result<(Store, impl Future<Output = anyhow::Result<()>>)> {
+    let (store, _, drop) = temp_postgres_url(admin_url).await?;
+    Ok((store, drop))
+}
+
+/// `temp_postgres` and the new database's URL.
+async fn temp_postgres_url(
+    admin_url: &str,
+) -> anyhow::Result<(Store, String, impl Future<Output = anyhow::Result<()>>)> {
     let name = format!("tessera_bench_{}", crate::secret::random_token(6));
     let admin = Store::connect_without_migrating(admin_url).await?;
     admin
@@ -183,7 +193,8 @@ async fn temp_postgres(
     let (base, _) = admin_url
         .rsplit_once('/')
         .ok_or_else(|| anyhow::anyhow!("postgres URL needs a database name"))?;
-    let store = Store::connect(&format!("{base}/{name}")).await?;
+    let url = format!("{base}/{name}");
+    let store = Store::connect(&url).await?;
     let drop = async move {
         admin
             .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -191,7 +202,7 @@ async fn temp_postgres(
         admin.close().await;
         Ok(())
     };
-    Ok((store, drop))
+    Ok((store, url, drop))
 }
 
 async fn ledger_on(

@@ -13,6 +13,9 @@ use crate::secret::Secret;
 /// The commented example printed by `tessera gen-config`.
 pub const EXAMPLE: &str = include_str!("../config/example.toml");
 
+/// Shortest `server.worker_lease_ms` accepted.
+const MIN_WORKER_LEASE_MS: u64 = 1_000;
+
 /// Environment variables with the `TESSERA_` prefix that are not configuration keys.
 const NOT_CONFIG: &[&str] = &[
     "TEST_POSTGRES_URL",
@@ -394,6 +397,12 @@ impl Config {
             return Err(ConfigError(
                 "database_url must start with sqlite: or postgres:".into(),
             ));
+        }
+        if self.server.worker_lease_ms < MIN_WORKER_LEASE_MS {
+            return Err(ConfigError(format!(
+                "server.worker_lease_ms must be at least {MIN_WORKER_LEASE_MS} (a claim shorter than one round of work would be taken over while it runs), got {}",
+                self.server.worker_lease_ms
+            )));
         }
         let a = &self.apple;
         if a.pkcs12.is_some() && (a.certificate.is_some() || a.private_key.is_some()) {

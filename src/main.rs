@@ -152,6 +152,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// One and two instances on one PostgreSQL database under HTTP earns: throughput, pushes
+    /// per change, double pushes, missed pushes and lost updates.
+    Scale {
+        /// A PostgreSQL server URL with a database to connect to; each run creates and drops
+        /// its own database there.
+        #[arg(long)]
+        postgres_url: String,
+        #[arg(long, default_value_t = 2_000)]
+        members: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
     /// Members imported from CSV per second vs the bare bulk insert of as many members, and the
     /// idempotent second run.
     Import {
@@ -380,6 +394,17 @@ async fn bench(command: BenchCommand) -> anyhow::Result<()> {
             postgres_url,
         } => {
             let report = tessera::bench::ledger(postgres_url.as_deref(), seconds).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        BenchCommand::Scale {
+            postgres_url,
+            members,
+            seconds,
+            concurrency,
+        } => {
+            let report =
+                tessera::bench::scale(&postgres_url, members, seconds, concurrency).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

@@ -52,6 +52,20 @@ pub fn client_ip(
     client
 }
 
+/// What the throttles count a client by: an IPv4 address, or the /64 an IPv6 address is in
+/// (one subscriber usually holds a whole /64, and could otherwise take a fresh quota with each
+/// of its 2^64 addresses).
+pub fn throttle_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+    }
+}
+
 /// The `for=` hops of `Forwarded`, or the entries of `X-Forwarded-For`, as `header` says, in
 /// order (farthest first); `None` for an entry that is not an address.
 fn forwarded_for(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
@@ -109,6 +123,16 @@ mod tests {
     }
 
     const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let key = |s: &str| throttle_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), key("2001:db8:1:2:aaaa::1"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+    }
     const FWD: ForwardedHeader = ForwardedHeader::Forwarded;
 
     #[test]

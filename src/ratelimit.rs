@@ -138,10 +138,17 @@ impl Backoff {
         self
     }
 
-    /// `Err(wait)` while any of `keys` must wait.
-    pub async fn check(&self, keys: &[&str]) -> Result<(), Duration> {
+    /// Takes one attempt against every key of `keys`: `Err(wait)` (nothing counted) while any
+    /// of them must wait; otherwise the attempt is counted as a failure *before* the password
+    /// is checked, in one step per key, so parallel guesses cannot all pass a check that
+    /// none of them has counted yet. A correct password then calls `succeed`.
+    pub async fn attempt(&self, keys: &[&str]) -> Result<(), Duration> {
         if let Some(store) = &self.shared {
-            match store.sign_in_wait(keys, now_ms()).await {
+            let max = self.max.as_millis().min(i64::MAX as u128) as i64;
+            match store
+                .sign_in_attempt(keys, now_ms(), self.free as i64, max)
+                .await
+            {
                 Ok(0) => return Ok(()),
                 Ok(wait) => return Err(Duration::from_millis(wait as u64)),
                 Err(e) => {
@@ -149,51 +156,32 @@ impl Backoff {
                 }
             }
         }
-        self.check_here(keys)
+        self.attempt_here(keys)
     }
 
-    /// Counts a failure against each of `keys`.
-    pub async fn fail(&self, keys: &[&str]) {
-        if let Some(store) = &self.shared {
-            let max = self.max.as_millis().min(i64::MAX as u128) as i64;
-            match store
-                .sign_in_failed(keys, now_ms(), self.free as i64, max)
-                .await
-            {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the shared sign-in backoff failed; counting in memory")
-                }
-            }
-        }
-        self.fail_here(keys)
-    }
-
-    /// Clears `keys` after a success.
-    pub async fn succeed(&self, keys: &[&str]) {
+    /// After a correct password: clears `clear` (the account) and takes back the attempt
+    /// counted against `refund` (the address), so a busy office's sign-ins never add up.
+    pub async fn succeed(&self, clear: &[&str], refund: &[&str]) {
         if let Some(store) = &self.shared
-            && let Err(e) = store.sign_in_succeeded(keys).await
+            && let Err(e) = store.sign_in_succeeded(clear, refund).await
         {
             tracing::warn!(error = %e, "clearing the shared sign-in backoff failed");
         }
-        self.succeed_here(keys)
+        self.succeed_here(clear, refund)
     }
 
-    fn check_here(&self, keys: &[&str]) -> Result<(), Duration> {
+    fn attempt_here(&self, keys: &[&str]) -> Result<(), Duration> {
         let now = Instant::now();
-        let map = self.keys.lock().expect("backoff lock");
+        let mut map = self.keys.lock().expect("backoff lock");
         let wait = keys
             .iter()
             .filter_map(|k| map.get(*k))
             .map(|f| f.until.saturating_duration_since(now))
             .max()
             .unwrap_or_default();
-        if wait.is_zero() { Ok(()) } else { Err(wait) }
-    }
-
-    fn fail_here(&self, keys: &[&str]) {
-        let now = Instant::now();
-        let mut map = self.keys.lock().expect("backoff lock");
+        if !wait.is_zero() {
+            return Err(wait);
+        }
         if map.len() > MAX_KEYS {
             // Forget keys that have not failed for an hour (or are not waiting).
             map.retain(|_, f| f.until + Duration::from_secs(3600) > now);
@@ -210,12 +198,18 @@ impl Backoff {
                 f.until = now + delay;
             }
         }
+        Ok(())
     }
 
-    fn succeed_here(&self, keys: &[&str]) {
+    fn succeed_here(&self, clear: &[&str], refund: &[&str]) {
         let mut map = self.keys.lock().expect("backoff lock");
-        for k in keys {
+        for k in clear {
             map.remove(*k);
+        }
+        for k in refund {
+            if let Some(f) = map.get_mut(*k) {
+                f.count = f.count.saturating_sub(1);
+            }
         }
     }
 }
@@ -228,24 +222,37 @@ mod tests {
     fn failures_past_the_free_ones_wait_longer_each_time() {
         let b = Backoff::new(2, Duration::from_secs(8));
         for _ in 0..2 {
-            assert!(b.check_here(&["acct", "addr"]).is_ok());
-            b.fail_here(&["acct", "addr"]);
+            assert!(b.attempt_here(&["acct", "addr"]).is_ok());
         }
-        assert!(b.check_here(&["acct"]).is_ok(), "two failures are free");
+        assert!(b.attempt_here(&["other"]).is_ok(), "keys are independent");
         let mut waits = Vec::new();
         for _ in 0..6 {
-            b.fail_here(&["acct"]);
-            waits.push(
-                b.check_here(&["acct", "other"])
-                    .unwrap_err()
-                    .as_secs_f64()
-                    .round() as u64,
-            );
+            // The attempt is counted, then the next one must wait longer each time.
+            b.attempt_here(&["acct"]).unwrap();
+            let wait = b.attempt_here(&["acct", "other"]).unwrap_err();
+            waits.push(wait.as_secs_f64().round() as u64);
+            b.keys.lock().unwrap().get_mut("acct").unwrap().until = Instant::now();
         }
         assert_eq!(waits, [1, 2, 4, 8, 8, 8]);
-        assert!(b.check_here(&["other"]).is_ok());
-        b.succeed_here(&["acct"]);
-        assert!(b.check_here(&["acct"]).is_ok());
+        b.succeed_here(&["acct"], &["addr"]);
+        assert!(b.attempt_here(&["acct"]).is_ok(), "cleared by a success");
+        assert_eq!(
+            b.keys.lock().unwrap()["addr"].count,
+            1,
+            "the success was taken back"
+        );
+    }
+
+    #[test]
+    fn parallel_guesses_are_counted_before_any_is_checked() {
+        let b = Backoff::new(3, Duration::from_secs(60));
+        let passed = (0..20)
+            .filter(|_| b.attempt_here(&["acct"]).is_ok())
+            .count();
+        assert_eq!(
+            passed, 4,
+            "three free attempts and the one that starts the wait"
+        );
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The client's address, for throttles: behind a trusted proxy the one it forwarded
-/// (`proxy::client_ip`), else the peer's; `unknown` when the server runs without connect info.
+/// (`proxy::client_ip`), else the peer's, IPv6 by its /64 (`proxy::throttle_key`); `unknown`
+/// when the server runs without connect info.
 pub struct ClientAddr(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
@@ -55,13 +56,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         if let Some(crate::proxy::ClientIp(ip)) = parts.extensions.get() {
-            return Ok(ClientAddr(ip.to_string()));
+            return Ok(ClientAddr(crate::proxy::throttle_key(*ip)));
         }
         Ok(ClientAddr(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".into(), |c| c.0.ip().to_string()),
+                .map_or_else(
+                    || "unknown".into(),
+                    |c| crate::proxy::throttle_key(c.0.ip()),
+                ),
         ))
     }
 }
@@ -216,7 +220,7 @@ async fn join(
     headers: HeaderMap,
     Form(f): Form<JoinForm>,
 ) -> Response {
-    if let Err(wait) = state.join_throttle.check(&format!("join:{addr}")).await {
+    if let Err(wait) = state.join_throttle.check(&addr).await {
         tracing::info!(client = %addr, "join form throttled");
         return too_many(
             wait,

@@ -358,6 +358,7 @@ impl Store {
         let after_step = self.publish_job_in(&mut tx, job_id).await?;
         tx.commit().await?;
         if !passes.is_empty() {
+            self.forget(super::cache::Stale::Members(members));
             self.committed();
         }
         Ok(after_step)

@@ -175,6 +175,21 @@ impl Store {
         rows::pass(&row.ok_or(StorageError::NotFound("pass"))?)
     }
 
+    /// `get_pass` for the PassKit web service, from its cache when it holds the pass
+    /// (`cache`). Everything a device is answered from is current; `last_fetched_at` may lag
+    /// (the fetch log's flush does not forget passes).
+    pub async fn passkit_pass(&self, serial_number: &str) -> Result<Pass> {
+        if let Some(pass) = self.cache.pass(serial_number) {
+            return Ok(pass);
+        }
+        let generation = self.cache.generation();
+        let pass = self.get_pass(serial_number).await?;
+        if let Some(g) = generation {
+            self.cache.keep_passes(g, [&pass]);
+        }
+        Ok(pass)
+    }
+
     /// The sum of a member's ledger entries (what the stored balance must always equal).
     pub async fn ledger_sum(&self, member_id: &str) -> Result<i64> {
         let row = sqlx::query(

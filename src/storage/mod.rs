@@ -8,6 +8,7 @@
 mod api_keys;
 #[cfg(feature = "bench")]
 mod bench;
+mod cache;
 mod changes;
 mod designer;
 mod enrollment;
@@ -110,6 +111,8 @@ pub struct Store {
     metrics: Arc<crate::metrics::Metrics>,
     /// Set by `release_leases`: no more claims from this instance.
     released: Arc<std::sync::atomic::AtomicBool>,
+    /// Passes and registrations the PassKit web service reads (`cache`).
+    cache: Arc<cache::PassCache>,
 }
 
 /// One writer's turn at SQLite's write lock.
@@ -222,7 +225,12 @@ impl Store {
                     .await?
             }
         };
+        // SQLite has one process per file, so every write is this instance's own: the cache
+        // is live from the start. PostgreSQL's goes live when the `LISTEN` connection is up.
+        let cache = Arc::new(cache::PassCache::default());
+        cache.set_live(backend == Backend::Sqlite);
         Ok(Store {
+            cache,
             pool,
             backend,
             changed: Arc::new(Notify::new()),
@@ -400,7 +408,7 @@ fn io_error(what: &std::path::Path, e: std::io::Error) -> StorageError {
 }
 
 /// Creates `path` (owner-only, 0600) when missing.
-fn create_private(path: &std::path::Path) -> Result<std::fs::File> {
+fn create_private(path: &std::path::Path, flags: i32) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
@@ -408,6 +416,7 @@ fn create_private(path: &std::path::Path) -> Result<std::fs::File> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(flags)
         .open(path)
         .map_err(|e| io_error(path, e))
 }
@@ -432,6 +441,14 @@ pub struct ProcessLock(#[allow(dead_code)] std::fs::File);
 /// process can name the holder. Migrations wait for each other; a server is never waited for:
 /// `Serve` and `Migrate` are refused with `InUse`, `Other` gets `None` (use the file as it is).
 async fn lock_file(db: std::path::PathBuf, access: Access) -> Result<Option<ProcessLock>> {
+    // One lock per file whatever path names it: symlinks and `..` resolved (the folder when
+    // the file does not exist yet).
+    let db = std::fs::canonicalize(&db).unwrap_or_else(|_| match (db.parent(), db.file_name()) {
+        (Some(dir), Some(file)) if !dir.as_os_str().is_empty() => std::fs::canonicalize(dir)
+            .map(|d| d.join(file))
+            .unwrap_or(db.clone()),
+        _ => db.clone(),
+    });
     let mut name = db.clone().into_os_string();
     name.push(".lock");
     let path = std::path::PathBuf::from(name);
@@ -440,7 +457,8 @@ async fn lock_file(db: std::path::PathBuf, access: Access) -> Result<Option<Proc
     }
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek, Write};
-        let mut f = create_private(&path)?;
+        // A symlink planted at the lock's name is refused, never followed and truncated.
+        let mut f = create_private(&path, libc::O_NOFOLLOW)?;
         loop {
             match f.try_lock() {
                 Ok(()) => break,
@@ -504,7 +522,7 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
     {
         std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
     }
-    create_private(&path)?;
+    create_private(&path, 0)?;
     Ok(if url.contains("mode=") {
         url.to_string()
     } else if url.contains('?') {

@@ -6,12 +6,22 @@
 //! Notifications are a hint, never the record: workers still poll, and a listener that
 //! reconnects wakes its workers once in case it missed one.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::cache::{self, Stale};
 use super::{Backend, Result, Store};
 
-/// The channel every instance listens on; the payload is the sender's instance id.
+/// The channel every instance listens on; the payload is the sender's instance id on the first
+/// line, then what went stale in its cache (`cache::encode`).
 pub const CHANNEL: &str = "tessera_changes";
+
+/// How often an idle listener pings itself.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Longest list of stale ids in one payload (PostgreSQL allows 8,000 bytes); past it the
+/// others forget everything.
+const MAX_STALE_PAYLOAD: usize = 7_000;
 
 /// At most one `NOTIFY` in flight per instance: changes committed while one is on its way are
 /// covered by one more, so a burst of postings costs a couple of notifications, not one each.
@@ -19,6 +29,8 @@ pub const CHANNEL: &str = "tessera_changes";
 pub(super) struct Announcer {
     sending: AtomicBool,
     again: AtomicBool,
+    /// What went stale since the last `NOTIFY` was sent.
+    stale: Mutex<Vec<Stale>>,
 }
 
 impl Store {
@@ -26,6 +38,31 @@ impl Store {
     /// on PostgreSQL, every other instance's (sent off the caller's path).
     pub(super) fn committed(&self) {
         self.changed.notify_one();
+        self.announce();
+    }
+
+    /// Call after a commit that changed a pass (version, token, state) or a registration, and
+    /// before `committed`: this instance's PassKit cache forgets it now, the others when the
+    /// `NOTIFY` arrives.
+    pub(super) fn forget(&self, stale: Stale) {
+        self.cache.forget(&stale);
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        self.announcer
+            .stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(stale);
+        self.announce();
+    }
+
+    /// Whether the PassKit cache answers (on PostgreSQL: while this instance listens).
+    pub fn passkit_cache_live(&self) -> bool {
+        self.cache.generation().is_some()
+    }
+
+    fn announce(&self) {
         if self.backend != Backend::Postgres {
             return;
         }
@@ -38,9 +75,21 @@ impl Store {
         tokio::spawn(async move {
             loop {
                 store.announcer.again.store(false, Ordering::Release);
+                let stale = std::mem::take(
+                    &mut *store
+                        .announcer
+                        .stale
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
+                let payload = format!(
+                    "{}\n{}",
+                    store.instance_id(),
+                    cache::encode(&stale, MAX_STALE_PAYLOAD)
+                );
                 if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(CHANNEL)
-                    .bind(store.instance_id())
+                    .bind(payload)
                     .execute(&store.pool)
                     .await
                 {
@@ -67,20 +116,62 @@ impl Store {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
+        // The cache answers only while this connection listens (off again when this returns).
+        struct Off<'a>(&'a Store);
+        impl Drop for Off<'_> {
+            fn drop(&mut self) {
+                self.0.cache.set_live(false);
+            }
+        }
+        let _off = Off(self);
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
         listener.listen(CHANNEL).await?;
-        // Whatever was announced while no one listened: look once.
+        // An idle channel says nothing: ping ourselves every few seconds, so hearing our own
+        // notifications shows the connection alive (`heard`).
+        struct Abort(tokio::task::JoinHandle<()>);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let pool = self.pool.clone();
+        let ping = format!("{}\n", self.instance_id());
+        let _pinger = Abort(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PING_EVERY);
+            loop {
+                tick.tick().await;
+                let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(&ping)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "pinging the LISTEN connection failed");
+                }
+            }
+        }));
+        // Whatever was announced while no one listened: look once, and start the cache empty.
+        self.cache.set_live(true);
         self.changed.notify_one();
         heard();
         loop {
             match listener.try_recv().await? {
-                Some(n) if n.payload() != self.instance_id() => {
-                    self.changed.notify_one();
+                Some(n) => {
+                    let (from, stale) = n.payload().split_once('\n').unwrap_or((n.payload(), ""));
+                    if from != self.instance_id() {
+                        self.cache.forget(&cache::decode(stale));
+                        self.changed.notify_one();
+                    }
                     heard();
                 }
-                Some(_) => heard(),
-                // The connection dropped and will be re-established: we may have missed some.
-                None => self.changed.notify_one(),
+                // The connection dropped: notifications may be lost. Start over (the worker
+                // reconnects), with the cache off meanwhile.
+                None => {
+                    self.changed.notify_one();
+                    return Err(
+                        sqlx::Error::Protocol("the LISTEN connection dropped".into()).into(),
+                    );
+                }
             }
         }
     }

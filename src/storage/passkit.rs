@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{AssertSqlSafe, Row};
 
+use super::cache::Stale;
 use super::{Result, Store, rows};
 
 /// A device registered for a pass.
@@ -47,6 +48,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.forget(Stale::Devices(vec![device.to_owned()]));
         Ok(inserted.rows_affected() == 1)
     }
 
@@ -87,6 +89,9 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.forget(Stale::Devices(
+            regs.iter().map(|(device, _, _)| device.clone()).collect(),
+        ));
         Ok(())
     }
 
@@ -108,6 +113,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.forget(Stale::Devices(vec![device.to_owned()]));
         Ok(())
     }
 
@@ -129,8 +135,12 @@ impl Store {
         device: &str,
         pass_type_identifier: &str,
     ) -> Result<Vec<(String, i64)>> {
+        if let Some(known) = self.cache.registered(device, pass_type_identifier) {
+            return Ok(known);
+        }
+        let generation = self.cache.generation();
         let rows = sqlx::query(
-            "SELECT p.serial_number, p.updated_at FROM registrations r
+            "SELECT p.* FROM registrations r
              JOIN passes p ON p.serial_number = r.serial_number
              WHERE r.device_library_identifier = $1 AND p.pass_type_identifier = $2
              ORDER BY p.serial_number",
@@ -139,9 +149,16 @@ impl Store {
         .bind(pass_type_identifier)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("serial_number")?, rows::int(r, "updated_at")?)))
-            .collect()
+        let passes = rows.iter().map(rows::pass).collect::<Result<Vec<_>>>()?;
+        // An unknown device is not kept: made-up ids would only crowd out real ones.
+        if let (Some(g), false) = (generation, passes.is_empty()) {
+            self.cache
+                .keep_registered(g, device, pass_type_identifier, &passes);
+        }
+        Ok(passes
+            .into_iter()
+            .map(|p| (p.serial_number, p.updated_at))
+            .collect())
     }
 
     /// Notes when Wallet downloaded passes: `(serial, at)` pairs, in one transaction. A time
@@ -336,10 +353,14 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         for (id, at, error) in &s.retries {
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, available_at = $2, last_error = $3, claimed_by = NULL, claimed_until = NULL WHERE id = $1")
+            // Only a row this instance still holds: one another instance took over after our
+            // lease ran out stays its own.
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, available_at = $2, last_error = $3, claimed_by = NULL, claimed_until = NULL
+                         WHERE id = $1 AND (claimed_by IS NULL OR claimed_by = $4)")
                 .bind(id)
                 .bind(at)
                 .bind(error)
+                .bind(self.instance_id())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -381,6 +402,11 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if !s.gone.is_empty() {
+            self.forget(Stale::Devices(
+                s.gone.iter().map(|(device, _)| device.clone()).collect(),
+            ));
+        }
         Ok(())
     }
 }

@@ -41,58 +41,77 @@ impl Store {
         Ok(Some((tat - now - tolerance_ms).max(1)))
     }
 
-    /// How long (ms) the longest-waiting of `keys` must still wait after failed sign-ins.
-    pub async fn sign_in_wait(&self, keys: &[&str], now: i64) -> Result<i64> {
-        let mut wait = 0;
-        for key in keys {
-            let row = sqlx::query("SELECT until FROM sign_in_failures WHERE key = $1")
-                .bind(*key)
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(r) = row {
-                wait = wait.max(r.try_get::<i64, _>("until")? - now);
-            }
-        }
-        Ok(wait.max(0))
-    }
-
-    /// Counts a failed sign-in against each of `keys`: past `free` failures each makes the key
-    /// wait 1 s, 2 s, 4 s, ... up to `max_ms`, computed in the UPSERT so instances never lose a
-    /// count to each other.
-    pub async fn sign_in_failed(
+    /// Takes one sign-in attempt against each of `keys` in one transaction holding their
+    /// rows: the longest wait in ms if any key must still wait (nothing counted), else 0 with
+    /// the attempt counted. Past `free` attempts each makes the key wait 1 s, 2 s, 4 s, ... up
+    /// to `max_ms`, so parallel guesses on several instances are each counted before any is
+    /// checked.
+    pub async fn sign_in_attempt(
         &self,
         keys: &[&str],
         now: i64,
         free: i64,
         max_ms: i64,
-    ) -> Result<()> {
-        for key in keys {
+    ) -> Result<i64> {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable(); // one lock order for every instance
+        let mut tx = self.pool.begin().await?;
+        let mut wait = 0;
+        for key in &keys {
             sqlx::query(
-                "INSERT INTO sign_in_failures (key, failures, until)
-                 VALUES ($1, 1, CASE WHEN 1 > $3 THEN $2 + LEAST(1000, $4) ELSE $2 END)
-                 ON CONFLICT (key) DO UPDATE SET
-                   failures = sign_in_failures.failures + 1,
-                   until = CASE WHEN sign_in_failures.failures + 1 > $3
-                           THEN $2 + LEAST(1000::BIGINT << LEAST(sign_in_failures.failures - $3, 20)::INT, $4)
-                           ELSE sign_in_failures.until END",
+                "INSERT INTO sign_in_failures (key, failures, until) VALUES ($1, 0, 0)
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(*key)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT until FROM sign_in_failures WHERE key = $1{}",
+                self.for_update()
+            )))
+            .bind(*key)
+            .fetch_one(&mut *tx)
+            .await?;
+            wait = wait.max(row.try_get::<i64, _>("until")? - now);
+        }
+        if wait > 0 {
+            tx.commit().await?;
+            return Ok(wait);
+        }
+        for key in &keys {
+            sqlx::query(
+                "UPDATE sign_in_failures SET failures = failures + 1,
+                   until = CASE WHEN failures + 1 > $3
+                           THEN $2 + LEAST(1000::BIGINT << LEAST(failures - $3, 20)::INT, $4)
+                           ELSE until END
+                 WHERE key = $1",
             )
             .bind(*key)
             .bind(now)
             .bind(free)
             .bind(max_ms)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         }
-        Ok(())
+        tx.commit().await?;
+        Ok(0)
     }
 
-    /// Clears `keys` after a successful sign-in.
-    pub async fn sign_in_succeeded(&self, keys: &[&str]) -> Result<()> {
-        for key in keys {
+    /// After a correct password: clears `clear` and takes back one attempt of `refund`.
+    pub async fn sign_in_succeeded(&self, clear: &[&str], refund: &[&str]) -> Result<()> {
+        for key in clear {
             sqlx::query("DELETE FROM sign_in_failures WHERE key = $1")
                 .bind(*key)
                 .execute(&self.pool)
                 .await?;
+        }
+        for key in refund {
+            sqlx::query(
+                "UPDATE sign_in_failures SET failures = GREATEST(failures - 1, 0) WHERE key = $1",
+            )
+            .bind(*key)
+            .execute(&self.pool)
+            .await?;
         }
         Ok(())
     }

@@ -279,15 +279,6 @@ async fn login(
     if let Some(message) = too_long {
         return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response();
     }
-    let keys = [format!("account:{email}"), format!("address:{addr}")];
-    let keys = [keys[0].as_str(), keys[1].as_str()];
-    if let Err(wait) = state.sign_in_backoff.check(&keys).await {
-        tracing::info!(client = %addr, "staff sign-in throttled");
-        return crate::enrollment::too_many(
-            wait,
-            "too many wrong passwords for this account or from your network; wait and try again",
-        );
-    }
     let user = match state.store.staff_user_by_email(&f.email).await {
         Ok(u) => u,
         Err(e) => {
@@ -295,6 +286,21 @@ async fn login(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
+    // The account is keyed by its id once found, so spellings the lookup folds together
+    // (case, Unicode look-alikes) share one count; an unknown address by what was typed.
+    let account = match &user {
+        Some(u) => format!("account:{}", u.id),
+        None => format!("account:{email}"),
+    };
+    let keys = [account, format!("address:{addr}")];
+    let keys = [keys[0].as_str(), keys[1].as_str()];
+    if let Err(wait) = state.sign_in_backoff.attempt(&keys).await {
+        tracing::info!(client = %addr, "staff sign-in throttled");
+        return crate::enrollment::too_many(
+            wait,
+            "too many wrong passwords for this account or from your network; wait and try again",
+        );
+    }
     let hash = user
         .as_ref()
         .map(|u| u.password_hash.clone())
@@ -308,7 +314,6 @@ async fn login(
             .unwrap_or(false)
     };
     let Some(user) = user.filter(|_| ok) else {
-        state.sign_in_backoff.fail(&keys).await;
         tracing::info!(client = %addr, "staff sign-in refused");
         let mut r = (
             StatusCode::UNAUTHORIZED,
@@ -323,7 +328,7 @@ async fn login(
             .insert(SET_COOKIE, set_cookie(&state, CSRF_COOKIE, &f.csrf, 3600));
         return r;
     };
-    state.sign_in_backoff.succeed(&keys[..1]).await;
+    state.sign_in_backoff.succeed(&keys[..1], &keys[1..]).await;
     let token = random_token(32);
     let now = now_ms();
     if let Err(e) = state

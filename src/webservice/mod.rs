@@ -67,7 +67,7 @@ async fn authorize(
     else {
         return Err(unauthorized("no ApplePass authorization"));
     };
-    let pass = match state.store.get_pass(serial).await {
+    let pass = match state.store.passkit_pass(serial).await {
         Ok(p) => p,
         Err(StorageError::NotFound(_)) => return Err(unauthorized("unknown serial")),
         Err(e) => {

@@ -430,24 +430,40 @@ async fn throttles_hold_across_instances() {
         "one quota across both instances, {ok} of 8 lookups passed"
     );
 
-    // Sign-in failures (one free) counted on A make B wait, and a success on B clears them.
+    // Sign-in attempts (one free) counted on A make B wait; parallel attempts on both
+    // instances are each counted before any password is checked; a success clears the account.
     let backoff = |store: &tessera::storage::Store| {
         tessera::ratelimit::Backoff::new(1, Duration::from_secs(60)).shared_on(store)
     };
     let (on_a, on_b) = (backoff(&a.state.store), backoff(&b.state.store));
     let keys = ["account:ops@example.com", "address:192.0.2.1"];
-    on_a.fail(&keys).await;
-    assert!(on_b.check(&keys).await.is_ok(), "one failure is free");
-    on_a.fail(&keys).await;
-    let wait = on_b.check(&keys[1..]).await.unwrap_err();
+    assert!(on_a.attempt(&keys).await.is_ok(), "one attempt is free");
+    assert!(
+        on_b.attempt(&keys).await.is_ok(),
+        "the second starts the wait"
+    );
+    let wait = on_a.attempt(&keys[1..]).await.unwrap_err();
     assert!(
         wait <= Duration::from_secs(1) && !wait.is_zero(),
         "{wait:?}"
     );
-    on_b.succeed(&keys[..1]).await;
-    assert!(on_a.check(&keys[..1]).await.is_ok());
+    on_b.succeed(&keys[..1], &[]).await;
+    let parallel = futures_join_all((0..10).map(|i| {
+        let on = if i % 2 == 0 { &on_a } else { &on_b };
+        on.attempt(&["account:racer@example.com"])
+    }))
+    .await;
+    assert_eq!(
+        parallel.iter().filter(|r| r.is_ok()).count(),
+        2,
+        "ten parallel guesses on two instances: the free one and the one that starts the wait"
+    );
     assert!(
-        on_a.check(&keys[1..]).await.is_err(),
+        on_a.attempt(&keys[..1]).await.is_ok(),
+        "the success cleared the account"
+    );
+    assert!(
+        on_a.attempt(&keys[1..]).await.is_err(),
         "the address still waits"
     );
 }

@@ -67,6 +67,7 @@ impl Store {
             self.write_change(&mut tx, &change, false).await?;
             tx.commit().await?;
             self.metrics.posting("expire");
+            self.forget(crate::storage::cache::Stale::Members(vec![member_id]));
             self.committed();
             changed += 1;
         }

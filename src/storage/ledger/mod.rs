@@ -146,6 +146,9 @@ impl Store {
         };
         if matches!(result, Ok((_, false))) {
             self.metrics.posting(op.kind().as_str());
+            self.forget(crate::storage::cache::Stale::Members(vec![
+                member_id.to_owned(),
+            ]));
             self.committed();
         }
         result
