@@ -65,6 +65,7 @@ const CHECK_SLOTS: &[&str] = &[
     "auxiliary_fields",
     "back_fields",
     "barcode",
+    "apple",
     "info",
     "info.stores",
     "info.website",
