@@ -79,6 +79,7 @@ pub fn design() -> TemplateDesign {
         }],
         info: Default::default(),
         translations: Default::default(),
+        apple: Default::default(),
     }
 }
 

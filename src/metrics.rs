@@ -33,6 +33,9 @@ pub struct Metrics {
     postings: Mutex<BTreeMap<&'static str, u64>>,
     /// (outcome, reason) → pushes: `sent`, `failed` (token gone, refused), `retrying`.
     pushes: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// (what: `class`, `object`, `message`; reason: HTTP status, `quota`, `config`,
+    /// `unavailable`) → failed Google calls.
+    google_failures: Mutex<BTreeMap<(&'static str, String), u64>>,
 }
 
 impl Metrics {
@@ -71,6 +74,17 @@ impl Metrics {
             .lock()
             .expect("metrics poisoned")
             .entry((outcome, reason.to_string()))
+            .or_default() += 1;
+    }
+
+    /// One failed Google sync: of a `class`, an `object` or a `message`, with the reason's label
+    /// (`GoogleError::label`).
+    pub fn google_failure(&self, what: &'static str, reason: &str) {
+        *self
+            .google_failures
+            .lock()
+            .expect("metrics poisoned")
+            .entry((what, reason.to_string()))
             .or_default() += 1;
     }
 
@@ -132,6 +146,24 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "tessera_pushes_total{{outcome=\"{outcome}\",reason=\"{}\"}} {n}",
+                escape(reason)
+            );
+        }
+        family(
+            out,
+            "tessera_google_sync_failures_total",
+            "counter",
+            "Failed Google Wallet writes by this instance: class, object or message, by reason.",
+        );
+        for ((what, reason), n) in self
+            .google_failures
+            .lock()
+            .expect("metrics poisoned")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "tessera_google_sync_failures_total{{what=\"{what}\",reason=\"{}\"}} {n}",
                 escape(reason)
             );
         }

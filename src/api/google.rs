@@ -1,10 +1,11 @@
 //! Messages to Google Wallet cards (`addMessage`): to one member's card or to every card of a
 //! template. Queued, then sent by the Google sync worker within Google's notification budget.
+//! And each program's notification policy: which card changes notify the holder.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
@@ -13,6 +14,7 @@ use super::error::{ApiError, ApiJson};
 use super::transactions::idempotency_key;
 use super::views::{ErrorBody, MessagesQueued};
 use crate::app::AppState;
+use crate::domain::google_notify::NotifyPolicy;
 use crate::domain::now_ms;
 use crate::storage::Role;
 
@@ -149,4 +151,71 @@ async fn queue(
             queued,
         }),
     ))
+}
+
+/// Which changes to a program's Google Wallet cards notify the holder (within Google's budget
+/// of 3 notifications per card per 24 hours); the others update the card silently. Without a
+/// policy set, every balance change notifies.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyPolicyBody {
+    /// A redemption notifies.
+    pub on_redemption: bool,
+    /// A tier change notifies.
+    pub on_tier_change: bool,
+    /// A balance change of at least this many points notifies; 0 for none by size alone.
+    #[schema(minimum = 0)]
+    pub min_points: i64,
+}
+
+impl From<NotifyPolicy> for NotifyPolicyBody {
+    fn from(p: NotifyPolicy) -> Self {
+        NotifyPolicyBody {
+            on_redemption: p.on_redemption,
+            on_tier_change: p.on_tier_change,
+            min_points: p.min_points,
+        }
+    }
+}
+
+/// A program's Google Wallet notification policy.
+#[utoipa::path(get, path = "/api/v1/programs/{program_id}/google/notifications", tag = "programs",
+    params(("program_id" = String, Path)),
+    responses((status = 200, description = "OK", body = NotifyPolicyBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+pub async fn get_notify_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(program_id): Path<String>,
+) -> Result<Json<NotifyPolicyBody>, ApiError> {
+    caller.require(SENDERS)?;
+    state.store.get_program(&program_id).await?;
+    let policy = state.store.google_notify_policy(&program_id).await?;
+    Ok(Json(policy.into()))
+}
+
+/// Set which changes to a program's Google Wallet cards notify the holder.
+#[utoipa::path(put, path = "/api/v1/programs/{program_id}/google/notifications", tag = "programs",
+    params(("program_id" = String, Path)), request_body = NotifyPolicyBody,
+    responses((status = 200, description = "OK", body = NotifyPolicyBody), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+pub async fn put_notify_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(program_id): Path<String>,
+    ApiJson(body): ApiJson<NotifyPolicyBody>,
+) -> Result<Json<NotifyPolicyBody>, ApiError> {
+    caller.require(SENDERS)?;
+    state.store.get_program(&program_id).await?;
+    let policy = NotifyPolicy {
+        on_redemption: body.on_redemption,
+        on_tier_change: body.on_tier_change,
+        min_points: body.min_points,
+    };
+    if let Some(problem) = policy.problems().first() {
+        return Err(ApiError::bad_request(*problem));
+    }
+    state
+        .store
+        .set_google_notify_policy(&program_id, &policy, now_ms())
+        .await?;
+    Ok(Json(policy.into()))
 }

@@ -224,8 +224,9 @@ pub async fn list_passes(
     }))
 }
 
-/// The member's Google Wallet card: its object (written now if it was not yet) and an
-/// "Add to Google Wallet" link. 404 when Google Wallet is not configured.
+/// The member's Google Wallet card: its object (written now if it was not yet), an
+/// "Add to Google Wallet" link and the sync status (the version Google has, whether a change
+/// waits, the last error). 404 when Google Wallet is not configured.
 #[utoipa::path(get, path = "/api/v1/members/{member_id}/google", tag = "members",
     params(("member_id" = String, Path)),
     responses((status = 200, description = "OK", body = GoogleCard), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found, or Google Wallet is not configured", body = ErrorBody), (status = 503, description = "Google Wallet did not answer; try again", body = ErrorBody)))]
@@ -254,6 +255,7 @@ pub async fn google_card(
                 g.to_string(),
             ),
         })?;
+    let status = state.store.google_sync_status(&member_id).await?;
     Ok(Json(GoogleCard {
         object_id: object.object_id,
         class_id: object.class_id,
@@ -261,6 +263,16 @@ pub async fn google_card(
         synced_points: object.synced_points,
         synced_at: object.synced_at,
         saved: state.store.google_saved(&member_id).await?,
+        synced_version: object.synced_version,
+        pending: status.pending,
+        attempts: status.attempts,
+        last_error: status.last_error,
+        next_attempt_at: status.next_attempt_at,
+        failed_messages: status
+            .failed_messages
+            .into_iter()
+            .map(|(message_id, error)| super::views::FailedMessage { message_id, error })
+            .collect(),
     }))
 }
 

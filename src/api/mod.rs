@@ -80,6 +80,10 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(google::message_member))
         .routes(routes!(google::message_template))
         .routes(routes!(
+            google::get_notify_policy,
+            google::put_notify_policy
+        ))
+        .routes(routes!(
             transactions::post_transaction,
             transactions::list_transactions
         ))

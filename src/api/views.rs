@@ -318,6 +318,26 @@ pub struct GoogleCard {
     pub synced_at: i64,
     /// From Google's callbacks: true after a save, false after a delete, null if none came.
     pub saved: Option<bool>,
+    /// The pass version (milliseconds, the pass's `updated_at`) Google last got.
+    pub synced_version: i64,
+    /// A change waits to reach Google (or a failed write waits for its retry).
+    pub pending: bool,
+    /// Failed tries since the card last reached Google.
+    pub attempts: i64,
+    /// Why the last try failed, while the change waits (Google's refusal or the outage).
+    pub last_error: Option<String>,
+    /// When the next try is due, while a change waits (a refused card is also tried again on
+    /// its next change).
+    pub next_attempt_at: Option<i64>,
+    /// Messages Google refused until their attempt limit: given up, with the last reason.
+    pub failed_messages: Vec<FailedMessage>,
+}
+
+/// A message Google refused until its attempt limit.
+#[derive(Serialize, ToSchema)]
+pub struct FailedMessage {
+    pub message_id: String,
+    pub error: String,
 }
 
 /// Messages queued for Google Wallet cards.

@@ -46,6 +46,8 @@ pub(super) struct DesignerPage {
     job: Option<PublishJob>,
     versions: Vec<VersionInfo>,
     sample_json: String,
+    /// The sample member's code as a real QR code (SVG), for the preview.
+    sample_qr: String,
 }
 
 /// Inputs the checks are shown at; a finding goes to the longest one its field starts with.
@@ -65,6 +67,7 @@ const CHECK_SLOTS: &[&str] = &[
     "auxiliary_fields",
     "back_fields",
     "barcode",
+    "apple",
     "info",
     "info.stores",
     "info.website",
@@ -202,6 +205,10 @@ pub(super) async fn render_designer(
         email: staff.session.user.email.clone(),
         role: staff.session.user.role.as_str(),
         sample_json: sample_json(&program),
+        sample_qr: crate::enrollment::qr_svg_of(
+            crate::domain::template::checks::sample_substitutions("", 0).barcode,
+            120,
+        ),
         program,
         template_id: draft.template.id.clone(),
         name: draft.template.name.clone(),

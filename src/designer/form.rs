@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::domain::template::apple::{AppleSettings, MAX_RELEVANT_DATES, RelevantInterval};
 use crate::domain::template::info::{LinkInfo, OfferInfo, StoreInfo};
 use crate::domain::template::{
     BarcodeSpec, CardInfo, Colors, Location, MAX_LOCATIONS, TextAlignment, ValueFormat,
@@ -74,6 +75,11 @@ pub struct FormRows {
     pub locations: Vec<LocationRow>,
     pub sources: Vec<String>,
     pub languages: Vec<Language>,
+    /// Apple's relevance intervals, with a spare row.
+    pub relevant: Vec<RelevantInterval>,
+    /// App Store ids, comma-separated.
+    pub store_ids: String,
+    pub validity_days: String,
 }
 
 fn pad<T: Default + Clone>(mut v: Vec<T>, spare: usize, min: usize, max: usize) -> Vec<T> {
@@ -158,6 +164,24 @@ pub fn rows(design: &TemplateDesign, raw_locations: Option<Vec<LocationRow>>) ->
         locations: pad(locations, 2, 3, MAX_LOCATIONS),
         sources,
         languages,
+        relevant: pad(
+            design.apple.relevant_dates.clone(),
+            1,
+            2,
+            MAX_RELEVANT_DATES,
+        ),
+        store_ids: design
+            .apple
+            .associated_store_identifiers
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        validity_days: design
+            .apple
+            .validity_days
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -248,6 +272,51 @@ pub fn parse(f: &Submitted) -> Parsed {
     let secondary_fields = fields("secondary_fields");
     let auxiliary_fields = fields("auxiliary_fields");
     let back_fields = fields("back_fields");
+
+    // Apple-only keys: every one has an input, or saving the form would drop it.
+    let mut store_ids = Vec::new();
+    for part in f
+        .get("apple.store_ids")
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+    {
+        match part.parse::<u64>() {
+            Ok(id) => store_ids.push(id),
+            Err(_) => problems.push(problem(
+                "apple",
+                format!("App Store ids are numbers, such as 284882215; got {part:?}"),
+            )),
+        }
+    }
+    let validity_days = match f.get("apple.validity_days") {
+        "" => None,
+        s => match s.parse::<u32>() {
+            Ok(days) => Some(days),
+            Err(_) => {
+                problems.push(problem(
+                    "apple",
+                    format!("the validity is a number of days; got {s:?}"),
+                ));
+                None
+            }
+        },
+    };
+    let apple = AppleSettings {
+        sharing_prohibited: !f.get("apple.sharing_prohibited").is_empty(),
+        associated_store_identifiers: store_ids,
+        app_launch_url: f.opt("apple.app_launch_url"),
+        relevant_dates: f
+            .indices("apple.relevant")
+            .into_iter()
+            .map(|i| RelevantInterval {
+                start: f.get(&format!("apple.relevant.{i}.start")).into(),
+                end: f.get(&format!("apple.relevant.{i}.end")).into(),
+            })
+            .filter(|d| !(d.start.is_empty() && d.end.is_empty()))
+            .collect(),
+        validity_days,
+        nfc_encryption_public_key: f.opt("apple.nfc_key"),
+    };
 
     let barcode = BarcodeSpec {
         format: BarcodeFormat::parse(f.get("barcode_format")).unwrap_or(BarcodeFormat::Qr),
@@ -356,6 +425,7 @@ pub fn parse(f: &Submitted) -> Parsed {
         locations,
         info,
         translations,
+        apple,
     };
     Parsed {
         name: f.get("name").into(),
@@ -435,6 +505,27 @@ mod tests {
             "info.terms".into(),
             design.info.terms.clone().unwrap_or_default(),
         ));
+        if design.apple.sharing_prohibited {
+            out.push(("apple.sharing_prohibited".into(), "on".into()));
+        }
+        out.push(("apple.store_ids".into(), r.store_ids.clone()));
+        out.push((
+            "apple.app_launch_url".into(),
+            design.apple.app_launch_url.clone().unwrap_or_default(),
+        ));
+        out.push(("apple.validity_days".into(), r.validity_days.clone()));
+        out.push((
+            "apple.nfc_key".into(),
+            design
+                .apple
+                .nfc_encryption_public_key
+                .clone()
+                .unwrap_or_default(),
+        ));
+        for (i, d) in r.relevant.iter().enumerate() {
+            out.push((format!("apple.relevant.{i}.start"), d.start.clone()));
+            out.push((format!("apple.relevant.{i}.end"), d.end.clone()));
+        }
         for (k, s) in r.sources.iter().enumerate() {
             out.push((format!("tr_src.{k}"), s.clone()));
         }
@@ -464,6 +555,17 @@ mod tests {
         d.primary_fields[0].format = Some(ValueFormat::Number);
         d.auxiliary_fields[0].text_alignment = Some(TextAlignment::Right);
         d.barcode.alt_text = Some("No. {{member_number}}".into());
+        d.apple = AppleSettings {
+            sharing_prohibited: true,
+            associated_store_identifiers: vec![284882215, 12],
+            app_launch_url: Some("coffee://card".into()),
+            relevant_dates: vec![RelevantInterval {
+                start: "2026-12-24T08:00:00+01:00".into(),
+                end: "2026-12-24T18:00:00+01:00".into(),
+            }],
+            validity_days: Some(365),
+            nfc_encryption_public_key: Some("MDkw…".into()),
+        };
         d.translations
             .entry("de".into())
             .or_default()

@@ -5,6 +5,7 @@
 
 pub mod color;
 pub mod enrollment;
+pub mod google_notify;
 pub mod template;
 
 use std::fmt;

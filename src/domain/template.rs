@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::color::Rgb;
 use super::{Checker, Invalid};
 
+pub mod apple;
 pub mod checks;
 pub mod i18n;
 pub mod info;
@@ -72,6 +73,9 @@ pub struct TemplateDesign {
     /// (a label, a fixed value, the description) to its translation.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub translations: BTreeMap<String, BTreeMap<String, String>>,
+    /// Apple-only keys: sharing, the app, relevant dates, validity, NFC.
+    #[serde(default, skip_serializing_if = "apple::AppleSettings::is_empty")]
+    pub apple: apple::AppleSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -327,6 +331,7 @@ impl TemplateDesign {
             }
         }
         self.info.check(&mut c);
+        self.apple.check(&mut c);
         if let Some(alt) = &self.barcode.alt_text
             && let Err(name) = check_placeholders(alt)
         {

@@ -263,10 +263,11 @@ async fn join(
     match join_member(&state, &open, &checked).await {
         Ok((member, true)) => {
             let (url, _) = state.install_url(&member.id);
-            let path = url
-                .strip_prefix(state.config.public_base())
-                .unwrap_or(&url)
-                .to_string();
+            // `?welcome` greets the new member and names the welcome bonus on the card page.
+            let path = format!(
+                "{}?welcome=1",
+                url.strip_prefix(state.config.public_base()).unwrap_or(&url)
+            );
             (StatusCode::SEE_OTHER, [(LOCATION, path)]).into_response()
         }
         Ok((member, false)) => {
@@ -423,10 +424,22 @@ struct CardPage {
     member_name: String,
     background: String,
     foreground: String,
+    label: String,
+    /// The card's logo as a `data:` URI, when the template has one.
+    logo: Option<String>,
+    balance: i64,
+    tier: Option<String>,
+    /// The member's code as a QR code (SVG), what the cashier scans.
+    barcode_svg: String,
+    barcode_value: String,
     apple_url: Option<String>,
+    /// Android without Google Wallet configured: the `.pkpass` file is offered with how to open it.
+    pkpass_on_android: bool,
     google_url: Option<String>,
     qr_svg: Option<String>,
     welcome: bool,
+    /// Points credited on joining, mentioned on the welcome page.
+    welcome_bonus: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -478,15 +491,55 @@ async fn card_page(
     };
     let page_url = format!("{}/card/{token}", state.config.public_base());
     let colors = &template.design.colors;
+    let welcome = q.welcome.is_some();
+    let extras = async {
+        let images = state.store.template_images(&template.id).await?;
+        let bonus = if welcome {
+            state
+                .store
+                .program_enrollment(&program.id)
+                .await?
+                .welcome_bonus
+        } else {
+            0
+        };
+        Ok::<_, StorageError>((images, bonus))
+    };
+    let (images, bonus) = match extras.await {
+        Ok(x) => x,
+        Err(e) => return page_error(e),
+    };
+    let logo = ["logo@2x.png", "logo.png"].iter().find_map(|want| {
+        images.iter().find(|(n, _)| n == want).map(|(_, bytes)| {
+            format!(
+                "data:image/png;base64,{}",
+                data_encoding::BASE64.encode(bytes)
+            )
+        })
+    });
+    // Android wallet apps open `.pkpass` files too: without Google Wallet, that is the offer.
+    let pkpass_on_android = platform == Platform::Android && state.google.is_none();
     CardPage {
+        tier: program
+            .rules
+            .tier_name(member.tier.as_deref())
+            .map(str::to_string),
         program_name: program.name,
-        member_name: member.display_name,
         background: colors.background.clone(),
         foreground: colors.foreground.clone(),
-        apple_url: (platform != Platform::Android).then(|| state.pass_url(&pass)),
+        label: colors.label.clone(),
+        logo,
+        balance: member.points,
+        barcode_svg: qr_svg_of(&member.barcode, 180),
+        barcode_value: member.barcode.clone(),
+        member_name: member.display_name,
+        apple_url: (platform != Platform::Android || pkpass_on_android)
+            .then(|| state.pass_url(&pass)),
+        pkpass_on_android,
         google_url,
         qr_svg: (platform == Platform::Desktop).then(|| qr_svg_of(&page_url, 240)),
-        welcome: q.welcome.is_some(),
+        welcome,
+        welcome_bonus: (bonus > 0).then_some(bonus),
     }
     .into_response()
 }

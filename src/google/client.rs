@@ -25,6 +25,34 @@ pub enum GoogleError {
     Rejected { status: u16, message: String },
 }
 
+impl GoogleError {
+    /// A short label for metrics, from a bounded set: the HTTP status, `quota`, `config` or
+    /// `unavailable` (no answer).
+    pub fn label(&self) -> String {
+        match self {
+            GoogleError::Config(_) => "config".into(),
+            GoogleError::Quota => "quota".into(),
+            GoogleError::Rejected { status, .. } => status.to_string(),
+            GoogleError::Retry(text) => match text.split(' ').next() {
+                Some(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) => {
+                    code.into()
+                }
+                _ => "unavailable".into(),
+            },
+        }
+    }
+
+    /// The HTTP status when Google refused the request (0: our configuration), `None` for an
+    /// outage or the quota, which pass by waiting.
+    pub fn refused(&self) -> Option<u16> {
+        match self {
+            GoogleError::Config(_) => Some(0),
+            GoogleError::Rejected { status, .. } => Some(*status),
+            GoogleError::Retry(_) | GoogleError::Quota => None,
+        }
+    }
+}
+
 pub struct WalletClient {
     http: reqwest::Client,
     base: String,

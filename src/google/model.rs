@@ -266,8 +266,8 @@ pub fn loyalty_object(
     )
 }
 
-/// One member's card in `state`. The balance is an `int`; the tier rides as secondary points;
-/// the back fields become text modules (at most 10, ids without dots).
+/// One member's card in `state`, without the standing placeholders (tier progress, expiry);
+/// see [`loyalty_object_with`].
 pub fn loyalty_object_in(
     object_id: &str,
     class_id: &str,
@@ -275,6 +275,29 @@ pub fn loyalty_object_in(
     template: &Template,
     member: &Member,
     state: CardState,
+) -> Value {
+    loyalty_object_with(
+        object_id,
+        class_id,
+        program,
+        template,
+        member,
+        state,
+        Default::default(),
+    )
+}
+
+/// One member's card in `state`, with `standing` filling the tier-progress and expiry
+/// placeholders. The balance is an `int`; the tier rides as secondary points; the back fields
+/// become text modules (at most 10, ids without dots).
+pub fn loyalty_object_with(
+    object_id: &str,
+    class_id: &str,
+    program: &Program,
+    template: &Template,
+    member: &Member,
+    state: CardState,
+    standing: crate::domain::template::Standing<'_>,
 ) -> Value {
     let subs = Substitutions {
         balance: member.points,
@@ -286,7 +309,7 @@ pub fn loyalty_object_in(
         external_id: member.external_id.as_deref().unwrap_or(""),
         barcode: &member.barcode,
         program_name: &program.name,
-        standing: Default::default(),
+        standing,
     };
     let design = &template.design;
     // Fields with placeholders differ per member, so they ride on the object; the rest are
@@ -559,6 +582,40 @@ mod tests {
             None
         );
         assert_eq!(super::module_id("store.hours"), "store_hours");
+    }
+
+    #[test]
+    fn standing_placeholders_are_filled_on_the_object() {
+        let mut t = template();
+        t.design.back_fields = vec![
+            field(
+                "progress",
+                "{{points_to_next_tier}} points to {{next_tier}}",
+            ),
+            field("expiry", "{{next_expiry_points}} points lapse"),
+        ];
+        let standing = crate::domain::template::Standing {
+            next_tier: "Gold",
+            points_to_next_tier: 40,
+            next_expiry: Some((1_800_000_000_000, 12)),
+        };
+        let object = loyalty_object_with(
+            "1.o",
+            "1.c",
+            &program("Coffee", "Roasters"),
+            &t,
+            &member(),
+            CardState::Active,
+            standing,
+        );
+        let bodies: Vec<&str> = object["textModulesData"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["body"].as_str())
+            .collect();
+        assert!(bodies.contains(&"40 points to Gold"), "{bodies:?}");
+        assert!(bodies.contains(&"12 points lapse"), "{bodies:?}");
     }
 
     #[test]

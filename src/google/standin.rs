@@ -2,7 +2,8 @@
 //! checks (`google-wallet.md` §8), for tests and demos: the JWT-bearer grant (signature with
 //! the service account's public key, audience, scope, lifetime), the Bearer token on every call,
 //! resource ids, required fields, insert/409, patch/404, merge-on-PATCH and replace-on-PUT, and
-//! the 3-notifications-per-24 h quota.
+//! the 3-notifications-per-24 h quota. Tests inject outages (503), refusals (400) and lost
+//! classes (remove one from `Recorded::classes`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +40,11 @@ pub struct Recorded {
     pub notifications: HashMap<String, usize>,
     /// Answer the next this-many Wallet calls with 503.
     pub fail_next: usize,
+    /// Answer the next this-many Wallet calls with 400 (`invalidArgument`), as Google answers
+    /// a resource it will not take.
+    pub refuse_next: usize,
+    /// Answer every `addMessage` with 400.
+    pub refuse_messages: bool,
     /// What `GET /keys` serves: Google's callback root keys document.
     pub root_keys: Value,
 }
@@ -231,6 +237,14 @@ fn admit(
             StatusCode::SERVICE_UNAVAILABLE,
             "backendError",
             "Backend Error",
+        ));
+    }
+    if r.refuse_next > 0 {
+        r.refuse_next -= 1;
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalidArgument",
+            "Invalid value for the request (injected by the stand-in)",
         ));
     }
     if kind != "loyaltyClass" && kind != "loyaltyObject" {
@@ -536,6 +550,14 @@ async fn add_message(
         return r.into_response();
     }
     let mut r = s.recorded.lock().expect("stand-in lock");
+    if r.refuse_messages {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalidArgument",
+            "Message refused (injected by the stand-in)",
+        )
+        .into_response();
+    }
     let message = body["message"].clone();
     if message["header"].as_str().is_none() || message["body"].as_str().is_none() {
         return error(

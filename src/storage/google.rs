@@ -6,11 +6,17 @@ use std::sync::atomic::Ordering;
 use sqlx::Row;
 
 use super::{Result, Store};
+use crate::domain::google_notify::NotifyPolicy;
 
-/// The UPSERT that queues a member for a Google sync; `?`s are member id, time, time.
+/// The UPSERT that queues a member for a Google sync; `?`s are member id, time, time. A row
+/// whose last try Google refused (`last_status` set) is brought forward: the change may be what
+/// lets it pass, and the card must not wait out the hour behind a change. A row backing off
+/// from an outage keeps its time.
 pub(super) const QUEUE_SQL: &str =
     "INSERT INTO google_pending (member_id, queued_at, available_at) VALUES (?, ?, ?)
-     ON CONFLICT (member_id) DO UPDATE SET queued_at = excluded.queued_at";
+     ON CONFLICT (member_id) DO UPDATE SET queued_at = excluded.queued_at,
+        available_at = CASE WHEN google_pending.last_status IS NOT NULL
+                            THEN excluded.available_at ELSE google_pending.available_at END";
 
 /// A member waiting for its object to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +43,25 @@ pub struct GoogleObject {
     pub class_id: String,
     pub synced_points: i64,
     pub synced_at: i64,
+    /// The pass version (`passes.updated_at`) Google got.
+    pub synced_version: i64,
+    /// The tier id Google shows.
+    pub synced_tier: Option<String>,
+}
+
+/// A member's Google sync status, for the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleSyncStatus {
+    /// A change waits to be written (or a failed write waits for its retry).
+    pub pending: bool,
+    /// Failed tries since the last success.
+    pub attempts: i64,
+    /// Why the last try failed, while the row waits.
+    pub last_error: Option<String>,
+    /// When the next try is due, while the row waits.
+    pub next_attempt_at: Option<i64>,
+    /// Messages Google refused until their attempt limit, with the last reason.
+    pub failed_messages: Vec<(String, String)>,
 }
 
 impl Store {
@@ -124,17 +149,103 @@ impl Store {
         Ok(())
     }
 
-    /// Try `p` again at `at`.
-    pub async fn google_retry(&self, p: &GooglePending, at: i64, error: &str) -> Result<()> {
+    /// Try `p` again at `at`, recording why it failed. `refused` is the HTTP status when Google
+    /// refused the card (0 for our configuration), `None` for an outage: a refused row is
+    /// brought forward by the member's next change (`QUEUE_SQL`), and one that a change
+    /// re-queued while it was in flight is due at once. Only a row this instance holds (or no
+    /// one does) is touched.
+    pub async fn google_retry(
+        &self,
+        p: &GooglePending,
+        at: i64,
+        error: &str,
+        refused: Option<u16>,
+        now: i64,
+    ) -> Result<()> {
         sqlx::query(
-            "UPDATE google_pending SET attempts = attempts + 1, available_at = $2, last_error = $3,
-                    claimed_by = NULL, claimed_until = NULL WHERE member_id = $1",
+            "UPDATE google_pending SET attempts = attempts + 1, last_error = $3, last_status = $4,
+                    available_at = CASE WHEN $4 IS NOT NULL AND queued_at <> $5 THEN $6 ELSE $2 END,
+                    claimed_by = NULL, claimed_until = NULL
+             WHERE member_id = $1 AND (claimed_by IS NULL OR claimed_by = $7)",
         )
         .bind(&p.member_id)
         .bind(at)
         .bind(error)
+        .bind(refused.map(i64::from))
+        .bind(p.queued_at)
+        .bind(now)
+        .bind(self.instance_id())
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Makes refused rows due now (after a fix: a class written again, a restart with new
+    /// configuration), all of them or those of one template's cards.
+    pub async fn google_retry_refused(&self, template_id: Option<&str>, now: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE google_pending SET available_at = $1
+             WHERE last_status IS NOT NULL AND available_at > $1
+               AND (claimed_by IS NULL OR claimed_by = $2)
+               AND ($3 IS NULL OR member_id IN (SELECT member_id FROM passes WHERE template_id = $3))",
+        )
+        .bind(now)
+        .bind(self.instance_id())
+        .bind(template_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The member's sync status: the pending row if any, and messages given up.
+    pub async fn google_sync_status(&self, member_id: &str) -> Result<GoogleSyncStatus> {
+        let row = sqlx::query(
+            "SELECT attempts, last_error, available_at FROM google_pending WHERE member_id = $1",
+        )
+        .bind(member_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let failed = sqlx::query(
+            "SELECT message_id, last_error FROM google_messages
+             WHERE member_id = $1 AND failed_at IS NOT NULL ORDER BY failed_at, message_id",
+        )
+        .bind(member_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let failed_messages = failed
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("message_id")?,
+                    r.try_get::<Option<String>, _>("last_error")?
+                        .unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(match row {
+            Some(r) => GoogleSyncStatus {
+                pending: true,
+                attempts: r.try_get("attempts")?,
+                last_error: r.try_get("last_error")?,
+                next_attempt_at: Some(r.try_get("available_at")?),
+                failed_messages,
+            },
+            None => GoogleSyncStatus {
+                pending: false,
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: None,
+                failed_messages,
+            },
+        })
+    }
+
+    /// Google no longer has the template's class: the next sync inserts it again.
+    pub async fn forget_google_class(&self, template_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM google_classes WHERE template_id = $1")
+            .bind(template_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -276,7 +387,7 @@ impl Store {
                 "UPDATE google_messages SET claimed_by = $3, claimed_until = $4
                  WHERE (message_id, member_id) IN (
                      SELECT message_id, member_id FROM google_messages
-                     WHERE sent_at IS NULL AND available_at <= $1
+                     WHERE sent_at IS NULL AND failed_at IS NULL AND available_at <= $1
                        AND (claimed_until IS NULL OR claimed_until <= $1)
                      ORDER BY available_at, message_id, member_id LIMIT $2
                      FOR UPDATE SKIP LOCKED)
@@ -291,7 +402,7 @@ impl Store {
         } else {
             sqlx::query(
                 "SELECT message_id, member_id, header, body, attempts FROM google_messages
-                 WHERE sent_at IS NULL AND available_at <= $1
+                 WHERE sent_at IS NULL AND failed_at IS NULL AND available_at <= $1
                  ORDER BY available_at, message_id, member_id LIMIT $2",
             )
             .bind(now)
@@ -343,14 +454,45 @@ impl Store {
         Ok(())
     }
 
-    pub async fn google_message_retry(&self, m: &GoogleMessage, at: i64) -> Result<()> {
+    /// Try `m` again at `at`; only a row this instance holds (or no one does) is touched.
+    pub async fn google_message_retry(
+        &self,
+        m: &GoogleMessage,
+        at: i64,
+        error: &str,
+    ) -> Result<()> {
         sqlx::query(
-            "UPDATE google_messages SET attempts = attempts + 1, available_at = $3, claimed_by = NULL, claimed_until = NULL
-             WHERE message_id = $1 AND member_id = $2",
+            "UPDATE google_messages SET attempts = attempts + 1, available_at = $3, last_error = $4,
+                    claimed_by = NULL, claimed_until = NULL
+             WHERE message_id = $1 AND member_id = $2 AND (claimed_by IS NULL OR claimed_by = $5)",
         )
         .bind(&m.message_id)
         .bind(&m.member_id)
         .bind(at)
+        .bind(error)
+        .bind(self.instance_id())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives `m` up (its attempt limit is reached): kept with the reason, never sent again.
+    pub async fn google_message_failed(
+        &self,
+        m: &GoogleMessage,
+        error: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE google_messages SET attempts = attempts + 1, failed_at = $3, last_error = $4,
+                    claimed_by = NULL, claimed_until = NULL
+             WHERE message_id = $1 AND member_id = $2 AND (claimed_by IS NULL OR claimed_by = $5)",
+        )
+        .bind(&m.message_id)
+        .bind(&m.member_id)
+        .bind(now)
+        .bind(error)
+        .bind(self.instance_id())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -359,7 +501,10 @@ impl Store {
     /// Forgets messages added to their cards before `before` (a retry of an older request
     /// would queue its message again; the same window as idempotency keys).
     pub async fn purge_sent_google_messages(&self, before: i64) -> Result<()> {
-        sqlx::query("DELETE FROM google_messages WHERE sent_at IS NOT NULL AND sent_at < $1")
+        sqlx::query(
+            "DELETE FROM google_messages
+             WHERE (sent_at IS NOT NULL AND sent_at < $1) OR (failed_at IS NOT NULL AND failed_at < $1)",
+        )
             .bind(before)
             .execute(&self.pool)
             .await?;
@@ -387,6 +532,8 @@ impl Store {
                 class_id: r.try_get("class_id")?,
                 synced_points: r.try_get("synced_points")?,
                 synced_at: r.try_get("synced_at")?,
+                synced_version: r.try_get("synced_version")?,
+                synced_tier: r.try_get("synced_tier")?,
             })
         })
         .transpose()
@@ -401,14 +548,18 @@ impl Store {
     ) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO google_objects (member_id, object_id, class_id, synced_points, synced_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (member_id) DO UPDATE SET class_id = excluded.class_id, synced_points = excluded.synced_points, synced_at = excluded.synced_at",
+            "INSERT INTO google_objects (member_id, object_id, class_id, synced_points, synced_at, synced_version, synced_tier)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (member_id) DO UPDATE SET class_id = excluded.class_id, synced_points = excluded.synced_points,
+                 synced_at = excluded.synced_at, synced_version = excluded.synced_version, synced_tier = excluded.synced_tier",
         )
         .bind(member_id)
         .bind(&o.object_id)
         .bind(&o.class_id)
         .bind(o.synced_points)
         .bind(o.synced_at)
+        .bind(o.synced_version)
+        .bind(&o.synced_tier)
         .execute(&mut *tx)
         .await?;
         if notified {
@@ -443,4 +594,57 @@ pub(super) fn numbered(sql: &str) -> String {
         out.push_str(&format!("${}{part}", i + 1));
     }
     out
+}
+
+impl Store {
+    /// The program's Google notification policy; the default when none was set.
+    pub async fn google_notify_policy(&self, program_id: &str) -> Result<NotifyPolicy> {
+        let row = sqlx::query(
+            "SELECT on_redemption, on_tier, min_points FROM google_notify_policies WHERE program_id = $1",
+        )
+        .bind(program_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map_or(Ok(NotifyPolicy::default()), |r| {
+            Ok(NotifyPolicy {
+                on_redemption: r.try_get::<i64, _>("on_redemption")? != 0,
+                on_tier_change: r.try_get::<i64, _>("on_tier")? != 0,
+                min_points: r.try_get("min_points")?,
+            })
+        })
+    }
+
+    pub async fn set_google_notify_policy(
+        &self,
+        program_id: &str,
+        p: &NotifyPolicy,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO google_notify_policies (program_id, on_redemption, on_tier, min_points, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (program_id) DO UPDATE SET on_redemption = excluded.on_redemption,
+                 on_tier = excluded.on_tier, min_points = excluded.min_points, updated_at = excluded.updated_at",
+        )
+        .bind(program_id)
+        .bind(i64::from(p.on_redemption))
+        .bind(i64::from(p.on_tier_change))
+        .bind(p.min_points)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the member redeemed points after `since` (the last sync).
+    pub async fn redeemed_since(&self, member_id: &str, since: i64) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM ledger_entries WHERE member_id = $1 AND kind = 'redeem' AND created_at > $2",
+        )
+        .bind(member_id)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(super::rows::int(&row, "n")? > 0)
+    }
 }

@@ -27,7 +27,7 @@ mod throttles;
 pub use api_keys::{ApiKeyRecord, Role};
 pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};
 pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
-pub use google::{GoogleMessage, GoogleObject, GooglePending};
+pub use google::{GoogleMessage, GoogleObject, GooglePending, GoogleSyncStatus};
 pub use ledger::{Actor, MemberStanding, OutboxRow};
 pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};

@@ -86,11 +86,22 @@
     return el;
   };
 
+  // The sample member's code: a real QR code drawn by the server; other formats are shown as
+  // their shape only (the pass itself carries the real barcode).
+  const qr = document.getElementById("sample-qr");
   const barcodeBox = (cls) => {
     const format = val("barcode_format");
     const box = h("div", cls);
-    box.append(h("div", `code code-${format}`, ""));
-    box.firstChild.setAttribute("aria-label", `${format} barcode`);
+    const svg = format === "qr" && qr ? qr.content.querySelector("svg") : null;
+    if (svg) {
+      const code = h("div", "code-real");
+      code.append(svg.cloneNode(true));
+      box.append(code);
+    } else {
+      box.append(h("div", `code code-${format}`, ""));
+    }
+    box.firstChild.setAttribute("role", "img");
+    box.firstChild.setAttribute("aria-label", `${format} barcode of ${sample.values.barcode}`);
     if (form.elements.namedItem("barcode_show").checked) {
       const alt = val("barcode_alt");
       box.append(h("div", "code-text", alt ? fill(alt) : sample.values.barcode));
@@ -127,7 +138,8 @@
     const head = h("div", "g-head");
     if (images.icon) head.append(img("icon", "g-logo", "program logo"));
     head.append(h("div", "g-issuer", sample.organization));
-    const title = h("div", "g-title", val("logo_text") || sample.values.program_name);
+    // Google titles the card with the class's programName, whatever the Apple logo text says.
+    const title = h("div", "g-title", sample.values.program_name);
     const row = h("div", "g-row");
     const balance = [...fields("primary_fields"), ...fields("secondary_fields"), ...fields("header_fields"), ...fields("auxiliary_fields")]
       .find((f) => /^\{\{\s*balance\s*\}\}$/.test(f.value));
@@ -143,7 +155,37 @@
     google.replaceChildren(...parts);
   }
 
-  const render = () => { renderApple(); renderGoogle(); };
+  // The back of the Apple card: the back fields, then the website and terms, as Wallet lists them.
+  const appleBack = document.getElementById("apple-back");
+  const backItems = () => {
+    const items = fields("back_fields").map((f) => ({ label: f.label, value: shown(f) }));
+    const web = val("info.website");
+    if (web) items.push({ label: "Website", value: web });
+    const terms = val("info.terms");
+    if (terms) items.push({ label: "Terms and conditions", value: terms });
+    return items;
+  };
+  function renderBack() {
+    if (!appleBack) return;
+    const list = h("dl", "ab-list");
+    backItems().forEach((i) => list.append(h("dt", "ab-label", i.label), h("dd", "ab-value", i.value)));
+    appleBack.replaceChildren(h("div", "ab-title", val("description") || "Card details"), list);
+  }
+
+  // Google's details view: titled with programName, the back fields as text modules.
+  const googleDetails = document.getElementById("google-details");
+  function renderDetails() {
+    if (!googleDetails) return;
+    const parts = [h("div", "gd-title", sample.values.program_name), h("div", "gd-issuer", sample.organization)];
+    backItems().forEach((i) => {
+      const m = h("div", "gd-module");
+      m.append(h("div", "gd-header", i.label), h("div", "gd-body", i.value));
+      parts.push(m);
+    });
+    googleDetails.replaceChildren(...parts);
+  }
+
+  const render = () => { renderApple(); renderBack(); renderGoogle(); renderDetails(); };
 
   // Live checks: the server runs the same checks as publishing, on the unsaved form.
   let timer = null;

@@ -111,6 +111,41 @@ async fn a_marketer_designs_and_publishes_a_template(db: TestDb) {
         assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
     }
 
+    // The preview draws the sample member's real QR code, the back of the Apple card and
+    // Google's details view.
+    let (_, preview) = staff.get(&format!("/staff/templates/{id}")).await;
+    assert!(
+        preview.contains(r#"<template id="sample-qr"><?xml"#)
+            || preview.contains(r#"<template id="sample-qr"><svg"#)
+    );
+    assert!(preview.contains(r#"id="apple-back""#) && preview.contains(r#"id="google-details""#));
+
+    // Text as dark as the background (1.0:1) is an error, which blocks publishing.
+    let mut dark = form.clone();
+    let background = dark
+        .iter()
+        .find(|(k, _)| k == "color_background")
+        .unwrap()
+        .1
+        .clone();
+    set_field(&mut dark, "color_foreground", &background);
+    let r = staff
+        .post_pairs(&format!("/staff/templates/{id}/check"), &dark)
+        .await;
+    let checks: serde_json::Value = r.json().await.unwrap();
+    let contrast = checks["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "colors.foreground")
+        .expect("a contrast finding");
+    assert_eq!(contrast["severity"], "error", "{contrast}");
+    let r = staff
+        .post_pairs(&format!("/staff/templates/{id}/publish"), &dark)
+        .await;
+    assert_eq!(r.status(), 422, "unreadable text is not published");
+    assert_eq!(store.get_template(&id).await.unwrap().version, 0);
+
     // Live checks: a fifth secondary+auxiliary field is an error at the secondary fields.
     for i in 1..4 {
         set_field(

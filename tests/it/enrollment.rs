@@ -197,6 +197,7 @@ async fn joining_records_consent_and_never_hands_over_a_members_card(db: TestDb)
         "/passes/{}.pkpass?token={}",
         pass.serial_number, pass.authentication_token
     );
+    // Without Google Wallet, Android gets the `.pkpass` file too, with how to open it.
     for (ua, apple, qr) in [
         (
             "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) Safari/604.1",
@@ -205,7 +206,7 @@ async fn joining_records_consent_and_never_hands_over_a_members_card(db: TestDb)
         ),
         (
             "Mozilla/5.0 (Linux; Android 15) Chrome/130 Mobile",
-            false,
+            true,
             false,
         ),
         ("Mozilla/5.0 (X11; Linux x86_64) Chrome/130", true, true),
@@ -220,7 +221,20 @@ async fn joining_records_consent_and_never_hands_over_a_members_card(db: TestDb)
             .await
             .unwrap();
         assert_eq!(html.contains(&pass_link), apple, "{ua}");
-        assert_eq!(html.contains("<svg"), qr, "{ua}");
+        assert_eq!(html.contains(r#"id="qr""#), qr, "{ua}");
+        assert_eq!(
+            html.contains(r#"id="android-help""#),
+            ua.contains("Android"),
+            "{ua}"
+        );
+        // The card itself: balance, the code as a QR code and in text, the welcome bonus.
+        assert!(html.contains(r#"<dd id="balance">25</dd>"#), "{ua}");
+        assert!(html.contains(r#"id="barcode""#) && html.contains("<svg"));
+        assert!(html.contains(&member.barcode), "{ua}");
+        assert!(
+            html.contains("welcome bonus of 25 points"),
+            "the join lands on ?welcome: {card}"
+        );
         assert!(
             !html.contains(r#"id="google""#),
             "no Google button without Google Wallet"

@@ -707,3 +707,287 @@ async fn the_class_speaks_googles_formats_and_shows_the_uploaded_logo(db: TestDb
 }
 
 on_both_backends!(the_class_speaks_googles_formats_and_shows_the_uploaded_logo);
+
+/// The member's Google status from the API.
+async fn google_status(app: &TestApp, member_id: &str) -> Value {
+    let r = app
+        .get_bytes(&format!("/api/v1/members/{member_id}/google"))
+        .await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Polls the member's Google status until `cond` holds; returns it.
+async fn status_until(
+    app: &TestApp,
+    member_id: &str,
+    what: &str,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..250 {
+        let status = google_status(app, member_id).await;
+        if cond(&status) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn metrics_text(app: &TestApp) -> String {
+    let mut out = String::new();
+    app.state.store.metrics().render(&mut out);
+    out
+}
+
+/// A change Google refuses (400) is recorded on the member's row, shown in the API and counted;
+/// it would wait an hour, but the member's next change brings the card forward at once.
+async fn a_refused_card_catches_up_on_its_next_change(db: TestDb) {
+    let (app, standin, _) = google_app(db).await;
+    let member = issue_member(&app, "coffee").await;
+    let member_id = member["id"].as_str().unwrap();
+    let object_id = format!("{ISSUER}.tessera-m-{member_id}");
+    synced(&app, member_id).await;
+    let path = format!("/api/v1/members/{member_id}/transactions");
+
+    standin.recorded().refuse_next = 1;
+    let (s, _) = app
+        .post_idem(&path, "e1", json!({"type": "earn", "points": 10}))
+        .await;
+    assert_eq!(s, 201);
+    let failing = status_until(&app, member_id, "the refusal in the API", |s| {
+        s["last_error"].as_str().is_some()
+    })
+    .await;
+    assert_eq!(failing["pending"], true, "{failing}");
+    assert_eq!(failing["attempts"], 1);
+    assert!(
+        failing["last_error"].as_str().unwrap().contains("(400)"),
+        "{failing}"
+    );
+    assert!(
+        failing["next_attempt_at"].as_i64().unwrap() > tessera::domain::now_ms() + 1_800_000,
+        "alone, a refused card waits: {failing}"
+    );
+    assert_eq!(object_balance(&standin, &object_id), Some(0));
+    assert!(
+        metrics_text(&app)
+            .contains("tessera_google_sync_failures_total{what=\"object\",reason=\"400\"} 1"),
+        "{}",
+        metrics_text(&app)
+    );
+
+    let (s, _) = app
+        .post_idem(&path, "e2", json!({"type": "earn", "points": 5}))
+        .await;
+    assert_eq!(s, 201);
+    eventually("the card brought forward by the change", || {
+        object_balance(&standin, &object_id) == Some(15)
+    })
+    .await;
+    let caught_up = status_until(&app, member_id, "the cleared status", |s| {
+        s["pending"] == false
+    })
+    .await;
+    assert_eq!(caught_up["last_error"], Value::Null, "{caught_up}");
+    assert_eq!(caught_up["synced_points"], 15);
+    let pass = app.state.store.pass_for_member(member_id).await.unwrap();
+    assert_eq!(caught_up["synced_version"], pass.updated_at, "{caught_up}");
+}
+
+on_both_backends!(a_refused_card_catches_up_on_its_next_change);
+
+/// A class Google no longer has (404 on the object's write) is created again, then the object.
+#[tokio::test]
+async fn a_class_google_lost_is_created_again() {
+    let (app, standin, _) = google_app(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    let member_id = member["id"].as_str().unwrap();
+    let object_id = format!("{ISSUER}.tessera-m-{member_id}");
+    synced(&app, member_id).await;
+    let class_id = {
+        let mut r = standin.recorded();
+        let class_id = r.objects[&object_id]["classId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        r.classes.remove(&class_id).expect("the class was written");
+        class_id
+    };
+    let (s, _) = app
+        .post_idem(
+            &format!("/api/v1/members/{member_id}/transactions"),
+            "e1",
+            json!({"type": "earn", "points": 7}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    eventually("the object after the class came back", || {
+        object_balance(&standin, &object_id) == Some(7)
+    })
+    .await;
+    let r = standin.recorded();
+    assert_eq!(r.classes[&class_id]["reviewStatus"], "APPROVED");
+    let inserts = r
+        .calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path == "/loyaltyClass")
+        .count();
+    assert_eq!(inserts, 2, "inserted at join and again after the loss");
+}
+
+/// Posts a message to one member's card with the admin key.
+async fn message(app: &TestApp, member_id: &str, key: &str, header: &str) {
+    let (s, body) = app
+        .post_idem(
+            &format!("/api/v1/members/{member_id}/google/messages"),
+            key,
+            json!({"header": header, "body": "Something to read."}),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+}
+
+fn add_message_calls(standin: &GoogleStandIn) -> usize {
+    standin
+        .recorded()
+        .calls
+        .iter()
+        .filter(|c| c.path.ends_with("/addMessage"))
+        .count()
+}
+
+/// Eleven messages leave Google's ten, the oldest gone; a message Google refuses is tried
+/// `MESSAGE_ATTEMPTS` times, then given up and shown in the API, and later ones still go out.
+#[tokio::test]
+async fn messages_keep_googles_limit_and_refused_ones_stop() {
+    let (app, standin, _) = google_app(TestDb::sqlite().await).await;
+    let member = issue_member(&app, "coffee").await;
+    let member_id = member["id"].as_str().unwrap();
+    let object_id = format!("{ISSUER}.tessera-m-{member_id}");
+    synced(&app, member_id).await;
+    let headers = |standin: &GoogleStandIn| -> Vec<String> {
+        standin.recorded().objects[&object_id]["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m["header"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for i in 0..11 {
+        message(&app, member_id, &format!("k{i}"), &format!("Message {i}")).await;
+        let expected = format!("Message {i}");
+        eventually("the message on the card", || {
+            headers(&standin).contains(&expected)
+        })
+        .await;
+    }
+    let on_card = headers(&standin);
+    assert_eq!(on_card.len(), 10, "{on_card:?}");
+    assert!(
+        !on_card.contains(&"Message 0".to_string()),
+        "the oldest went"
+    );
+
+    standin.recorded().refuse_messages = true;
+    let before = add_message_calls(&standin);
+    message(&app, member_id, "refused", "Refused").await;
+    let status = status_until(&app, member_id, "the message given up", |s| {
+        s["failed_messages"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+    })
+    .await;
+    assert!(
+        status["failed_messages"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("(400)"),
+        "{status}"
+    );
+    assert_eq!(
+        add_message_calls(&standin) - before,
+        tessera::google::sync::MESSAGE_ATTEMPTS as usize
+    );
+    standin.recorded().refuse_messages = false;
+    message(&app, member_id, "after", "After").await;
+    eventually("the next message", || {
+        headers(&standin).contains(&"After".to_string())
+    })
+    .await;
+    assert_eq!(
+        add_message_calls(&standin) - before,
+        tessera::google::sync::MESSAGE_ATTEMPTS as usize + 1,
+        "the refused message was not tried again"
+    );
+    assert!(!headers(&standin).contains(&"Refused".to_string()));
+    assert!(
+        metrics_text(&app)
+            .contains("tessera_google_sync_failures_total{what=\"message\",reason=\"400\"} 5")
+    );
+}
+
+/// A program's notification policy: small earns update the card silently, a large one and a
+/// redemption notify.
+async fn the_programs_policy_picks_the_notifying_changes(db: TestDb) {
+    let (app, standin, _) = google_app(db).await;
+    let member = issue_member(&app, "coffee").await;
+    let member_id = member["id"].as_str().unwrap();
+    let program_id = member["program_id"].as_str().unwrap();
+    let object_id = format!("{ISSUER}.tessera-m-{member_id}");
+    synced(&app, member_id).await;
+    let policy_path = format!("/api/v1/programs/{program_id}/google/notifications");
+    let default = app.get_bytes(&policy_path).await;
+    assert_eq!(default.status(), 200);
+    assert_eq!(
+        default.json::<Value>().await.unwrap(),
+        json!({"on_redemption": true, "on_tier_change": true, "min_points": 1})
+    );
+    let r = app
+        .client
+        .put(app.url(&policy_path))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"on_redemption": true, "on_tier_change": false, "min_points": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bad = app
+        .client
+        .put(app.url(&policy_path))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({"on_redemption": true, "on_tier_change": false, "min_points": -1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let path = format!("/api/v1/members/{member_id}/transactions");
+    for (i, (body, balance, notifies)) in [
+        (json!({"type": "earn", "points": 10}), 10, false),
+        (json!({"type": "earn", "points": 60}), 70, true),
+        (json!({"type": "redeem", "points": 5}), 65, true),
+        (json!({"type": "earn", "points": 1}), 66, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (s, answer) = app.post_idem(&path, &format!("p{i}"), body).await;
+        assert_eq!(s, 201, "{answer}");
+        eventually("the balance at Google", || {
+            object_balance(&standin, &object_id) == Some(balance)
+        })
+        .await;
+        let r = standin.recorded();
+        let patch = r
+            .calls
+            .iter()
+            .rev()
+            .find(|c| c.method == "PATCH" && c.path.ends_with(&object_id))
+            .unwrap();
+        assert_eq!(patch.notify.is_some(), notifies, "change {i}");
+    }
+}
+
+on_both_backends!(the_programs_policy_picks_the_notifying_changes);

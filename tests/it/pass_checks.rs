@@ -261,6 +261,96 @@ pub fn check_store_card_rules(pass: &Value) {
             .map_or(0, Vec::len)
             <= 10
     );
+    // Apple's Pass reference: the store card keys' types and their dependencies.
+    if let Some(v) = pass.get("sharingProhibited") {
+        assert!(v.is_boolean());
+    }
+    if let Some(ids) = pass.get("associatedStoreIdentifiers") {
+        assert!(ids.as_array().unwrap().iter().all(Value::is_u64), "{ids}");
+    }
+    if let Some(url) = pass.get("appLaunchURL") {
+        assert!(url.as_str().unwrap().contains("://"));
+        assert!(
+            pass.get("associatedStoreIdentifiers").is_some(),
+            "appLaunchURL needs associatedStoreIdentifiers"
+        );
+    }
+    for d in pass
+        .get("relevantDates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for k in ["startDate", "endDate"] {
+            let t = d[k].as_str().unwrap();
+            assert!(t.len() >= 16 && t.as_bytes()[10] == b'T', "{k}: {t}");
+        }
+    }
+    if let Some(nfc) = pass.get("nfc") {
+        assert!(nfc["message"].as_str().unwrap().len() <= 64);
+        assert!(nfc["encryptionPublicKey"].is_string());
+    }
+}
+
+/// A template with every store-card key Apple documents, issued through the API: the pass is
+/// signed, verifies with the `openssl` CLI and carries the keys.
+#[tokio::test]
+async fn a_pass_with_the_store_card_keys_verifies() {
+    use crate::helpers::{TestApp, TestDb, program_body, template_body};
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    let (s, program) = app.post("/api/v1/programs", program_body("coffee")).await;
+    assert_eq!(s, 201, "{program}");
+    let pid = program["id"].as_str().unwrap();
+    let mut template = template_body();
+    template["design"]["apple"] = serde_json::json!({
+        "sharing_prohibited": true,
+        "associated_store_identifiers": [284882215],
+        "app_launch_url": "coffee://card",
+        "relevant_dates": [{"start": "2026-12-24T08:00:00+01:00", "end": "2026-12-24T18:00:00+01:00"}],
+        "validity_days": 365,
+        "nfc_encryption_public_key": "MDkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDIgACAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+    });
+    let (s, t) = app
+        .post(
+            &format!("/api/v1/programs/{pid}/templates"),
+            template.clone(),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let (s, member) = app
+        .post(
+            &format!("/api/v1/programs/{pid}/members"),
+            serde_json::json!({"display_name": "Ada Lovelace"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{member}");
+    let r = app.member_pass(&member).await;
+    assert_eq!(r.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let pass = verify_pkpass(&r.bytes().await.unwrap(), &app.root_ca(), dir.path());
+    assert_eq!(pass["sharingProhibited"], true);
+    assert_eq!(
+        pass["associatedStoreIdentifiers"],
+        serde_json::json!([284882215])
+    );
+    assert_eq!(pass["appLaunchURL"], "coffee://card");
+    assert_eq!(
+        pass["relevantDates"][0]["startDate"],
+        "2026-12-24T08:00:00+01:00"
+    );
+    assert!(pass["expirationDate"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(pass["nfc"]["message"], member["barcode"]);
+
+    // An app URL without the app it opens is refused, naming the key.
+    template["design"]["apple"] = serde_json::json!({"app_launch_url": "coffee://card"});
+    let (s, refused) = app
+        .post(&format!("/api/v1/programs/{pid}/templates"), template)
+        .await;
+    assert_eq!(s, 400, "{refused}");
+    assert!(
+        refused.to_string().contains("associated_store_identifiers"),
+        "{refused}"
+    );
 }
 
 /// A voided pass with an expiration date, signed with a throwaway CA and checked with the

@@ -38,6 +38,9 @@ pub struct ImagesPresent {
 /// Foreground and label contrast below these (WCAG 2 AA for text, and for large text) warn.
 const MIN_TEXT_CONTRAST: f64 = 4.5;
 const MIN_LABEL_CONTRAST: f64 = 3.0;
+/// Text or labels below this contrast (WCAG's floor for large text) cannot be read: an error
+/// that blocks publishing.
+const MIN_READABLE_CONTRAST: f64 = 3.0;
 /// Characters that fit, per area, before Wallet cuts the text with an ellipsis.
 const LOGO_TEXT_BUDGET: usize = 20;
 const LOGO_TEXT_BUDGET_WITH_LOGO: usize = 12;
@@ -88,6 +91,47 @@ pub fn pre_publish(design: &TemplateDesign, images: ImagesPresent, now_ms: i64) 
             severity: Severity::Error,
         });
     }
+    let colors = &design.colors;
+    if let (Some(bg), Some(fg), Some(label)) = (
+        Rgb::parse(&colors.background),
+        Rgb::parse(&colors.foreground),
+        Rgb::parse(&colors.label),
+    ) {
+        for (field, what, contrast, enough) in [
+            (
+                "colors.foreground",
+                "text",
+                fg.contrast(bg),
+                MIN_TEXT_CONTRAST,
+            ),
+            (
+                "colors.label",
+                "labels",
+                label.contrast(bg),
+                MIN_LABEL_CONTRAST,
+            ),
+        ] {
+            if contrast < enough {
+                let severity = if contrast < MIN_READABLE_CONTRAST {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                };
+                out.push(Finding {
+                    field: field.into(),
+                    message: format!(
+                        "{what} on the background has a contrast of {contrast:.1}:1; at least {enough}:1 keeps it readable{}",
+                        if severity == Severity::Error {
+                            format!(", and below {MIN_READABLE_CONTRAST}:1 the card cannot be published")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    severity,
+                });
+            }
+        }
+    }
     let mut warn = |field: &str, message: String| {
         out.push(Finding {
             field: field.to_string(),
@@ -95,31 +139,6 @@ pub fn pre_publish(design: &TemplateDesign, images: ImagesPresent, now_ms: i64) 
             severity: Severity::Warning,
         })
     };
-    let colors = &design.colors;
-    if let (Some(bg), Some(fg), Some(label)) = (
-        Rgb::parse(&colors.background),
-        Rgb::parse(&colors.foreground),
-        Rgb::parse(&colors.label),
-    ) {
-        let text = fg.contrast(bg);
-        if text < MIN_TEXT_CONTRAST {
-            warn(
-                "colors.foreground",
-                format!(
-                    "text on the background has a contrast of {text:.1}:1; at least {MIN_TEXT_CONTRAST}:1 keeps it readable"
-                ),
-            );
-        }
-        let l = label.contrast(bg);
-        if l < MIN_LABEL_CONTRAST {
-            warn(
-                "colors.label",
-                format!(
-                    "labels on the background have a contrast of {l:.1}:1; at least {MIN_LABEL_CONTRAST}:1 keeps them readable"
-                ),
-            );
-        }
-    }
     let subs = sample_substitutions("Program", now_ms);
     let shown = |v: &str| match subs.fill(v) {
         FieldValue::Number(n) => crate::domain::grouped(n),
@@ -308,17 +327,34 @@ mod tests {
     }
 
     #[test]
-    fn low_contrast_warns_on_the_colour_it_concerns() {
+    fn unreadable_contrast_blocks_publishing_and_low_contrast_warns() {
         let mut d = crate::demo::design();
         d.colors.foreground = "#4a4f5a".into();
         d.colors.label = "#505560".into();
         let f = pre_publish(&d, ALL, 0);
         assert_eq!(
-            fields_named(&f, Severity::Warning),
-            ["colors.foreground", "colors.label"]
+            fields_named(&f, Severity::Error),
+            ["colors.foreground", "colors.label"],
+            "below 3:1"
         );
-        assert!(f[0].message.contains(":1"), "{}", f[0].message);
+        assert!(
+            f[0].message.contains("cannot be published"),
+            "{}",
+            f[0].message
+        );
+        assert_eq!(errors(&f).count(), 2);
+
+        // Readable but below WCAG AA for text: a warning only.
+        d.colors.background = "#3c414c".into();
+        d.colors.foreground = "#a0a4ab".into();
+        d.colors.label = "#c8c8c8".into();
+        let f = pre_publish(&d, ALL, 0);
+        assert_eq!(fields_named(&f, Severity::Warning), ["colors.foreground"]);
         assert_eq!(fields_named(&f, Severity::Error), Vec::<String>::new());
+        // The same colour as the background (1.0:1): an error.
+        d.colors.foreground = d.colors.background.clone();
+        let f = pre_publish(&d, ALL, 0);
+        assert_eq!(fields_named(&f, Severity::Error), ["colors.foreground"]);
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn design() -> TemplateDesign {
         locations: vec![],
         info: Default::default(),
         translations: Default::default(),
+        apple: Default::default(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::domain::template::apple::MAX_NFC_MESSAGE;
 use crate::domain::template::{FieldSpec, FieldValue, Standing, Substitutions, ValueFormat};
 use crate::domain::{BarcodeFormat, CardState, Member, Pass, Program, Template};
 
@@ -47,7 +48,32 @@ struct PassJson<'a> {
     expiration_date: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     voided: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sharing_prohibited: bool,
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    associated_store_identifiers: &'a [u64],
+    #[serde(rename = "appLaunchURL", skip_serializing_if = "Option::is_none")]
+    app_launch_url: Option<&'a str>,
+    /// iOS 18 and later; storeCards take no `relevantDate`, so older iOS has no fallback here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    relevant_dates: Vec<RelevantDate<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nfc: Option<Nfc<'a>>,
     store_card: StoreCard,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RelevantDate<'a> {
+    start_date: &'a str,
+    end_date: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Nfc<'a> {
+    message: &'a str,
+    encryption_public_key: &'a str,
 }
 
 #[derive(Serialize)]
@@ -186,8 +212,37 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
                 relevant_text: l.relevant_text.as_deref(),
             })
             .collect(),
-        expiration_date: c.expires_at.and_then(w3c_instant),
+        // The card's own end (issue 16) first, else the template's validity from issue.
+        expiration_date: c
+            .expires_at
+            .or_else(|| {
+                let days = i64::from(design.apple.validity_days?);
+                c.pass.created_at.checked_add(days * 86_400_000)
+            })
+            .and_then(w3c_instant),
         voided: c.state == CardState::Inactive,
+        sharing_prohibited: design.apple.sharing_prohibited,
+        associated_store_identifiers: &design.apple.associated_store_identifiers,
+        app_launch_url: design.apple.app_launch_url.as_deref(),
+        relevant_dates: design
+            .apple
+            .relevant_dates
+            .iter()
+            .map(|d| RelevantDate {
+                start_date: &d.start,
+                end_date: &d.end,
+            })
+            .collect(),
+        // The barcode value is the NFC message; Apple allows 64 bytes.
+        nfc: design
+            .apple
+            .nfc_encryption_public_key
+            .as_deref()
+            .filter(|_| c.member.barcode.len() <= MAX_NFC_MESSAGE)
+            .map(|key| Nfc {
+                message: &c.member.barcode,
+                encryption_public_key: key.trim(),
+            }),
         store_card: StoreCard {
             header_fields: fields(&design.header_fields),
             primary_fields: fields(&design.primary_fields),

@@ -255,3 +255,61 @@ fn an_ended_card_is_voided_and_a_validity_is_an_expiration_date() {
         serde_json::to_string_pretty(&expiring).unwrap()
     );
 }
+
+#[test]
+fn the_store_card_keys_of_a_template_reach_pass_json() {
+    use crate::domain::template::apple::{AppleSettings, RelevantInterval};
+    let (program, mut template, member, mut pass) = fixture();
+    template.design.apple = AppleSettings {
+        sharing_prohibited: true,
+        associated_store_identifiers: vec![284882215],
+        app_launch_url: Some("coffee://card/open".into()),
+        relevant_dates: vec![RelevantInterval {
+            start: "2026-12-24T08:00:00+01:00".into(),
+            end: "2026-12-24T18:00:00+01:00".into(),
+        }],
+        validity_days: Some(365),
+        nfc_encryption_public_key: Some(
+            "MDkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDIgACAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
+                .into(),
+        ),
+    };
+    template.design = template.design.validate().unwrap();
+    // Issued 2026-01-01 00:00 UTC: valid for 365 days.
+    pass.created_at = 1_767_225_600_000;
+    let render = |expires_at| {
+        let bytes = pass_json::render(&PassContent {
+            program: &program,
+            template: &template,
+            member: &member,
+            pass: &pass,
+            web_service_url: "https://passes.example.com/passkit",
+            standing: Default::default(),
+            state: crate::domain::CardState::Active,
+            expires_at,
+        });
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    };
+    let json = render(None);
+    assert_eq!(json["expirationDate"], "2027-01-01T00:00:00Z");
+    assert_eq!(json["nfc"]["message"], member.barcode);
+    insta::assert_snapshot!(
+        "pass_json_store_card_keys",
+        serde_json::to_string_pretty(&json).unwrap()
+    );
+    // The card's own end wins over the template's validity.
+    assert_eq!(
+        render(Some(1_798_718_400_000))["expirationDate"],
+        "2026-12-31T12:00:00Z"
+    );
+    let plain = serde_json::to_string(&render_in(crate::domain::CardState::Active, None)).unwrap();
+    for key in [
+        "sharingProhibited",
+        "associatedStoreIdentifiers",
+        "appLaunchURL",
+        "relevantDates",
+        "nfc",
+    ] {
+        assert!(!plain.contains(key), "{key} only when the template sets it");
+    }
+}
