@@ -113,24 +113,28 @@ impl AppState {
         })
     }
 
-    /// A member's personal install link and when it expires (seconds since the epoch).
-    pub fn install_url(&self, member_id: &str) -> (String, i64) {
+    /// A member's personal install link for their card of this `generation` (how many times
+    /// it was reissued: `Store::card_generations`) and when it expires (seconds since the epoch).
+    pub fn install_url(&self, member_id: &str, generation: i64) -> (String, i64) {
         let expires_at = crate::domain::now_ms() / 1000
             + i64::from(self.config.enrollment.install_link_days.max(1)) * 86_400;
-        let token = self.links.sign(member_id, expires_at);
+        let token = self
+            .links
+            .sign_generation(member_id, expires_at, generation);
         (
             format!("{}/card/{token}", self.config.public_base()),
             expires_at,
         )
     }
 
-    /// The plain-GET link that downloads a member's pass; the token is the pass's own secret.
+    /// The plain-GET link that downloads a member's pass: its download token, never the PassKit
+    /// token (both rotate on reissue).
     pub fn pass_url(&self, pass: &Pass) -> String {
         format!(
             "{}/passes/{}.pkpass?token={}",
             self.config.public_base(),
             pass.serial_number,
-            pass.authentication_token
+            pass.download_token
         )
     }
 }

@@ -87,6 +87,8 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
         created_at: 0,
         updated_at: 0,
         last_fetched_at: None,
+        download_token: "d".into(),
+        ended_at: None,
     };
     let render = |member: &Member| {
         pass_json::render(&PassContent {

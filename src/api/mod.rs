@@ -4,8 +4,10 @@
 pub mod auth;
 mod enrollment;
 pub mod error;
+mod export;
 mod google;
 mod keys;
+mod lifecycle;
 mod members;
 mod programs;
 pub mod transactions;
@@ -77,6 +79,10 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(members::download_pass))
         .routes(routes!(members::list_passes))
         .routes(routes!(members::google_card))
+        .routes(routes!(lifecycle::end_card))
+        .routes(routes!(lifecycle::reissue_card))
+        .routes(routes!(lifecycle::erase_member))
+        .routes(routes!(export::export_member))
         .routes(routes!(google::message_member))
         .routes(routes!(google::message_template))
         .routes(routes!(

@@ -88,10 +88,41 @@ impl Google {
         let template = store.get_template(&pass.template_id).await?;
         let program = store.get_program(&member.program_id).await?;
         let class_id = self.ensure_class(store, &template, public_base).await?;
-        let object_id = self.object_id(&member.id);
-        let object = model::loyalty_object(&object_id, &class_id, &program, &template, &member);
         let now = now_ms();
-        let previous = store.google_object(member_id).await?;
+        let mut previous = store.google_object(member_id).await?;
+        // A reissued card is a new object; the old one goes inactive first, so the card a
+        // lost or shared phone holds stops being a card. The first pass keeps the member's id.
+        let object_id = match &previous {
+            Some(before) if before.serial_number.as_deref() != Some(&pass.serial_number) => {
+                let (status, json) = self
+                    .client
+                    .patch(
+                        "loyaltyObject",
+                        &before.object_id,
+                        &serde_json::json!({"state": model::CardState::Inactive.google()}),
+                    )
+                    .await?;
+                if !(200..300).contains(&status) && status != 404 {
+                    return Err(GoogleError::Rejected {
+                        status,
+                        message: json.to_string(),
+                    }
+                    .into());
+                }
+                previous = None;
+                self.object_id(&format!("{}-{}", member.id, pass.serial_number))
+            }
+            Some(before) => before.object_id.clone(),
+            None => self.object_id(&member.id),
+        };
+        let object = model::loyalty_object_in(
+            &object_id,
+            &class_id,
+            &program,
+            &template,
+            &member,
+            pass.state(),
+        );
         let mut notified = false;
         match &previous {
             None => {
@@ -111,6 +142,7 @@ impl Google {
             class_id,
             synced_points: member.points,
             synced_at: now,
+            serial_number: Some(pass.serial_number.clone()),
         };
         store
             .record_google_object(member_id, &synced, notified)

@@ -205,7 +205,8 @@ impl Cards {
         Ok(self.store.insert_member(program, &template, new).await?)
     }
 
-    /// The signed pass with this serial, if `token` is its authentication token.
+    /// The signed pass with this serial, if `token` is its download token and the card has
+    /// not ended.
     /// An unknown serial and a wrong token are the same `None`, so tokens cannot be probed.
     pub async fn pkpass_with_token(
         &self,
@@ -217,7 +218,10 @@ impl Cards {
             Err(StorageError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if !constant_time_eq(pass.authentication_token.as_bytes(), token.as_bytes()) {
+        // The link's own token, never the PassKit one; an ended card's link is dead.
+        if !constant_time_eq(pass.download_token.as_bytes(), token.as_bytes())
+            || pass.ended_at.is_some()
+        {
             return Ok(None);
         }
         let bytes = self.pkpass(&pass).await?;
@@ -256,9 +260,8 @@ impl Cards {
             pass,
             web_service_url: &self.web_service_url,
             standing,
-            // The card lifecycle (ended and expired cards) feeds these; until then every card
-            // is active without an end date.
-            state: crate::domain::CardState::Active,
+            // An ended card is voided; no card has an end date yet.
+            state: pass.state(),
             expires_at: None,
         });
         Ok(bundle::build(&json, &assets, &identity)?)
@@ -297,6 +300,8 @@ impl Cards {
             created_at: now,
             updated_at: now,
             last_fetched_at: None,
+            download_token: crate::secret::random_token(32),
+            ended_at: None,
         };
         let mut files = files;
         files.extend(template.design.pass_strings());

@@ -37,6 +37,8 @@ pub struct GoogleObject {
     pub class_id: String,
     pub synced_points: i64,
     pub synced_at: i64,
+    /// The pass the object shows; a reissued card gets a new object.
+    pub serial_number: Option<String>,
 }
 
 impl Store {
@@ -387,6 +389,7 @@ impl Store {
                 class_id: r.try_get("class_id")?,
                 synced_points: r.try_get("synced_points")?,
                 synced_at: r.try_get("synced_at")?,
+                serial_number: r.try_get("serial_number")?,
             })
         })
         .transpose()
@@ -401,14 +404,16 @@ impl Store {
     ) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO google_objects (member_id, object_id, class_id, synced_points, synced_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (member_id) DO UPDATE SET class_id = excluded.class_id, synced_points = excluded.synced_points, synced_at = excluded.synced_at",
+            "INSERT INTO google_objects (member_id, object_id, class_id, synced_points, synced_at, serial_number) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (member_id) DO UPDATE SET object_id = excluded.object_id, class_id = excluded.class_id,
+               synced_points = excluded.synced_points, synced_at = excluded.synced_at, serial_number = excluded.serial_number",
         )
         .bind(member_id)
         .bind(&o.object_id)
         .bind(&o.class_id)
         .bind(o.synced_points)
         .bind(o.synced_at)
+        .bind(&o.serial_number)
         .execute(&mut *tx)
         .await?;
         if notified {

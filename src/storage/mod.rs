@@ -11,9 +11,12 @@ mod bench;
 mod changes;
 mod designer;
 mod enrollment;
+mod erasure;
+mod export;
 mod google;
 mod leases;
 mod ledger;
+mod lifecycle;
 mod members;
 mod notify;
 mod passkit;
@@ -26,6 +29,8 @@ mod throttles;
 pub use api_keys::{ApiKeyRecord, Role};
 pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};
 pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
+pub use erasure::Erasure;
+pub use export::{SentMessage, WalletEvent};
 pub use google::{GoogleMessage, GoogleObject, GooglePending};
 pub use ledger::{Actor, MemberStanding, OutboxRow};
 pub use notify::CHANNEL as NOTIFY_CHANNEL;
@@ -206,6 +211,9 @@ impl Store {
                                 "PRAGMA wal_autocheckpoint = 0",
                                 // The WAL file is cut back to 64 MiB after a checkpoint.
                                 "PRAGMA journal_size_limit = 67108864",
+                                // Deleted and overwritten content is zeroed, so an erased
+                                // member's data leaves the file (`erasure`).
+                                "PRAGMA secure_delete = ON",
                             ] {
                                 conn.execute(pragma).await?;
                             }

@@ -16,7 +16,8 @@ pub struct PassContent<'a> {
     /// Tier progress and expiry, for the placeholders that show them.
     pub standing: Standing<'a>,
     /// An inactive (ended) card is `voided`; Wallet then shows it as void and stops updating
-    /// its relevance.
+    /// its relevance. A void card carries no barcode: it is scanned nowhere, and a reissued
+    /// card's new barcode never reaches the old pass.
     pub state: CardState,
     /// When the card stops being valid (epoch ms): Apple's `expirationDate`, after which Wallet
     /// shows the pass as expired.
@@ -40,6 +41,7 @@ struct PassJson<'a> {
     #[serde(rename = "webServiceURL")]
     web_service_url: &'a str,
     authentication_token: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     barcodes: Vec<Barcode<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     locations: Vec<Location<'a>>,
@@ -114,6 +116,7 @@ struct Field {
 /// The compact `pass.json` bytes.
 pub fn render(c: &PassContent<'_>) -> Vec<u8> {
     let design = &c.template.design;
+    let voided = c.state == CardState::Inactive;
     let subs = Substitutions {
         balance: c.member.points,
         tier: c
@@ -123,7 +126,7 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
             .unwrap_or(""),
         member_name: &c.member.display_name,
         external_id: c.member.external_id.as_deref().unwrap_or(""),
-        barcode: &c.member.barcode,
+        barcode: if voided { "" } else { &c.member.barcode },
         program_name: &c.program.name,
         standing: c.standing,
     };
@@ -154,7 +157,10 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
         message_encoding: "iso-8859-1",
         alt_text,
     }];
-    if design.barcode.format == BarcodeFormat::Code128 {
+    if voided {
+        barcodes.clear();
+    }
+    if !voided && design.barcode.format == BarcodeFormat::Code128 {
         // watchOS cannot show Code128: a QR after it keeps the card scannable there (§4.4).
         barcodes.push(Barcode {
             format: BarcodeFormat::Qr.apple_name(),
@@ -187,7 +193,7 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
             })
             .collect(),
         expiration_date: c.expires_at.and_then(w3c_instant),
-        voided: c.state == CardState::Inactive,
+        voided,
         store_card: StoreCard {
             header_fields: fields(&design.header_fields),
             primary_fields: fields(&design.primary_fields),

@@ -51,6 +51,8 @@ fn fixture() -> (Program, Template, Member, Pass) {
         created_at: 0,
         updated_at: 0,
         last_fetched_at: None,
+        download_token: "d".into(),
+        ended_at: None,
     };
     (program, template, member, pass)
 }

@@ -1,0 +1,126 @@
+//! A member's card lifecycle: end it, reissue it.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::views::{ErrorBody, PassView};
+use crate::app::AppState;
+use crate::service::lifecycle;
+use crate::storage::Role;
+
+/// End the member's card: Apple Wallet shows the pass void (it is pushed), the Google object
+/// becomes inactive, the install and download links answer 404; the ledger stays. Ending an
+/// ended card changes nothing.
+#[utoipa::path(delete, path = "/api/v1/members/{member_id}/card", tag = "members",
+    params(("member_id" = String, Path)),
+    responses(
+        (status = 200, description = "The ended pass", body = PassView),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn end_card(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+) -> Result<Json<PassView>, ApiError> {
+    caller.require(&[Role::Admin, Role::Integration])?;
+    let (pass, _) = lifecycle::end_card(&state.store, &member_id).await?;
+    Ok(Json(PassView::new(&state, &pass)))
+}
+
+/// Reissue the member's card (lost or shared): a new pass with a new serial, barcode, PassKit
+/// token and download link; the old pass is voided and pushed, and its links stop working.
+#[utoipa::path(post, path = "/api/v1/members/{member_id}/card/reissue", tag = "members",
+    params(("member_id" = String, Path)),
+    responses(
+        (status = 201, description = "The new pass", body = PassView),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The member was erased", body = ErrorBody),
+    ))]
+pub async fn reissue_card(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+) -> Result<(StatusCode, Json<PassView>), ApiError> {
+    caller.require(&[Role::Admin, Role::Integration])?;
+    let pass = lifecycle::reissue_card(&state.store, &member_id).await?;
+    Ok((StatusCode::CREATED, Json(PassView::new(&state, &pass))))
+}
+
+/// What an erasure removed and what it kept.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErasureView {
+    pub member_id: String,
+    /// When the member was erased (the first erasure's time if erased before).
+    pub erased_at: i64,
+    pub removed: Removed,
+    pub kept: Kept,
+    /// Whether the removed values are also gone from the database file (SQLite: the WAL was
+    /// truncated; `false` when a reader held it, and later checkpoints overwrite it).
+    pub scrubbed: bool,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Removed {
+    /// Profile fields that held a value: `display_name`, `external_id`, `email`, `phone`,
+    /// `birthday`.
+    pub fields: Vec<String>,
+    /// Whether a live card was ended (voided in Apple Wallet, inactive in Google Wallet).
+    pub card_ended: bool,
+    /// Device registrations of the member's passes.
+    pub registrations: u64,
+    /// Devices (with their push tokens) that held no other card.
+    pub devices: u64,
+    /// Free-text reasons removed from ledger entries (the entries stay).
+    pub ledger_reasons: u64,
+    /// Messages sent or queued to the member's Google card.
+    pub messages: u64,
+    /// Stored answers of ledger requests that repeated the member's entries.
+    pub idempotency_records: u64,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Kept {
+    /// Ledger entries, with their points: balances and program totals are unchanged.
+    pub ledger_entries: i64,
+    /// Consent records, proof of what was agreed, tied to the member's random id.
+    pub consents: i64,
+}
+
+/// Erase the member's personal data (the right to erasure): the card is ended, name, external
+/// id, e-mail, phone and birthday are removed, devices and push tokens deleted; the ledger (sums
+/// intact) and the consent records stay under the member's random id. Erasing again is harmless.
+#[utoipa::path(post, path = "/api/v1/members/{member_id}/erase", tag = "members",
+    params(("member_id" = String, Path)),
+    responses(
+        (status = 200, description = "What was removed and what was kept", body = ErasureView),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn erase_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+) -> Result<Json<ErasureView>, ApiError> {
+    caller.require(&[Role::Admin, Role::Integration])?;
+    let e = lifecycle::erase_member(&state.store, &member_id).await?;
+    Ok(Json(ErasureView {
+        member_id,
+        erased_at: e.erased_at,
+        removed: Removed {
+            fields: e.fields.iter().map(|f| f.to_string()).collect(),
+            card_ended: e.card_ended,
+            registrations: e.registrations,
+            devices: e.devices,
+            ledger_reasons: e.ledger_reasons,
+            messages: e.messages,
+            idempotency_records: e.idempotency_records,
+        },
+        kept: Kept {
+            ledger_entries: e.ledger_entries_kept,
+            consents: e.consents_kept,
+        },
+        scrubbed: e.scrubbed,
+    }))
+}
