@@ -60,7 +60,12 @@ impl AppState {
     pub fn new(config: Config, store: Store) -> anyhow::Result<AppState> {
         let signers = Signers::from_config(&config.apple, &config.data_dir)
             .context("loading the Apple signing identity")?;
-        let cards = Cards::new(store.clone(), signers, config.web_service_url());
+        let links = Arc::new(
+            crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
+                .context("loading the install-link secret")?,
+        );
+        let cards = Cards::new(store.clone(), signers, config.web_service_url())
+            .with_account_links(config.public_base(), links.clone());
         let google = Google::from_config(&config.google)
             .context("loading the Google Wallet configuration")?
             .map(Arc::new);
@@ -68,9 +73,6 @@ impl AppState {
             store.enable_google_sync();
         }
         store.set_worker_lease(config.server.worker_lease_ms);
-        let links =
-            crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
-                .context("loading the install-link secret")?;
         let mailer = crate::email::Mailer::from_config(&config.email)
             .context("configuring e-mail")?
             .map(Arc::new);
@@ -108,7 +110,7 @@ impl AppState {
             cards: Arc::new(cards),
             fetches: Arc::default(),
             google,
-            links: Arc::new(links),
+            links,
             workers: Arc::default(),
         })
     }

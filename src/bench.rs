@@ -100,6 +100,7 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
             standing: Default::default(),
             state: crate::domain::CardState::Active,
             expires_at: None,
+            account_url: None,
         })
     };
     let manifest = bundle::manifest(&render(&member), &assets);

@@ -105,7 +105,11 @@ pub async fn erase_member(
 ) -> Result<Json<ErasureView>, ApiError> {
     caller.require(&[Role::Admin, Role::Integration])?;
     let e = lifecycle::erase_member(&state.store, &member_id).await?;
-    Ok(Json(ErasureView {
+    Ok(Json(erasure_view(member_id, e)))
+}
+
+pub fn erasure_view(member_id: String, e: crate::storage::Erasure) -> ErasureView {
+    ErasureView {
         member_id,
         erased_at: e.erased_at,
         removed: Removed {
@@ -122,5 +126,90 @@ pub async fn erase_member(
             consents: e.consents_kept,
         },
         scrubbed: e.scrubbed,
-    }))
+    }
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawConsent {
+    /// `marketing`: no more marketing messages; `all`: all processing, which erases the member.
+    #[schema(pattern = "^(marketing|all)$")]
+    pub scope: String,
+    /// How the customer withdrew (a phone call, a letter): recorded with the row.
+    #[schema(max_length = 500)]
+    pub note: Option<String>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WithdrawalView {
+    /// The consent rows written (`granted: false`), appended to the member's records.
+    pub recorded: Vec<super::enrollment::ConsentView>,
+    /// Messages to the member's card that were queued and will not be sent.
+    pub messages_cancelled: u64,
+    /// For `all`: the erasure.
+    pub erasure: Option<ErasureView>,
+}
+
+/// Record a consent withdrawal as new rows (source `api:<key id>`): `marketing` stops every
+/// marketing message at once; `all` withdraws consent to all processing and erases the member.
+#[utoipa::path(post, path = "/api/v1/members/{member_id}/consents", tag = "enrollment",
+    params(("member_id" = String, Path)), request_body = WithdrawConsent,
+    responses(
+        (status = 201, description = "Recorded", body = WithdrawalView),
+        (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+    ))]
+pub async fn withdraw_consent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+    super::error::ApiJson(body): super::error::ApiJson<WithdrawConsent>,
+) -> Result<(StatusCode, Json<WithdrawalView>), ApiError> {
+    caller.require(&[Role::Admin, Role::Integration])?;
+    let scope = match body.scope.as_str() {
+        "marketing" => lifecycle::Withdraw::Marketing,
+        "all" => lifecycle::Withdraw::All,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "scope must be marketing or all, got {other:?}"
+            )));
+        }
+    };
+    let note = body.note.unwrap_or_default();
+    if note.chars().count() > 500 {
+        return Err(ApiError::bad_request("note must be at most 500 characters"));
+    }
+    let text = if note.is_empty() {
+        "Withdrawn through the API".to_string()
+    } else {
+        format!("Withdrawn through the API: {note}")
+    };
+    let w = lifecycle::withdraw_consent(
+        &state.store,
+        &member_id,
+        scope,
+        &format!("api:{}", caller.key_id),
+        &text,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(WithdrawalView {
+            recorded: w
+                .recorded
+                .into_iter()
+                .map(|c| super::enrollment::ConsentView {
+                    kind: c.kind,
+                    granted: c.granted,
+                    policy_version: c.policy_version,
+                    policy_url: c.policy_url,
+                    text_shown: c.text_shown,
+                    source: c.source,
+                    recorded_at: c.recorded_at,
+                })
+                .collect(),
+            messages_cancelled: w.messages_dropped,
+            erasure: w.erasure.map(|e| erasure_view(member_id, e)),
+        }),
+    ))
 }

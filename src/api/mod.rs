@@ -95,7 +95,7 @@ fn documented() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(enrollment::install_link))
         .routes(routes!(enrollment::import_members))
-        .routes(routes!(enrollment::consents))
+        .routes(routes!(enrollment::consents, lifecycle::withdraw_consent))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
 }

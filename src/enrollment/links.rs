@@ -93,6 +93,34 @@ impl LinkSigner {
         )
     }
 
+    /// The token of the member's own account page (`/me/<token>`, linked from the back of the
+    /// card): no expiry (it rides on the card), signed for the card's generation so a reissue
+    /// retires the old card's link.
+    pub fn sign_account(&self, member_id: &str, generation: i64) -> String {
+        format!("{member_id}.0.{}", self.account_mac(member_id, generation))
+    }
+
+    /// The member an account-page token names, if it is ours and for the card's `generation`.
+    pub fn verify_account(&self, token: &str, generation: i64) -> Result<String, LinkError> {
+        let mut parts = token.rsplitn(3, '.');
+        let (Some(mac), Some("0"), Some(member)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(LinkError::Invalid);
+        };
+        if !constant_time_eq(
+            mac.as_bytes(),
+            self.account_mac(member, generation).as_bytes(),
+        ) {
+            return Err(LinkError::Invalid);
+        }
+        Ok(member.to_string())
+    }
+
+    fn account_mac(&self, member_id: &str, generation: i64) -> String {
+        // A purpose of its own: an account token is never an install link, nor the reverse.
+        self.mac(&format!("account:{member_id}"), 0, generation)
+    }
+
     /// The member a token names, before it is verified (to look up its card's generation).
     pub fn member_of(token: &str) -> Option<&str> {
         token.rsplitn(3, '.').nth(2)
@@ -166,6 +194,15 @@ mod tests {
             "01a2-member"
         );
         assert_eq!(s.verify(&reissued, 999), Err(LinkError::Invalid));
+        let account = s.sign_account("01a2-member", 0);
+        assert_eq!(s.verify_account(&account, 0).unwrap(), "01a2-member");
+        assert_eq!(s.verify_account(&account, 1), Err(LinkError::Invalid));
+        assert_eq!(
+            s.verify(&account, 0),
+            Err(LinkError::Invalid),
+            "not an install link"
+        );
+        assert_eq!(s.verify_account(&t, 0), Err(LinkError::Invalid));
         let elsewhere = LinkSigner::new(b"another secret of ours".to_vec());
         assert_eq!(elsewhere.verify(&t, 999), Err(LinkError::Invalid));
     }

@@ -32,6 +32,7 @@ use crate::secret::{constant_time_eq, random_token};
 use crate::storage::{ConsentRecord, StorageError};
 use crate::web::staff::{cookie, set_cookie};
 
+pub mod account;
 pub mod import;
 pub mod links;
 
@@ -44,6 +45,10 @@ pub fn router() -> Router<AppState> {
         .route("/join/{slug}/qr.png", get(qr_png))
         .route("/join/{slug}/logo.png", get(logo))
         .route("/card/{token}", get(card_page))
+        .route(
+            "/me/{token}",
+            get(account::account_page).post(account::account_action),
+        )
 }
 
 /// The client's address, for throttles: behind a trusted proxy the one it forwarded

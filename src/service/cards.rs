@@ -10,6 +10,7 @@ use axum::body::Bytes;
 pub use super::ServiceError;
 use crate::domain::template::{Standing, checks};
 use crate::domain::{Invalid, Member, NewMember, Pass, Program, Template, TemplateDesign};
+use crate::enrollment::links::LinkSigner;
 use crate::passes::apple::bundle;
 use crate::passes::apple::images::{self, ImageKind};
 use crate::passes::apple::pass_json::{self, PassContent};
@@ -24,6 +25,8 @@ pub struct Cards {
     web_service_url: String,
     /// Signed passes by serial, with the `updated_at` they were built at.
     signed: Mutex<HashMap<String, (i64, Bytes)>>,
+    /// The public base URL and the signer of the account-page links on the back of the card.
+    account_links: Option<(String, Arc<LinkSigner>)>,
 }
 
 /// Signed passes kept for devices that fetch an unchanged pass (about 30 KB each).
@@ -43,7 +46,14 @@ impl Cards {
             assets: AssetCache::default(),
             web_service_url,
             signed: Mutex::default(),
+            account_links: None,
         }
+    }
+
+    /// Puts a link to the member's account page (`/me/<token>`) on the back of every live card.
+    pub fn with_account_links(mut self, public_base: &str, links: Arc<LinkSigner>) -> Cards {
+        self.account_links = Some((public_base.to_string(), links));
+        self
     }
 
     pub fn signers(&self) -> &Signers {
@@ -247,6 +257,20 @@ impl Cards {
         } else {
             None
         };
+        let account_url = match (&self.account_links, pass.ended_at) {
+            (Some((base, links)), None) => {
+                let generations = self
+                    .store
+                    .card_generations(std::slice::from_ref(&member.id))
+                    .await?;
+                let generation = generations.get(&member.id).copied().unwrap_or(0);
+                Some(format!(
+                    "{base}/me/{}",
+                    links.sign_account(&member.id, generation)
+                ))
+            }
+            _ => None,
+        };
         let next = program.rules.next_tier(member.tier.as_deref());
         let standing = standing.map_or_else(Standing::default, |s| Standing {
             next_tier: next.map_or("", |t| t.name.as_str()),
@@ -263,6 +287,7 @@ impl Cards {
             // An ended card is voided; no card has an end date yet.
             state: pass.state(),
             expires_at: None,
+            account_url: account_url.as_deref(),
         });
         Ok(bundle::build(&json, &assets, &identity)?)
     }
@@ -315,6 +340,7 @@ impl Cards {
             standing: sample.standing,
             state: crate::domain::CardState::Active,
             expires_at: None,
+            account_url: None,
         });
         Ok(bundle::build(&json, &assets, &identity)?)
     }

@@ -41,3 +41,63 @@ pub async fn erase_member(
     );
     Ok(erased)
 }
+
+/// What a consent withdrawal covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdraw {
+    /// Marketing only: no more messages; the membership goes on.
+    Marketing,
+    /// All processing: the member is erased.
+    All,
+}
+
+/// A recorded withdrawal: the rows written, the unsent messages dropped, and for `All` the
+/// erasure.
+pub struct Withdrawal {
+    pub recorded: Vec<crate::storage::ConsentRecord>,
+    pub messages_dropped: u64,
+    pub erasure: Option<crate::storage::Erasure>,
+}
+
+/// Records a withdrawal as new consent rows (the program's current policy version, `source`
+/// and the text the customer saw or the caller's description), drops unsent marketing at once
+/// and, for `All`, erases the member.
+#[tracing::instrument(skip_all, fields(member = %member_id, ?scope), err(level = "warn"))]
+pub async fn withdraw_consent(
+    store: &Store,
+    member_id: &str,
+    scope: Withdraw,
+    source: &str,
+    text_shown: &str,
+) -> Result<Withdrawal, ServiceError> {
+    let member = store.get_member(member_id).await?;
+    let settings = store.program_enrollment(&member.program_id).await?;
+    let now = now_ms();
+    let kinds: &[&str] = match scope {
+        Withdraw::Marketing => &["marketing"],
+        Withdraw::All => &["marketing", "data"],
+    };
+    let recorded: Vec<_> = kinds
+        .iter()
+        .map(|kind| crate::storage::ConsentRecord {
+            kind: kind.to_string(),
+            granted: false,
+            policy_version: settings.policy_version.clone(),
+            policy_url: settings.privacy_policy_url.clone(),
+            text_shown: text_shown.to_string(),
+            source: source.to_string(),
+            recorded_at: now,
+        })
+        .collect();
+    let messages_dropped = store.withdraw_consents(member_id, &recorded).await?;
+    let erasure = match scope {
+        Withdraw::Marketing => None,
+        Withdraw::All => Some(erase_member(store, member_id).await?),
+    };
+    tracing::info!(messages_dropped, "consent withdrawn");
+    Ok(Withdrawal {
+        recorded,
+        messages_dropped,
+        erasure,
+    })
+}

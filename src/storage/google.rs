@@ -230,17 +230,21 @@ impl Store {
         body: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
+        // Nothing is queued for a member who refused or withdrew marketing.
+        let sql = format!(
             "INSERT INTO google_messages (message_id, member_id, header, body, created_at, available_at)
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (message_id, member_id) DO NOTHING",
-        )
-        .bind(message_id)
-        .bind(member_id)
-        .bind(header)
-        .bind(body)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+             SELECT $1, $2, $3, $4, $5, $5 WHERE {}
+             ON CONFLICT (message_id, member_id) DO NOTHING",
+            super::withdrawal::marketing_allowed("$2")
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(message_id)
+            .bind(member_id)
+            .bind(header)
+            .bind(body)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -254,18 +258,22 @@ impl Store {
         body: &str,
         now: i64,
     ) -> Result<u64> {
-        let done = sqlx::query(
+        // Live cards only, and no member who refused or withdrew marketing.
+        let sql = format!(
             "INSERT INTO google_messages (message_id, member_id, header, body, created_at, available_at)
-             SELECT $1, member_id, $3, $4, $5, $5 FROM passes WHERE template_id = $2
+             SELECT $1, member_id, $3, $4, $5, $5 FROM passes
+             WHERE template_id = $2 AND ended_at IS NULL AND {}
              ON CONFLICT (message_id, member_id) DO NOTHING",
-        )
-        .bind(message_id)
-        .bind(template_id)
-        .bind(header)
-        .bind(body)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+            super::withdrawal::marketing_allowed("passes.member_id")
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(message_id)
+            .bind(template_id)
+            .bind(header)
+            .bind(body)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -25,6 +25,7 @@ mod rows;
 mod staff;
 mod stats;
 mod throttles;
+mod withdrawal;
 
 pub use api_keys::{ApiKeyRecord, Role};
 pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};

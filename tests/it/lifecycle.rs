@@ -443,6 +443,7 @@ async fn the_export_holds_the_join_the_ledger_the_card_and_the_messages(db: Test
             ("email", "grace@example.org"),
             ("phone", "+1 202 555 0143"),
             ("data_consent", "yes"),
+            ("marketing_consent", "yes"),
         ],
     )
     .await;
@@ -526,3 +527,190 @@ async fn the_export_holds_the_join_the_ledger_the_card_and_the_messages(db: Test
 }
 
 on_both_backends!(the_export_holds_the_join_the_ledger_the_card_and_the_messages);
+
+/// The account-page link on the back of the member's current card.
+async fn account_link(app: &TestApp, member_id: &str) -> String {
+    let r = app
+        .get_bytes(&format!("/api/v1/members/{member_id}/pass"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let pass = verify_pkpass(&r.bytes().await.unwrap(), &app.root_ca(), dir.path());
+    let field = pass["storeCard"]["backFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "tessera_account")
+        .cloned()
+        .expect("the back of the card links to the account page");
+    field["value"].as_str().unwrap().to_string()
+}
+
+async fn withdrawing_on_the_account_page_stops_a_scheduled_message(db: TestDb) {
+    use crate::enrollment::{join_form, no_redirects, open_join_page, submit};
+    let (app, standin, _) = google_app(db).await;
+    let first = issue_member(&app, "coffee").await;
+    let other = first["id"].as_str().unwrap().to_string();
+    open_join_page(&app, first["program_id"].as_str().unwrap()).await;
+    let http = no_redirects();
+    let (csrf, _) = join_form(&app, &http).await;
+    let r = submit(
+        &app,
+        &http,
+        &csrf,
+        &[
+            ("name", "Mary Somerville"),
+            ("email", "mary@example.org"),
+            ("data_consent", "yes"),
+            ("marketing_consent", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let card = r.headers()["location"].to_str().unwrap().to_string();
+    let id = card["/card/".len()..]
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    let google = app.state.google.as_ref().unwrap();
+    let (mary, grace) = (google.object_id(&id), google.object_id(&other));
+    eventually("both objects are written", || {
+        let r = standin.recorded();
+        r.objects.contains_key(&mary) && r.objects.contains_key(&grace)
+    })
+    .await;
+
+    // Google is down: the messages wait in the queue.
+    standin.recorded().fail_next = usize::MAX;
+    for member in [&id, &other] {
+        let (s, body) = app
+            .post_idem(
+                &format!("/api/v1/members/{member}/google/messages"),
+                "offer-1",
+                json!({"header": "Double points", "body": "All week long"}),
+            )
+            .await;
+        assert_eq!(s, 202, "{body}");
+        assert_eq!(body["queued"], 1, "{body}");
+    }
+
+    // Mary withdraws marketing on the page the back of her card links to.
+    let link = account_link(&app, &id).await;
+    let page = app.client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("Stop marketing messages")
+    );
+    let r = app
+        .client
+        .post(&link)
+        .form(&[("action", "marketing")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no more marketing messages")
+    );
+    let consents = app.state.store.consents(&id).await.unwrap();
+    let last = consents.last().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.granted, last.source.as_str()),
+        ("marketing", false, "account_page")
+    );
+
+    // Google is back: Grace's message goes out, Mary's never does, nor any later one.
+    standin.recorded().fail_next = 0;
+    // Messages the stand-in added to an object (failed attempts add nothing).
+    let added = |object: &str| {
+        standin.recorded().objects[object]["messages"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    eventually("Grace's message is added", || added(&grace) == 1).await;
+    assert_eq!(
+        added(&mary),
+        0,
+        "the withdrawn member's message was never sent"
+    );
+    assert!(
+        app.state
+            .store
+            .member_messages(&id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (s, body) = app
+        .post_idem(
+            &format!("/api/v1/members/{id}/google/messages"),
+            "offer-2",
+            json!({"header": "More", "body": "Offers"}),
+        )
+        .await;
+    assert_eq!((s, body["queued"].as_i64()), (202, Some(0)), "{body}");
+
+    // Closing the membership there erases Mary; the link then opens nothing.
+    let r = app
+        .client
+        .post(&link)
+        .form(&[("action", "close"), ("confirm", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, member) = get(&app, &format!("/api/v1/members/{id}")).await;
+    assert_eq!(member["display_name"], "");
+    assert!(member["pass"]["ended_at"].as_i64().is_some());
+    let data = app.state.store.consents(&id).await.unwrap();
+    assert!(
+        data.iter()
+            .any(|c| c.kind == "data" && !c.granted && c.source == "account_page")
+    );
+    assert_eq!(app.client.get(&link).send().await.unwrap().status(), 404);
+}
+
+async fn withdrawing_through_the_api_records_a_row_and_all_erases(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let member = issue_member(&app, "coffee").await;
+    let id = member["id"].as_str().unwrap();
+    let path = format!("/api/v1/members/{id}/consents");
+    let (s, body) = app
+        .post(&path, json!({"scope": "marketing", "note": "by phone"}))
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["recorded"][0]["kind"], "marketing");
+    assert_eq!(body["recorded"][0]["granted"], false);
+    assert!(
+        body["recorded"][0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("api:")
+    );
+    assert!(body["erasure"].is_null());
+    let (s, _) = app.post(&path, json!({"scope": "everything"})).await;
+    assert_eq!(s, 400);
+    let (s, body) = app.post(&path, json!({"scope": "all"})).await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["erasure"]["removed"]["card_ended"], true);
+    let records = app.state.store.consents(id).await.unwrap();
+    assert_eq!(
+        records.len(),
+        3,
+        "append-only: marketing, then marketing and data"
+    );
+    let (_, after) = get(&app, &format!("/api/v1/members/{id}")).await;
+    assert_eq!(after["display_name"], "");
+}
+
+on_both_backends!(
+    withdrawing_on_the_account_page_stops_a_scheduled_message,
+    withdrawing_through_the_api_records_a_row_and_all_erases,
+);

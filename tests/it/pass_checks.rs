@@ -328,6 +328,7 @@ fn a_voided_and_expiring_pass_is_signed_and_verifies() {
         standing: Default::default(),
         state: CardState::Inactive,
         expires_at: Some(1_798_718_400_000),
+        account_url: None,
     });
     let mut files = Vec::new();
     for (kind, bytes) in tessera::demo::images() {

@@ -22,6 +22,9 @@ pub struct PassContent<'a> {
     /// When the card stops being valid (epoch ms): Apple's `expirationDate`, after which Wallet
     /// shows the pass as expired.
     pub expires_at: Option<i64>,
+    /// The member's own account page (withdraw marketing consent, close the membership), a
+    /// tappable link at the end of the back of the card.
+    pub account_url: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -201,6 +204,7 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
             auxiliary_fields: fields(&design.auxiliary_fields),
             back_fields: fields(&design.back_fields_all())
                 .into_iter()
+                .chain(c.account_url.map(account_field))
                 .map(tappable)
                 .collect(),
         },
@@ -271,6 +275,23 @@ fn field(spec: &FieldSpec, subs: &Substitutions<'_>) -> Field {
 /// A back field whose whole value is a phone, e-mail or web link shows as a tappable link, as
 /// Apple documents for back fields: the plain text (no `tel:`/`mailto:`) as `value` with the
 /// matching `dataDetectorTypes`, and `attributedValue` with the `<a href>` newer iOS shows.
+/// The back field linking to the member's account page.
+fn account_field(url: &str) -> Field {
+    Field {
+        key: "tessera_account".into(),
+        label: Some("Your data and membership".into()),
+        value: url.into(),
+        change_message: None,
+        text_alignment: None,
+        number_style: None,
+        currency_code: None,
+        date_style: None,
+        time_style: None,
+        attributed_value: None,
+        data_detector_types: None,
+    }
+}
+
 fn tappable(mut f: Field) -> Field {
     let Some(v) = f.value.as_str().map(str::trim) else {
         return f;

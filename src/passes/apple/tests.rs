@@ -77,6 +77,7 @@ fn render() -> Vec<u8> {
         standing: Default::default(),
         state: crate::domain::CardState::Active,
         expires_at: None,
+        account_url: None,
     })
 }
 
@@ -209,6 +210,7 @@ fn a_field_whose_value_renders_empty_is_left_out() {
             standing: Default::default(),
             state: crate::domain::CardState::Active,
             expires_at: None,
+            account_url: None,
         });
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         v["storeCard"]["auxiliaryFields"]
@@ -233,6 +235,7 @@ fn render_in(state: crate::domain::CardState, expires_at: Option<i64>) -> serde_
         standing: Default::default(),
         state,
         expires_at,
+        account_url: None,
     });
     serde_json::from_slice(&bytes).unwrap()
 }
