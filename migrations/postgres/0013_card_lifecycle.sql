@@ -27,3 +27,7 @@ UPDATE google_objects SET serial_number =
 -- Erasure: when the member's personal data was removed. The row stays (its random id is the
 -- pseudonym the ledger and the consent records keep), without name, contact or birthday.
 ALTER TABLE members ADD COLUMN erased_at BIGINT;
+
+-- The profile's version (name, contact details, birthday, external id): its ETag. A PATCH must
+-- name the version it read (If-Match), so two writers cannot silently overwrite each other.
+ALTER TABLE members ADD COLUMN version BIGINT NOT NULL DEFAULT 0;

@@ -213,3 +213,98 @@ pub async fn withdraw_consent(
         }),
     ))
 }
+
+/// `Some(value)` for a field that is present, even `null`: a PATCH tells "clear" from "leave".
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// A change to a member's profile; absent fields stay, `null` clears one (not the name).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchMember {
+    #[schema(max_length = 200)]
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[schema(max_length = 200)]
+    #[serde(default, deserialize_with = "present")]
+    pub external_id: Option<Option<String>>,
+    #[schema(max_length = 254)]
+    #[serde(default, deserialize_with = "present")]
+    pub email: Option<Option<String>>,
+    #[schema(max_length = 32)]
+    #[serde(default, deserialize_with = "present")]
+    pub phone: Option<Option<String>>,
+    /// `YYYY-MM-DD`.
+    #[schema(max_length = 10)]
+    #[serde(default, deserialize_with = "present")]
+    pub birthday: Option<Option<String>>,
+}
+
+/// The ETag of a member's profile version.
+pub fn member_etag(version: i64) -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes")
+}
+
+/// Change a member's profile: display name, external id, e-mail, phone, birthday. `If-Match`
+/// must carry the `ETag` of `GET /api/v1/members/{id}` (412 when the member changed since, 428
+/// without it). The card follows a new name or external id (pushed, and Google updated).
+#[utoipa::path(patch, path = "/api/v1/members/{member_id}", tag = "members",
+    params(("member_id" = String, Path),
+        ("If-Match" = String, Header, description = "The ETag the member was read with")),
+    request_body = PatchMember,
+    responses(
+        (status = 200, description = "The member as changed; the new ETag in `ETag`", body = super::views::MemberView),
+        (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "external_id taken in this program, or the member was erased", body = ErrorBody),
+        (status = 412, description = "The member changed since it was read", body = ErrorBody),
+        (status = 428, description = "If-Match is missing", body = ErrorBody),
+    ))]
+pub async fn patch_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(member_id): Path<String>,
+    headers: axum::http::HeaderMap,
+    super::error::ApiJson(body): super::error::ApiJson<PatchMember>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    caller.require(&[Role::Admin, Role::Integration])?;
+    let Some(tag) = headers.get(axum::http::header::IF_MATCH) else {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition_required",
+            "send If-Match with the ETag of GET /api/v1/members/{id}, so a change made since is not overwritten",
+        ));
+    };
+    let expected = tag
+        .to_str()
+        .ok()
+        .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or_else(|| ApiError::bad_request("If-Match must be an ETag this API returned"))?;
+    let version = lifecycle::update_profile(
+        &state.store,
+        &member_id,
+        expected,
+        lifecycle::ProfileInput {
+            display_name: body.display_name,
+            external_id: body.external_id,
+            email: body.email,
+            phone: body.phone,
+            birthday: body.birthday,
+        },
+    )
+    .await?;
+    let member = state.store.get_member(&member_id).await?;
+    let view = super::members::member_view(&state, &member).await?;
+    let mut response = Json(view).into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::ETAG, member_etag(version));
+    Ok(response)
+}

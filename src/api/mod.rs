@@ -75,7 +75,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(programs::put_image))
         .routes(routes!(members::create_member, members::list_members))
         .routes(routes!(members::find_member))
-        .routes(routes!(members::get_member))
+        .routes(routes!(members::get_member, lifecycle::patch_member))
         .routes(routes!(members::download_pass))
         .routes(routes!(members::list_passes))
         .routes(routes!(members::google_card))

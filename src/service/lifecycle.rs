@@ -101,3 +101,69 @@ pub async fn withdraw_consent(
         erasure,
     })
 }
+
+/// A profile change as asked for: `None` leaves a field, `Some(None)` clears it (the name
+/// cannot be cleared).
+#[derive(Debug, Clone, Default)]
+pub struct ProfileInput {
+    pub display_name: Option<String>,
+    pub external_id: Option<Option<String>>,
+    pub email: Option<Option<String>>,
+    pub phone: Option<Option<String>>,
+    pub birthday: Option<Option<String>>,
+}
+
+/// Checks and normalises a profile change (e-mail lower-cased, phone digits with its `+`,
+/// birthday `YYYY-MM-DD`) and applies it if the profile is still at `expected`; the card follows
+/// a new name or external id. Returns the new version.
+#[tracing::instrument(skip_all, fields(member = %member_id), err(level = "warn"))]
+pub async fn update_profile(
+    store: &Store,
+    member_id: &str,
+    expected: i64,
+    input: ProfileInput,
+) -> Result<i64, ServiceError> {
+    use crate::domain::enrollment::{normalize_email, normalize_phone};
+    let mut c = crate::domain::Checker::default();
+    if let Some(name) = &input.display_name {
+        crate::domain::check_text(&mut c, "display_name", name, 200);
+    }
+    if let Some(Some(ext)) = &input.external_id {
+        crate::domain::check_text(&mut c, "external_id", ext, 200);
+    }
+    let email = input.email.map(|e| {
+        e.and_then(|raw| {
+            let n = normalize_email(&raw);
+            c.check(n.is_some(), "email", || {
+                format!("email must be an e-mail address such as ada@example.com, got {raw:?}")
+            });
+            n
+        })
+    });
+    let phone = input.phone.map(|p| {
+        p.and_then(|raw| {
+            let n = normalize_phone(&raw);
+            c.check(n.is_some(), "phone", || {
+                format!("phone must be a phone number of 7 to 15 digits, got {raw:?}")
+            });
+            n
+        })
+    });
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Some(Some(b)) = &input.birthday {
+        c.check(time::Date::parse(b, &format).is_ok(), "birthday", || {
+            format!("birthday must be a date as YYYY-MM-DD, got {b:?}")
+        });
+    }
+    c.finish()?;
+    let change = crate::storage::ProfileChange {
+        display_name: input.display_name,
+        external_id: input.external_id,
+        email,
+        phone,
+        birthday: input.birthday,
+    };
+    Ok(store
+        .update_profile(member_id, expected, &change, now_ms())
+        .await?)
+}

@@ -20,6 +20,7 @@ mod lifecycle;
 mod members;
 mod notify;
 mod passkit;
+mod profile;
 mod programs;
 mod rows;
 mod staff;
@@ -36,6 +37,7 @@ pub use google::{GoogleMessage, GoogleObject, GooglePending};
 pub use ledger::{Actor, MemberStanding, OutboxRow};
 pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
+pub use profile::ProfileChange;
 pub use staff::{StaffSession, StaffUser};
 pub use stats::QueueStats;
 
@@ -67,6 +69,9 @@ pub enum StorageError {
         "the database file {file} is in use by another tessera server (pid {pid}); SQLite allows one server per file: stop it first, or use PostgreSQL to run several instances"
     )]
     InUse { file: String, pid: String },
+    /// A conditional write named a version that is no longer current.
+    #[error("the {what} changed since it was read (it is at version {current} now)")]
+    Stale { what: &'static str, current: i64 },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the balance is {available} points; it cannot go below zero")]

@@ -714,3 +714,101 @@ on_both_backends!(
     withdrawing_on_the_account_page_stops_a_scheduled_message,
     withdrawing_through_the_api_records_a_row_and_all_erases,
 );
+
+async fn patch(app: &TestApp, id: &str, etag: Option<&str>, body: Value) -> reqwest::Response {
+    let mut r = app
+        .client
+        .patch(app.url(&format!("/api/v1/members/{id}")))
+        .bearer_auth(&app.admin_key)
+        .json(&body);
+    if let Some(tag) = etag {
+        r = r.header("If-Match", tag);
+    }
+    r.send().await.unwrap()
+}
+
+async fn a_member_update_needs_the_current_etag_and_the_card_follows(db: TestDb) {
+    let (app, standin) = app_with_standin(db).await;
+    let member = issue_member(&app, "coffee").await;
+    let id = member["id"].as_str().unwrap();
+    let serial = member["pass"]["serial_number"].as_str().unwrap();
+    let pass_type = member["pass"]["pass_type_identifier"].as_str().unwrap();
+    register(&app, &member, "phone", "abcd01").await;
+    let r = app.get_bytes(&format!("/api/v1/members/{id}")).await;
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag, "\"0\"");
+
+    let r = patch(&app, id, None, json!({"display_name": "Ada King"})).await;
+    assert_eq!(r.status(), 428);
+    let r = patch(
+        &app,
+        id,
+        Some(&etag),
+        json!({"display_name": "Ada King", "email": "ADA@Example.com",
+               "phone": "+44 20 7946 0000", "birthday": "1815-12-10"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let next = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(next, "\"1\"");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["display_name"], "Ada King");
+    assert_eq!(
+        app.state.store.member_contact(id).await.unwrap(),
+        (
+            Some("ada@example.com".into()),
+            Some("+442079460000".into()),
+            Some("1815-12-10".into())
+        )
+    );
+    // The card follows: the device is pushed and fetches the new name.
+    eventually("the rename's push", || {
+        standin.pushes_to("abcd01").len() == 1
+    })
+    .await;
+    let token = app
+        .state
+        .store
+        .get_pass(serial)
+        .await
+        .unwrap()
+        .authentication_token;
+    let pass = fetched_pass(&app, pass_type, serial, &token).await;
+    assert!(pass.to_string().contains("Ada King"), "{pass}");
+
+    // A writer holding the old ETag is refused and changes nothing.
+    let r = patch(
+        &app,
+        id,
+        Some(&etag),
+        json!({"display_name": "Someone Else"}),
+    )
+    .await;
+    assert_eq!(r.status(), 412);
+    let (_, now) = get(&app, &format!("/api/v1/members/{id}")).await;
+    assert_eq!(now["display_name"], "Ada King");
+
+    // Clearing the e-mail changes nothing the card shows: no new pass version.
+    let before = app.state.store.get_pass(serial).await.unwrap().updated_at;
+    let r = patch(&app, id, Some(&next), json!({"email": null})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.state.store.member_contact(id).await.unwrap().0, None);
+    assert_eq!(
+        app.state.store.get_pass(serial).await.unwrap().updated_at,
+        before
+    );
+
+    let r = patch(&app, id, Some("\"2\""), json!({"email": "not-an-address"})).await;
+    assert_eq!(r.status(), 400);
+    let other = crate::helpers::another_member(&app, &member).await;
+    let r = patch(
+        &app,
+        other["id"].as_str().unwrap(),
+        Some("\"0\""),
+        json!({"external_id": "crm-1"}),
+    )
+    .await;
+    assert_eq!(r.status(), 409, "crm-1 is Ada's");
+}
+
+on_both_backends!(a_member_update_needs_the_current_etag_and_the_card_follows);
