@@ -32,20 +32,32 @@ pub async fn end_card(
 
 /// Reissue the member's card (lost or shared): a new pass with a new serial, barcode, PassKit
 /// token and download link; the old pass is voided and pushed, and its links stop working.
+/// Send an `Idempotency-Key` so a retried request does not void the card it made.
 #[utoipa::path(post, path = "/api/v1/members/{member_id}/card/reissue", tag = "members",
-    params(("member_id" = String, Path)),
+    params(("member_id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 characters; a retry with the same key returns the card the first request made")),
     responses(
         (status = 201, description = "The new pass", body = PassView),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody),
-        (status = 409, description = "The member was erased", body = ErrorBody),
+        (status = 409, description = "The member was erased, or the Idempotency-Key was used for another request", body = ErrorBody),
     ))]
 pub async fn reissue_card(
     State(state): State<AppState>,
     caller: Caller,
     Path(member_id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<(StatusCode, Json<PassView>), ApiError> {
     caller.require(&[Role::Admin, Role::Integration])?;
-    let pass = lifecycle::reissue_card(&state.store, &member_id).await?;
+    let key = match headers.get(super::transactions::IDEMPOTENCY_HEADER) {
+        Some(_) => Some(super::transactions::idempotency_key(&headers)?),
+        None => None,
+    };
+    let pass = lifecycle::reissue_card(
+        &state.store,
+        &member_id,
+        key.map(|k| (caller.key_id.as_str(), k)),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(PassView::new(&state, &pass))))
 }
 

@@ -16,10 +16,14 @@ pub async fn end_card(store: &Store, member_id: &str) -> Result<(Pass, bool), Se
 }
 
 /// Reissues the member's card (lost or shared): a new pass, barcode and tokens; the old pass
-/// is voided. Returns the new pass.
+/// is voided. Returns the new pass; a retry with the same idempotency key returns the same one.
 #[tracing::instrument(skip_all, fields(member = %member_id), err(level = "warn"))]
-pub async fn reissue_card(store: &Store, member_id: &str) -> Result<Pass, ServiceError> {
-    let (pass, old) = store.reissue_card(member_id, now_ms()).await?;
+pub async fn reissue_card(
+    store: &Store,
+    member_id: &str,
+    idempotency: Option<(&str, &str)>,
+) -> Result<Pass, ServiceError> {
+    let (pass, old) = store.reissue_card(member_id, now_ms(), idempotency).await?;
     tracing::info!(serial = %pass.serial_number, ended = ?old, "card reissued");
     Ok(pass)
 }

@@ -48,12 +48,37 @@ impl Store {
     /// Reissues the member's card for a lost or shared one: the live pass (if any) is ended as
     /// by `end_card`, the member gets a new barcode, and a new pass (new serial, PassKit token
     /// and download token) on the same template. Returns the new pass and the ended serial.
-    pub async fn reissue_card(&self, member_id: &str, now: i64) -> Result<(Pass, Option<String>)> {
+    /// With an idempotency key `(api key id, key)`, a retry returns the pass the first request
+    /// made (and `None`) instead of reissuing again.
+    pub async fn reissue_card(
+        &self,
+        member_id: &str,
+        now: i64,
+        idempotency: Option<(&str, &str)>,
+    ) -> Result<(Pass, Option<String>)> {
         let (_turn, mut tx) = self.write_tx().await?;
         if self.lock_for_lifecycle(&mut tx, member_id).await?.is_some() {
             return Err(StorageError::Conflict(
                 "this member was erased; an erased member gets no card".into(),
             ));
+        }
+        let request = format!("reissue:{member_id}");
+        if let Some((api_key, key)) = idempotency {
+            let done = sqlx::query(
+                "SELECT request_hash, response FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+            )
+            .bind(api_key)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(done) = done {
+                if done.try_get::<String, _>("request_hash")? != request {
+                    return Err(StorageError::IdempotencyMismatch);
+                }
+                let serial: String = done.try_get("response")?;
+                drop(tx);
+                return Ok((self.get_pass(&serial).await?, None));
+            }
         }
         let current = sqlx::query(
             "SELECT * FROM passes WHERE member_id = $1
@@ -97,6 +122,26 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_pass(&mut tx, &fresh).await?;
+        if let Some((api_key, key)) = idempotency {
+            // The member's lock serialises retries of one reissue; the key's record commits
+            // with the new card.
+            sqlx::query(
+                "INSERT INTO idempotency_keys (api_key_id, key, request_hash, response, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(api_key)
+            .bind(key)
+            .bind(&request)
+            .bind(&fresh.serial_number)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                super::conflict(e, || {
+                    "this Idempotency-Key is in use by another request".into()
+                })
+            })?;
+        }
         tx.commit().await?;
         self.committed();
         Ok((fresh, old))

@@ -161,12 +161,15 @@ async fn a_reissued_card_is_a_new_pass_and_the_old_one_is_void(db: TestDb) {
     assert_eq!(s, 200);
     let old_install = link["url"].as_str().unwrap().to_string();
 
-    let (s, fresh) = app
-        .post(&format!("/api/v1/members/{id}/card/reissue"), json!({}))
-        .await;
+    let reissue = format!("/api/v1/members/{id}/card/reissue");
+    let (s, fresh) = app.post_idem(&reissue, "lost-1", json!({})).await;
     assert_eq!(s, 201, "{fresh}");
     let serial = fresh["serial_number"].as_str().unwrap();
     assert_ne!(serial, old_serial);
+    // A retried request returns the same card instead of voiding it.
+    let (s, again) = app.post_idem(&reissue, "lost-1", json!({})).await;
+    assert_eq!((s, &again["serial_number"]), (201, &fresh["serial_number"]));
+    assert_eq!(app.state.store.member_passes(id).await.unwrap().len(), 2);
     assert!(fresh["ended_at"].is_null());
     let new = app.state.store.get_pass(serial).await.unwrap();
     assert_ne!(new.authentication_token, old.authentication_token);
