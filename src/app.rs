@@ -60,7 +60,12 @@ impl AppState {
     pub fn new(config: Config, store: Store) -> anyhow::Result<AppState> {
         let signers = Signers::from_config(&config.apple, &config.data_dir)
             .context("loading the Apple signing identity")?;
-        let cards = Cards::new(store.clone(), signers, config.web_service_url());
+        let links = Arc::new(
+            crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
+                .context("loading the install-link secret")?,
+        );
+        let cards = Cards::new(store.clone(), signers, config.web_service_url())
+            .with_account_links(config.public_base(), links.clone());
         let google = Google::from_config(&config.google)
             .context("loading the Google Wallet configuration")?
             .map(Arc::new);
@@ -68,9 +73,6 @@ impl AppState {
             store.enable_google_sync();
         }
         store.set_worker_lease(config.server.worker_lease_ms);
-        let links =
-            crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
-                .context("loading the install-link secret")?;
         let mailer = crate::email::Mailer::from_config(&config.email)
             .context("configuring e-mail")?
             .map(Arc::new);
@@ -108,29 +110,33 @@ impl AppState {
             cards: Arc::new(cards),
             fetches: Arc::default(),
             google,
-            links: Arc::new(links),
+            links,
             workers: Arc::default(),
         })
     }
 
-    /// A member's personal install link and when it expires (seconds since the epoch).
-    pub fn install_url(&self, member_id: &str) -> (String, i64) {
+    /// A member's personal install link for their card of this `generation` (how many times
+    /// it was reissued: `Store::card_generations`) and when it expires (seconds since the epoch).
+    pub fn install_url(&self, member_id: &str, generation: i64) -> (String, i64) {
         let expires_at = crate::domain::now_ms() / 1000
             + i64::from(self.config.enrollment.install_link_days.max(1)) * 86_400;
-        let token = self.links.sign(member_id, expires_at);
+        let token = self
+            .links
+            .sign_generation(member_id, expires_at, generation);
         (
             format!("{}/card/{token}", self.config.public_base()),
             expires_at,
         )
     }
 
-    /// The plain-GET link that downloads a member's pass; the token is the pass's own secret.
+    /// The plain-GET link that downloads a member's pass: its download token, never the PassKit
+    /// token (both rotate on reissue).
     pub fn pass_url(&self, pass: &Pass) -> String {
         format!(
             "{}/passes/{}.pkpass?token={}",
             self.config.public_base(),
             pass.serial_number,
-            pass.authentication_token
+            pass.download_token
         )
     }
 }

@@ -89,6 +89,8 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
         created_at: 0,
         updated_at: 0,
         last_fetched_at: None,
+        download_token: "d".into(),
+        ended_at: None,
     };
     let render = |member: &Member| {
         pass_json::render(&PassContent {
@@ -100,6 +102,7 @@ fn run(ca: &DevAuthority, seconds: f64) -> anyhow::Result<PassBench> {
             standing: Default::default(),
             state: crate::domain::CardState::Active,
             expires_at: None,
+            account_url: None,
         })
     };
     let manifest = bundle::manifest(&render(&member), &assets);

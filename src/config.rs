@@ -238,6 +238,9 @@ pub struct PushConfig {
     pub retry_base_ms: u64,
     /// How often the dispatcher looks at the outbox when nothing woke it.
     pub poll_interval_ms: u64,
+    /// An ended card's registrations are dropped once its devices fetched the voided pass, or
+    /// this many days after it ended, whichever comes first.
+    pub ended_registration_days: u32,
 }
 
 impl Default for PushConfig {
@@ -251,6 +254,7 @@ impl Default for PushConfig {
             apns_team_id: None,
             retry_base_ms: 1000,
             poll_interval_ms: 1000,
+            ended_registration_days: 30,
         }
     }
 }
@@ -676,6 +680,7 @@ mod env_tests {
                     ("PUSH__APNS_TEAM_ID", "0012345678"),
                     ("PUSH__RETRY_BASE_MS", "500"),
                     ("PUSH__POLL_INTERVAL_MS", "200"),
+                    ("PUSH__ENDED_REGISTRATION_DAYS", "7"),
                 ],
             );
             let p = c.push;
@@ -689,6 +694,7 @@ mod env_tests {
             assert_eq!(p.apns_key_id.as_deref(), Some("1234567890"));
             assert_eq!(p.apns_team_id.as_deref(), Some("0012345678"));
             assert_eq!((p.retry_base_ms, p.poll_interval_ms), (500, 200));
+            assert_eq!(p.ended_registration_days, 7);
             Ok(())
         });
     }

@@ -22,14 +22,54 @@ pub async fn ledger_loop(state: AppState, beat: Beat) {
     }
 }
 
-/// Writes pass-download times every second (see `webservice::fetches`).
+/// Writes pass-download times every second (see `webservice::fetches`), then drops the
+/// registrations of ended cards whose devices have the voided pass (`card_ends`, a claimed job).
 pub async fn fetch_log_loop(state: AppState, beat: Beat) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        match state.fetches.flush(&state.store).await {
-            Ok(_) => beat.ok(),
-            Err(e) => tracing::warn!(error = %e, "recording pass downloads failed; retrying"),
+        let flushed = match state.fetches.flush(&state.store).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "recording pass downloads failed; retrying");
+                false
+            }
+        };
+        let swept = drop_ended_registrations(&state).await;
+        if flushed && swept {
+            beat.ok();
+        }
+    }
+}
+
+/// Ended passes handled per sweep; the next second takes the rest.
+const ENDED_BATCH: i64 = 500;
+
+/// One sweep of ended cards' registrations under the `card_ends` lease; `false` when it failed.
+async fn drop_ended_registrations(state: &AppState) -> bool {
+    let now = now_ms();
+    match state.store.claim_job("card_ends", now).await {
+        Ok(true) => {}
+        Ok(false) => return true,
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming the ended-card sweep failed; retrying");
+            return false;
+        }
+    }
+    let days = i64::from(state.config.push.ended_registration_days);
+    match state
+        .store
+        .drop_ended_registrations(now - days * 86_400_000, ENDED_BATCH)
+        .await
+    {
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::info!(registrations = n, "dropped ended cards' registrations");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping ended cards' registrations failed; retrying");
+            false
         }
     }
 }

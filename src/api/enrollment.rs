@@ -69,7 +69,12 @@ pub async fn install_link(
 ) -> Result<Json<InstallLink>, ApiError> {
     caller.require(&[Role::Admin, Role::Marketer, Role::Integration])?;
     state.store.get_member(&member_id).await?;
-    let (url, expires_at) = state.install_url(&member_id);
+    let generation = state
+        .store
+        .card_generations(std::slice::from_ref(&member_id))
+        .await?;
+    let generation = generation.get(&member_id).copied().unwrap_or(0);
+    let (url, expires_at) = state.install_url(&member_id, generation);
     Ok(Json(InstallLink { url, expires_at }))
 }
 

@@ -92,6 +92,14 @@ impl From<StorageError> for ApiError {
             StorageError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
+            StorageError::Stale { what, current } => ApiError {
+                status: StatusCode::PRECONDITION_FAILED,
+                code: "precondition_failed",
+                message: format!(
+                    "the {what} changed since you read it (If-Match does not name its current version); read it again"
+                ),
+                details: json!({ "etag": format!("\"{current}\"") }),
+            },
             StorageError::IdempotencyMismatch => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",

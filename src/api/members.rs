@@ -36,7 +36,7 @@ pub struct CreateMember {
 }
 
 /// The full member view: balance, tier and progress to the next one, next expiry, the pass.
-async fn member_view(state: &AppState, m: &Member) -> Result<MemberView, ApiError> {
+pub async fn member_view(state: &AppState, m: &Member) -> Result<MemberView, ApiError> {
     let program = state.store.get_program(&m.program_id).await?;
     let pass = state.store.pass_for_member(&m.id).await?;
     let standing = state
@@ -98,7 +98,8 @@ pub async fn create_member(
     ))
 }
 
-/// Get a member with their standing.
+/// Get a member with their standing. `ETag` names the profile's version, for `PATCH`'s
+/// `If-Match`.
 #[utoipa::path(get, path = "/api/v1/members/{member_id}", tag = "members",
     params(("member_id" = String, Path)),
     responses((status = 200, description = "OK", body = MemberView), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
@@ -106,10 +107,17 @@ pub async fn get_member(
     State(state): State<AppState>,
     caller: Caller,
     Path(member_id): Path<String>,
-) -> Result<Json<MemberView>, ApiError> {
+) -> Result<Response, ApiError> {
+    use axum::response::IntoResponse;
     caller.require(READERS)?;
     let member = state.store.get_member(&member_id).await?;
-    Ok(Json(member_view(&state, &member).await?))
+    let version = state.store.member_version(&member_id).await?;
+    let mut response = Json(member_view(&state, &member).await?).into_response();
+    response.headers_mut().insert(
+        axum::http::header::ETAG,
+        super::lifecycle::member_etag(version),
+    );
+    Ok(response)
 }
 
 #[derive(Deserialize, IntoParams)]

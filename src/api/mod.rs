@@ -4,8 +4,10 @@
 pub mod auth;
 mod enrollment;
 pub mod error;
+mod export;
 mod google;
 mod keys;
+mod lifecycle;
 mod members;
 mod programs;
 pub mod transactions;
@@ -73,10 +75,14 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(programs::put_image))
         .routes(routes!(members::create_member, members::list_members))
         .routes(routes!(members::find_member))
-        .routes(routes!(members::get_member))
+        .routes(routes!(members::get_member, lifecycle::patch_member))
         .routes(routes!(members::download_pass))
         .routes(routes!(members::list_passes))
         .routes(routes!(members::google_card))
+        .routes(routes!(lifecycle::end_card))
+        .routes(routes!(lifecycle::reissue_card))
+        .routes(routes!(lifecycle::erase_member))
+        .routes(routes!(export::export_member))
         .routes(routes!(google::message_member))
         .routes(routes!(google::message_template))
         .routes(routes!(
@@ -93,7 +99,7 @@ fn documented() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(enrollment::install_link))
         .routes(routes!(enrollment::import_members))
-        .routes(routes!(enrollment::consents))
+        .routes(routes!(enrollment::consents, lifecycle::withdraw_consent))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
 }

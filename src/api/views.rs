@@ -109,10 +109,13 @@ pub struct PassView {
     pub pass_type_identifier: String,
     pub template_id: String,
     pub updated_at: i64,
-    /// A plain-GET link that downloads the `.pkpass`; carries the pass's own secret.
+    /// A plain-GET link that downloads the `.pkpass`; carries the pass's own download token
+    /// (not its PassKit token). It answers 404 once the card has ended.
     pub pass_url: String,
     /// When Wallet last downloaded the pass through the PassKit web service.
     pub last_fetched_at: Option<i64>,
+    /// When the card was ended (voided, or replaced by a reissue); absent while it is live.
+    pub ended_at: Option<i64>,
 }
 
 /// A device that holds the pass and receives its pushes.
@@ -145,6 +148,7 @@ impl PassView {
             last_fetched_at: p
                 .last_fetched_at
                 .max(state.fetches.pending(&p.serial_number)),
+            ended_at: p.ended_at,
         }
     }
 }

@@ -219,6 +219,22 @@ pub struct Pass {
     pub updated_at: i64,
     /// When Wallet last downloaded the pass through the PassKit web service.
     pub last_fetched_at: Option<i64>,
+    /// The public download link's own secret (256 bits), not the PassKit token: both rotate
+    /// when the card is reissued.
+    pub download_token: String,
+    /// When the card was ended (voided); the member's other passes are older, ended ones.
+    pub ended_at: Option<i64>,
+}
+
+impl Pass {
+    /// What both wallets show: an ended card is void (Apple) and inactive (Google).
+    pub fn state(&self) -> CardState {
+        if self.ended_at.is_some() {
+            CardState::Inactive
+        } else {
+            CardState::Active
+        }
+    }
 }
 
 /// Longest template name, in characters (the designer cuts names to it too).

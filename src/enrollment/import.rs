@@ -205,11 +205,15 @@ pub async fn run(
             .await?;
         report.created += result.created.len();
         report.unchanged += result.existing.len();
+        // New members hold their first card; existing ones may hold a reissued one.
+        let existing: Vec<String> = result.existing.iter().map(|(_, m)| m.clone()).collect();
+        let generations = state.store.card_generations(&existing).await?;
         let ids: std::collections::HashMap<_, _> =
             result.created.into_iter().chain(result.existing).collect();
         for (line, r) in chunk {
             if let Some(member_id) = ids.get(&r.external_id) {
-                let (url, expires_at) = state.install_url(member_id);
+                let generation = generations.get(member_id).copied().unwrap_or(0);
+                let (url, expires_at) = state.install_url(member_id, generation);
                 report.links.push(MemberLink {
                     line: *line,
                     external_id: r.external_id.clone(),

@@ -60,11 +60,18 @@ impl LinkSigner {
         Ok(LinkSigner::new(key))
     }
 
-    fn mac(&self, member_id: &str, expires_at: i64) -> String {
+    /// The MAC over the member, the expiry and the card's generation (how many times it was
+    /// reissued), so a link sent before a reissue does not open the new card. Generation 0 signs
+    /// what links signed before reissues existed, so those keep working.
+    fn mac(&self, member_id: &str, expires_at: i64, generation: i64) -> String {
         let key = PKey::hmac(&self.key).expect("an HMAC key");
         let mut signer = Signer::new(MessageDigest::sha256(), &key).expect("an HMAC signer");
+        let message = match generation {
+            0 => format!("install:{member_id}.{expires_at}"),
+            g => format!("install:{member_id}.{expires_at}.{g}"),
+        };
         signer
-            .update(format!("install:{member_id}.{expires_at}").as_bytes())
+            .update(message.as_bytes())
             .expect("hashing in memory");
         let mac = signer.sign_to_vec().expect("signing in memory");
         data_encoding::BASE32_NOPAD
@@ -72,23 +79,77 @@ impl LinkSigner {
             .to_lowercase()
     }
 
-    /// The token for `member_id`, valid until `expires_at` (seconds since the epoch).
+    /// The token for `member_id`'s first card, valid until `expires_at` (seconds since the
+    /// epoch).
     pub fn sign(&self, member_id: &str, expires_at: i64) -> String {
+        self.sign_generation(member_id, expires_at, 0)
+    }
+
+    /// The token for `member_id`'s card of this generation (0 until it is reissued).
+    pub fn sign_generation(&self, member_id: &str, expires_at: i64, generation: i64) -> String {
         format!(
             "{member_id}.{expires_at}.{}",
-            self.mac(member_id, expires_at)
+            self.mac(member_id, expires_at, generation)
         )
     }
 
-    /// The member a token names, if it is ours and unexpired at `now` (seconds).
+    /// The token of the member's own account page (`/me/<token>`, linked from the back of the
+    /// card): no expiry (it rides on the card), signed for the card's generation so a reissue
+    /// retires the old card's link.
+    pub fn sign_account(&self, member_id: &str, generation: i64) -> String {
+        format!("{member_id}.0.{}", self.account_mac(member_id, generation))
+    }
+
+    /// The member an account-page token names, if it is ours and for the card's `generation`.
+    pub fn verify_account(&self, token: &str, generation: i64) -> Result<String, LinkError> {
+        let mut parts = token.rsplitn(3, '.');
+        let (Some(mac), Some("0"), Some(member)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(LinkError::Invalid);
+        };
+        if !constant_time_eq(
+            mac.as_bytes(),
+            self.account_mac(member, generation).as_bytes(),
+        ) {
+            return Err(LinkError::Invalid);
+        }
+        Ok(member.to_string())
+    }
+
+    fn account_mac(&self, member_id: &str, generation: i64) -> String {
+        // A purpose of its own: an account token is never an install link, nor the reverse.
+        self.mac(&format!("account:{member_id}"), 0, generation)
+    }
+
+    /// The member a token names, before it is verified (to look up its card's generation).
+    pub fn member_of(token: &str) -> Option<&str> {
+        token.rsplitn(3, '.').nth(2)
+    }
+
+    /// The member a token for a first card names, if it is ours and unexpired at `now`
+    /// (seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<String, LinkError> {
+        self.verify_generation(token, now, 0)
+    }
+
+    /// The member a token names, if it is ours, unexpired at `now` (seconds) and signed for the
+    /// card's current `generation`.
+    pub fn verify_generation(
+        &self,
+        token: &str,
+        now: i64,
+        generation: i64,
+    ) -> Result<String, LinkError> {
         let mut parts = token.rsplitn(3, '.');
         let (Some(mac), Some(exp), Some(member)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(LinkError::Invalid);
         };
         let expires_at: i64 = exp.parse().map_err(|_| LinkError::Invalid)?;
-        if !constant_time_eq(mac.as_bytes(), self.mac(member, expires_at).as_bytes()) {
+        if !constant_time_eq(
+            mac.as_bytes(),
+            self.mac(member, expires_at, generation).as_bytes(),
+        ) {
             return Err(LinkError::Invalid);
         }
         if expires_at < now {
@@ -121,6 +182,27 @@ mod tests {
             "and the expiry"
         );
         assert_eq!(s.verify("garbage", 0), Err(LinkError::Invalid));
+        assert_eq!(LinkSigner::member_of(&t), Some("01a2-member"));
+        assert_eq!(
+            s.verify_generation(&t, 999, 1),
+            Err(LinkError::Invalid),
+            "a link for the first card does not open a reissued one"
+        );
+        let reissued = s.sign_generation("01a2-member", 1_000, 1);
+        assert_eq!(
+            s.verify_generation(&reissued, 999, 1).unwrap(),
+            "01a2-member"
+        );
+        assert_eq!(s.verify(&reissued, 999), Err(LinkError::Invalid));
+        let account = s.sign_account("01a2-member", 0);
+        assert_eq!(s.verify_account(&account, 0).unwrap(), "01a2-member");
+        assert_eq!(s.verify_account(&account, 1), Err(LinkError::Invalid));
+        assert_eq!(
+            s.verify(&account, 0),
+            Err(LinkError::Invalid),
+            "not an install link"
+        );
+        assert_eq!(s.verify_account(&t, 0), Err(LinkError::Invalid));
         let elsewhere = LinkSigner::new(b"another secret of ours".to_vec());
         assert_eq!(elsewhere.verify(&t, 999), Err(LinkError::Invalid));
     }

@@ -32,6 +32,7 @@ use crate::secret::{constant_time_eq, random_token};
 use crate::storage::{ConsentRecord, StorageError};
 use crate::web::staff::{cookie, set_cookie};
 
+pub mod account;
 pub mod import;
 pub mod links;
 
@@ -44,6 +45,10 @@ pub fn router() -> Router<AppState> {
         .route("/join/{slug}/qr.png", get(qr_png))
         .route("/join/{slug}/logo.png", get(logo))
         .route("/card/{token}", get(card_page))
+        .route(
+            "/me/{token}",
+            get(account::account_page).post(account::account_action),
+        )
 }
 
 /// The client's address, for throttles: behind a trusted proxy the one it forwarded
@@ -262,8 +267,9 @@ async fn join(
     };
     match join_member(&state, &open, &checked).await {
         Ok((member, true)) => {
-            let (url, _) = state.install_url(&member.id);
-            // `?welcome` greets the new member and names the welcome bonus on the card page.
+            // A new member: their first card. `?welcome` greets them and names the welcome
+            // bonus on the card page.
+            let (url, _) = state.install_url(&member.id, 0);
             let path = format!(
                 "{}?welcome=1",
                 url.strip_prefix(state.config.public_base()).unwrap_or(&url)
@@ -328,7 +334,18 @@ fn send_card_link(state: &AppState, program: &Program, member: Member, lang: Lan
                 return;
             }
         };
-        let (link, _) = state.install_url(&member.id);
+        let generation = match state
+            .store
+            .card_generations(std::slice::from_ref(&member.id))
+            .await
+        {
+            Ok(g) => g.get(&member.id).copied().unwrap_or(0),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a member's card failed");
+                return;
+            }
+        };
+        let (link, _) = state.install_url(&member.id, generation);
         let mail = CardLink {
             program_name,
             member_name: member.display_name,
@@ -454,7 +471,22 @@ async fn card_page(
     Query(q): Query<CardQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let member_id = match state.links.verify(&token, now_ms() / 1000) {
+    let claimed = links::LinkSigner::member_of(&token)
+        .unwrap_or_default()
+        .to_string();
+    let generation = match state
+        .store
+        .card_generations(std::slice::from_ref(&claimed))
+        .await
+    {
+        Ok(g) => g.get(&claimed).copied().unwrap_or(0),
+        Err(e) => return page_error(e),
+    };
+    // Signed for the card's generation: a link sent before a reissue does not open the new card.
+    let member_id = match state
+        .links
+        .verify_generation(&token, now_ms() / 1000, generation)
+    {
         Ok(m) => m,
         Err(e) => return (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
     };
@@ -469,6 +501,9 @@ async fn card_page(
         Ok(x) => x,
         Err(e) => return page_error(e),
     };
+    if pass.ended_at.is_some() {
+        return (StatusCode::NOT_FOUND, "this card has ended\n").into_response();
+    }
     let ua = headers
         .get(USER_AGENT)
         .and_then(|v| v.to_str().ok())

@@ -349,6 +349,12 @@ pub fn loyalty_object_with(
             object["secondaryLoyaltyPoints"]["localizedLabel"] = l;
         }
     }
+    if member.display_name.trim().is_empty() {
+        // An erased member has no name; Google takes 1 to 20 characters or none at all.
+        if let Some(o) = object.as_object_mut() {
+            o.remove("accountName");
+        }
+    }
     object
 }
 
@@ -552,6 +558,13 @@ mod tests {
             let o = loyalty_object_in("1.o", "1.c", &p, &t, &member(), state);
             assert_eq!(o["state"], google);
         }
+        // An erased member's card names no one.
+        let erased = Member {
+            display_name: String::new(),
+            ..member()
+        };
+        let o = loyalty_object_in("1.o", "1.c", &p, &t, &erased, CardState::Inactive);
+        assert!(o.get("accountName").is_none(), "{o}");
     }
 
     fn field(key: &str, value: &str) -> FieldSpec {

@@ -107,8 +107,32 @@ impl Google {
         let template = store.get_template(&pass.template_id).await?;
         let program = store.get_program(&member.program_id).await?;
         let mut class_id = self.ensure_class(store, &template, public_base).await?;
-        let object_id = self.object_id(&member.id);
-        let previous = store.google_object(member_id).await?;
+        let mut previous = store.google_object(member_id).await?;
+        // A reissued card is a new object; the old one goes inactive first, so the card a
+        // lost or shared phone holds stops being a card. The first pass keeps the member's id.
+        let object_id = match &previous {
+            Some(before) if before.serial_number.as_deref() != Some(&pass.serial_number) => {
+                let (status, json) = self
+                    .client
+                    .patch(
+                        "loyaltyObject",
+                        &before.object_id,
+                        &serde_json::json!({"state": CardState::Inactive.google()}),
+                    )
+                    .await?;
+                if !(200..300).contains(&status) && status != 404 {
+                    return Err(GoogleError::Rejected {
+                        status,
+                        message: json.to_string(),
+                    }
+                    .into());
+                }
+                previous = None;
+                self.object_id(&format!("{}-{}", member.id, pass.serial_number))
+            }
+            Some(before) => before.object_id.clone(),
+            None => self.object_id(&member.id),
+        };
         // The program's policy picks the changes worth a notification; the budget caps them.
         let notify = match &previous {
             None => false,
@@ -145,14 +169,13 @@ impl Google {
             points_to_next_tier: next.map_or(0, |t| (t.threshold - s.qualifying).max(0)),
             next_expiry: s.next_expiry,
         });
-        // The card lifecycle (issue 16) feeds the state; until then every card is active.
         let object = model::loyalty_object_with(
             &object_id,
             &class_id,
             &program,
             &template,
             &member,
-            CardState::Active,
+            pass.state(),
             standing,
         );
         let notified = match self.write_object(&object, previous.is_some(), notify).await {
@@ -174,6 +197,7 @@ impl Google {
             synced_at: now,
             synced_version: pass.updated_at,
             synced_tier: member.tier.clone(),
+            serial_number: Some(pass.serial_number.clone()),
         };
         store
             .record_google_object(member_id, &synced, notified)

@@ -10,6 +10,7 @@ use axum::body::Bytes;
 pub use super::ServiceError;
 use crate::domain::template::{Standing, checks};
 use crate::domain::{Invalid, Member, NewMember, Pass, Program, Template, TemplateDesign};
+use crate::enrollment::links::LinkSigner;
 use crate::passes::apple::bundle;
 use crate::passes::apple::images::{self, ImageKind};
 use crate::passes::apple::pass_json::{self, PassContent};
@@ -24,6 +25,8 @@ pub struct Cards {
     web_service_url: String,
     /// Signed passes by serial, with the `updated_at` they were built at.
     signed: Mutex<HashMap<String, (i64, Bytes)>>,
+    /// The public base URL and the signer of the account-page links on the back of the card.
+    account_links: Option<(String, Arc<LinkSigner>)>,
 }
 
 /// Signed passes kept for devices that fetch an unchanged pass (about 30 KB each).
@@ -43,7 +46,14 @@ impl Cards {
             assets: AssetCache::default(),
             web_service_url,
             signed: Mutex::default(),
+            account_links: None,
         }
+    }
+
+    /// Puts a link to the member's account page (`/me/<token>`) on the back of every live card.
+    pub fn with_account_links(mut self, public_base: &str, links: Arc<LinkSigner>) -> Cards {
+        self.account_links = Some((public_base.to_string(), links));
+        self
     }
 
     pub fn signers(&self) -> &Signers {
@@ -205,7 +215,8 @@ impl Cards {
         Ok(self.store.insert_member(program, &template, new).await?)
     }
 
-    /// The signed pass with this serial, if `token` is its authentication token.
+    /// The signed pass with this serial, if `token` is its download token and the card has
+    /// not ended.
     /// An unknown serial and a wrong token are the same `None`, so tokens cannot be probed.
     pub async fn pkpass_with_token(
         &self,
@@ -217,7 +228,10 @@ impl Cards {
             Err(StorageError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if !constant_time_eq(pass.authentication_token.as_bytes(), token.as_bytes()) {
+        // The link's own token, never the PassKit one; an ended card's link is dead.
+        if !constant_time_eq(pass.download_token.as_bytes(), token.as_bytes())
+            || pass.ended_at.is_some()
+        {
             return Ok(None);
         }
         let bytes = self.pkpass(&pass).await?;
@@ -243,6 +257,20 @@ impl Cards {
         } else {
             None
         };
+        let account_url = match (&self.account_links, pass.ended_at) {
+            (Some((base, links)), None) => {
+                let generations = self
+                    .store
+                    .card_generations(std::slice::from_ref(&member.id))
+                    .await?;
+                let generation = generations.get(&member.id).copied().unwrap_or(0);
+                Some(format!(
+                    "{base}/me/{}",
+                    links.sign_account(&member.id, generation)
+                ))
+            }
+            _ => None,
+        };
         let next = program.rules.next_tier(member.tier.as_deref());
         let standing = standing.map_or_else(Standing::default, |s| Standing {
             next_tier: next.map_or("", |t| t.name.as_str()),
@@ -256,10 +284,10 @@ impl Cards {
             pass,
             web_service_url: &self.web_service_url,
             standing,
-            // The card lifecycle (ended and expired cards) feeds these; until then every card
-            // is active without an end date.
-            state: crate::domain::CardState::Active,
+            // An ended card is voided; no card has an end date yet.
+            state: pass.state(),
             expires_at: None,
+            account_url: account_url.as_deref(),
         });
         Ok(bundle::build(&json, &assets, &identity)?)
     }
@@ -297,6 +325,8 @@ impl Cards {
             created_at: now,
             updated_at: now,
             last_fetched_at: None,
+            download_token: crate::secret::random_token(32),
+            ended_at: None,
         };
         let mut files = files;
         files.extend(template.design.pass_strings());
@@ -310,6 +340,7 @@ impl Cards {
             standing: sample.standing,
             state: crate::domain::CardState::Active,
             expires_at: None,
+            account_url: None,
         });
         Ok(bundle::build(&json, &assets, &identity)?)
     }

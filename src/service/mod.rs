@@ -3,13 +3,15 @@
 //!
 //! - `cards`: templates, members and signed passes (holds the signers and image caches);
 //! - `programs`: loyalty rules and names, which every holder's card shows;
-//! - `points`: postings to the ledger, with the actor's limits.
+//! - `points`: postings to the ledger, with the actor's limits;
+//! - `lifecycle`: ending and reissuing a member's card.
 //!
 //! Every change a card shows goes through one storage step (`storage::changes`) in the change's
 //! own transaction: the pass version moves forward, an outbox row is written for the push
 //! dispatcher and the member is queued for Google.
 
 pub mod cards;
+pub mod lifecycle;
 pub mod points;
 pub mod programs;
 

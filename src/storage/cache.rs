@@ -223,6 +223,8 @@ mod tests {
             created_at: 0,
             updated_at: version,
             last_fetched_at: None,
+            download_token: "d".repeat(32),
+            ended_at: None,
         }
     }
 

@@ -18,9 +18,11 @@ use super::{Result, Store, google, new_id};
 const NEXT_VERSION: &str =
     "CASE WHEN ? > (updated_at / 1000 + 1) * 1000 THEN ? ELSE (updated_at / 1000 + 1) * 1000 END";
 
-/// Bumps one member's pass; `?`s: now, now, member id.
+/// Bumps one member's live pass (an ended pass shows nothing new); `?`s: now, now, member id.
 pub(super) fn bump_member_sql() -> String {
-    format!("UPDATE passes SET updated_at = {NEXT_VERSION} WHERE member_id = ?")
+    format!(
+        "UPDATE passes SET updated_at = {NEXT_VERSION} WHERE member_id = ? AND ended_at IS NULL"
+    )
 }
 
 /// One outbox row; `?`s: id, topic, member id, payload, created_at.
@@ -30,13 +32,15 @@ pub(super) const OUTBOX_SQL: &str =
 /// Outbox topics.
 pub const POINTS_CHANGED: &str = "member.points_changed";
 pub const TEMPLATE_CHANGED: &str = "template.changed";
+pub const CARD_ENDED: &str = "card.ended";
+pub const CARD_REISSUED: &str = "card.reissued";
 
 /// Members per statement (a few parameters each, far under both backends' limits).
 const CHUNK: usize = 400;
 
 impl Store {
     /// What these members' cards show changed (`topic`, with `payload` for every row): their
-    /// passes move to a new version, each gets an outbox row, and Google is queued, in `tx`.
+    /// live passes move to a new version, each gets an outbox row, and Google is queued, in `tx`.
     /// The caller wakes the dispatcher after commit (`Store::changes`).
     pub(super) async fn cards_changed(
         &self,
@@ -52,8 +56,9 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ");
             let version = NEXT_VERSION.replacen('?', "$1", 1).replacen('?', "$2", 1);
-            let sql =
-                format!("UPDATE passes SET updated_at = {version} WHERE member_id IN ({marks})");
+            let sql = format!(
+                "UPDATE passes SET updated_at = {version} WHERE member_id IN ({marks}) AND ended_at IS NULL"
+            );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now);
             for m in chunk {
                 q = q.bind(m);

@@ -47,6 +47,8 @@ pub struct GoogleObject {
     pub synced_version: i64,
     /// The tier id Google shows.
     pub synced_tier: Option<String>,
+    /// The pass the object shows; a reissued card gets a new object.
+    pub serial_number: Option<String>,
 }
 
 /// A member's Google sync status, for the API.
@@ -339,17 +341,21 @@ impl Store {
         body: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
+        // Nothing is queued for a member who refused or withdrew marketing.
+        let sql = format!(
             "INSERT INTO google_messages (message_id, member_id, header, body, created_at, available_at)
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (message_id, member_id) DO NOTHING",
-        )
-        .bind(message_id)
-        .bind(member_id)
-        .bind(header)
-        .bind(body)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+             SELECT $1, $2, $3, $4, $5, $5 WHERE {}
+             ON CONFLICT (message_id, member_id) DO NOTHING",
+            super::withdrawal::marketing_allowed("$2")
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(message_id)
+            .bind(member_id)
+            .bind(header)
+            .bind(body)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -363,18 +369,22 @@ impl Store {
         body: &str,
         now: i64,
     ) -> Result<u64> {
-        let done = sqlx::query(
+        // Live cards only, and no member who refused or withdrew marketing.
+        let sql = format!(
             "INSERT INTO google_messages (message_id, member_id, header, body, created_at, available_at)
-             SELECT $1, member_id, $3, $4, $5, $5 FROM passes WHERE template_id = $2
+             SELECT $1, member_id, $3, $4, $5, $5 FROM passes
+             WHERE template_id = $2 AND ended_at IS NULL AND {}
              ON CONFLICT (message_id, member_id) DO NOTHING",
-        )
-        .bind(message_id)
-        .bind(template_id)
-        .bind(header)
-        .bind(body)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+            super::withdrawal::marketing_allowed("passes.member_id")
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(message_id)
+            .bind(template_id)
+            .bind(header)
+            .bind(body)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -534,6 +544,7 @@ impl Store {
                 synced_at: r.try_get("synced_at")?,
                 synced_version: r.try_get("synced_version")?,
                 synced_tier: r.try_get("synced_tier")?,
+                serial_number: r.try_get("serial_number")?,
             })
         })
         .transpose()
@@ -548,10 +559,11 @@ impl Store {
     ) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO google_objects (member_id, object_id, class_id, synced_points, synced_at, synced_version, synced_tier)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (member_id) DO UPDATE SET class_id = excluded.class_id, synced_points = excluded.synced_points,
-                 synced_at = excluded.synced_at, synced_version = excluded.synced_version, synced_tier = excluded.synced_tier",
+            "INSERT INTO google_objects (member_id, object_id, class_id, synced_points, synced_at, synced_version, synced_tier, serial_number)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (member_id) DO UPDATE SET object_id = excluded.object_id, class_id = excluded.class_id,
+                 synced_points = excluded.synced_points, synced_at = excluded.synced_at, synced_version = excluded.synced_version,
+                 synced_tier = excluded.synced_tier, serial_number = excluded.serial_number",
         )
         .bind(member_id)
         .bind(&o.object_id)
@@ -560,6 +572,7 @@ impl Store {
         .bind(o.synced_at)
         .bind(o.synced_version)
         .bind(&o.synced_tier)
+        .bind(&o.serial_number)
         .execute(&mut *tx)
         .await?;
         if notified {

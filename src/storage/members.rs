@@ -93,18 +93,7 @@ impl Store {
                 format!("a member with external_id {:?} exists already in this program", member.external_id.as_deref().unwrap_or(""))
             })
         })?;
-        sqlx::query(
-            "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        )
-        .bind(&pass.serial_number)
-        .bind(&pass.member_id)
-        .bind(&pass.template_id)
-        .bind(&pass.pass_type_identifier)
-        .bind(&pass.authentication_token)
-        .bind(pass.created_at)
-        .execute(&mut **tx)
-        .await?;
+        insert_pass(tx, pass).await?;
         self.queue_google(tx, std::iter::once(member.id.as_str()), pass.created_at)
             .await
     }
@@ -159,8 +148,12 @@ impl Store {
         rows.iter().map(rows::member).collect()
     }
 
+    /// The member's card: the live pass, or when the card was ended, the newest ended one.
     pub async fn pass_for_member(&self, member_id: &str) -> Result<Pass> {
-        let row = sqlx::query("SELECT * FROM passes WHERE member_id = $1")
+        let row = sqlx::query(
+            "SELECT * FROM passes WHERE member_id = $1
+             ORDER BY CASE WHEN ended_at IS NULL THEN 0 ELSE 1 END, created_at DESC, serial_number LIMIT 1",
+        )
             .bind(member_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -220,16 +213,7 @@ pub(super) fn new_member_and_pass(
         tier: None,
         created_at: now,
     };
-    let pass = Pass {
-        serial_number: random_token(16),
-        member_id: member.id.clone(),
-        template_id: template.id.clone(),
-        pass_type_identifier: program.pass_type_identifier.clone(),
-        authentication_token: random_token(32),
-        created_at: now,
-        updated_at: now,
-        last_fetched_at: None,
-    };
+    let pass = new_pass(&member.id, &template.id, &program.pass_type_identifier, now);
     (member, pass)
 }
 
@@ -239,9 +223,9 @@ pub(super) async fn insert_passes(
     passes: impl ExactSizeIterator<Item = &Pass>,
     now: i64,
 ) -> Result<()> {
-    let values = values_list(passes.len(), 5, "$1, $1");
+    let values = values_list(passes.len(), 6, "$1, $1");
     let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, created_at, updated_at) VALUES {values}"
+        "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, download_token, created_at, updated_at) VALUES {values}"
     )))
     .bind(now);
     for p in passes {
@@ -250,13 +234,49 @@ pub(super) async fn insert_passes(
             .bind(&p.member_id)
             .bind(&p.template_id)
             .bind(&p.pass_type_identifier)
-            .bind(&p.authentication_token);
+            .bind(&p.authentication_token)
+            .bind(&p.download_token);
     }
     q.execute(&mut **tx).await?;
     Ok(())
 }
 
-/// Rows per multi-row INSERT of `insert_members_bulk` (5 parameters each, under SQLite's
+/// One new pass, created and updated at its `created_at`.
+pub(super) async fn insert_pass(tx: &mut Transaction<'static, Any>, pass: &Pass) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO passes (serial_number, member_id, template_id, pass_type_identifier, authentication_token, download_token, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&pass.serial_number)
+    .bind(&pass.member_id)
+    .bind(&pass.template_id)
+    .bind(&pass.pass_type_identifier)
+    .bind(&pass.authentication_token)
+    .bind(&pass.download_token)
+    .bind(pass.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A fresh pass for a member: new serial (128 bits), PassKit token and download token (256
+/// bits each), not yet stored.
+pub(super) fn new_pass(member_id: &str, template_id: &str, pass_type: &str, now: i64) -> Pass {
+    Pass {
+        serial_number: random_token(16),
+        member_id: member_id.to_string(),
+        template_id: template_id.to_string(),
+        pass_type_identifier: pass_type.to_string(),
+        authentication_token: random_token(32),
+        created_at: now,
+        updated_at: now,
+        last_fetched_at: None,
+        download_token: random_token(32),
+        ended_at: None,
+    }
+}
+
+/// Rows per multi-row INSERT of `insert_members_bulk` (at most 6 parameters each, under SQLite's
 /// 32,766 and PostgreSQL's 65,535).
 pub(super) const BULK_CHUNK: usize = 500;
 

@@ -12,25 +12,33 @@ mod cache;
 mod changes;
 mod designer;
 mod enrollment;
+mod erasure;
+mod export;
 mod google;
 mod leases;
 mod ledger;
+mod lifecycle;
 mod members;
 mod notify;
 mod passkit;
+mod profile;
 mod programs;
 mod rows;
 mod staff;
 mod stats;
 mod throttles;
+mod withdrawal;
 
 pub use api_keys::{ApiKeyRecord, Role};
 pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};
 pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
+pub use erasure::Erasure;
+pub use export::{SentMessage, WalletEvent};
 pub use google::{GoogleMessage, GoogleObject, GooglePending, GoogleSyncStatus};
 pub use ledger::{Actor, MemberStanding, OutboxRow};
 pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
+pub use profile::ProfileChange;
 pub use staff::{StaffSession, StaffUser};
 pub use stats::QueueStats;
 
@@ -62,6 +70,9 @@ pub enum StorageError {
         "the database file {file} is in use by another tessera server (pid {pid}); SQLite allows one server per file: stop it first, or use PostgreSQL to run several instances"
     )]
     InUse { file: String, pid: String },
+    /// A conditional write named a version that is no longer current.
+    #[error("the {what} changed since it was read (it is at version {current} now)")]
+    Stale { what: &'static str, current: i64 },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the balance is {available} points; it cannot go below zero")]
@@ -209,6 +220,9 @@ impl Store {
                                 "PRAGMA wal_autocheckpoint = 0",
                                 // The WAL file is cut back to 64 MiB after a checkpoint.
                                 "PRAGMA journal_size_limit = 67108864",
+                                // Deleted and overwritten content is zeroed, so an erased
+                                // member's data leaves the file (`erasure`).
+                                "PRAGMA secure_delete = ON",
                             ] {
                                 conn.execute(pragma).await?;
                             }

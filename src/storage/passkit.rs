@@ -259,7 +259,9 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<(Vec<DueChange>, Vec<PushTarget>)> {
+        // An ended pass's devices hear of changes up to its end (the end itself), not after.
         const JOIN: &str = "LEFT JOIN passes p ON p.member_id = o.member_id
+                 AND (p.ended_at IS NULL OR p.ended_at >= o.created_at)
              LEFT JOIN registrations r ON r.serial_number = p.serial_number
              LEFT JOIN devices d ON d.device_library_identifier = r.device_library_identifier
              ORDER BY o.id";
@@ -279,7 +281,7 @@ impl Store {
                                 WHERE processed_at IS NULL AND available_at <= $1 AND id > $3
                                   AND (claimed_until IS NULL OR claimed_until <= $1)
                                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
-                   RETURNING id, member_id, attempts)
+                   RETURNING id, member_id, attempts, created_at)
                  {COLUMNS} FROM o {JOIN}"
             )))
             .bind(now)
@@ -292,7 +294,7 @@ impl Store {
         } else {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "{COLUMNS}
-                 FROM (SELECT id, member_id, attempts FROM outbox
+                 FROM (SELECT id, member_id, attempts, created_at FROM outbox
                        WHERE processed_at IS NULL AND available_at <= $1 AND id > $3
                        ORDER BY id LIMIT $2) o
                  {JOIN}"

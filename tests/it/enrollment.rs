@@ -195,7 +195,7 @@ async fn joining_records_consent_and_never_hands_over_a_members_card(db: TestDb)
     let pass = store.pass_for_member(&member_id).await.unwrap();
     let pass_link = format!(
         "/passes/{}.pkpass?token={}",
-        pass.serial_number, pass.authentication_token
+        pass.serial_number, pass.download_token
     );
     // Without Google Wallet, Android gets the `.pkpass` file too, with how to open it.
     for (ua, apple, qr) in [

@@ -13,6 +13,7 @@ mod google;
 mod helpers;
 mod ledger;
 mod ledger_props;
+mod lifecycle;
 mod metrics;
 mod openapi;
 mod pass_checks;

@@ -17,11 +17,15 @@ pub struct PassContent<'a> {
     /// Tier progress and expiry, for the placeholders that show them.
     pub standing: Standing<'a>,
     /// An inactive (ended) card is `voided`; Wallet then shows it as void and stops updating
-    /// its relevance.
+    /// its relevance. A void card carries no barcode: it is scanned nowhere, and a reissued
+    /// card's new barcode never reaches the old pass.
     pub state: CardState,
     /// When the card stops being valid (epoch ms): Apple's `expirationDate`, after which Wallet
     /// shows the pass as expired.
     pub expires_at: Option<i64>,
+    /// The member's own account page (withdraw marketing consent, close the membership), a
+    /// tappable link at the end of the back of the card.
+    pub account_url: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -41,6 +45,7 @@ struct PassJson<'a> {
     #[serde(rename = "webServiceURL")]
     web_service_url: &'a str,
     authentication_token: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     barcodes: Vec<Barcode<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     locations: Vec<Location<'a>>,
@@ -140,6 +145,7 @@ struct Field {
 /// The compact `pass.json` bytes.
 pub fn render(c: &PassContent<'_>) -> Vec<u8> {
     let design = &c.template.design;
+    let voided = c.state == CardState::Inactive;
     let subs = Substitutions {
         balance: c.member.points,
         tier: c
@@ -149,7 +155,7 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
             .unwrap_or(""),
         member_name: &c.member.display_name,
         external_id: c.member.external_id.as_deref().unwrap_or(""),
-        barcode: &c.member.barcode,
+        barcode: if voided { "" } else { &c.member.barcode },
         program_name: &c.program.name,
         standing: c.standing,
     };
@@ -180,7 +186,10 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
         message_encoding: "iso-8859-1",
         alt_text,
     }];
-    if design.barcode.format == BarcodeFormat::Code128 {
+    if voided {
+        barcodes.clear();
+    }
+    if !voided && design.barcode.format == BarcodeFormat::Code128 {
         // watchOS cannot show Code128: a QR after it keeps the card scannable there (§4.4).
         barcodes.push(Barcode {
             format: BarcodeFormat::Qr.apple_name(),
@@ -220,7 +229,7 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
                 c.pass.created_at.checked_add(days * 86_400_000)
             })
             .and_then(w3c_instant),
-        voided: c.state == CardState::Inactive,
+        voided,
         sharing_prohibited: design.apple.sharing_prohibited,
         associated_store_identifiers: &design.apple.associated_store_identifiers,
         app_launch_url: design.apple.app_launch_url.as_deref(),
@@ -238,7 +247,7 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
             .apple
             .nfc_encryption_public_key
             .as_deref()
-            .filter(|_| c.member.barcode.len() <= MAX_NFC_MESSAGE)
+            .filter(|_| !voided && c.member.barcode.len() <= MAX_NFC_MESSAGE)
             .map(|key| Nfc {
                 message: &c.member.barcode,
                 encryption_public_key: key.trim(),
@@ -250,6 +259,7 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
             auxiliary_fields: fields(&design.auxiliary_fields),
             back_fields: fields(&design.back_fields_all())
                 .into_iter()
+                .chain(c.account_url.map(account_field))
                 .map(tappable)
                 .collect(),
         },
@@ -320,6 +330,23 @@ fn field(spec: &FieldSpec, subs: &Substitutions<'_>) -> Field {
 /// A back field whose whole value is a phone, e-mail or web link shows as a tappable link, as
 /// Apple documents for back fields: the plain text (no `tel:`/`mailto:`) as `value` with the
 /// matching `dataDetectorTypes`, and `attributedValue` with the `<a href>` newer iOS shows.
+/// The back field linking to the member's account page.
+fn account_field(url: &str) -> Field {
+    Field {
+        key: "tessera_account".into(),
+        label: Some("Your data and membership".into()),
+        value: url.into(),
+        change_message: None,
+        text_alignment: None,
+        number_style: None,
+        currency_code: None,
+        date_style: None,
+        time_style: None,
+        attributed_value: None,
+        data_detector_types: None,
+    }
+}
+
 fn tappable(mut f: Field) -> Field {
     let Some(v) = f.value.as_str().map(str::trim) else {
         return f;

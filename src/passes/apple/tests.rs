@@ -51,6 +51,8 @@ fn fixture() -> (Program, Template, Member, Pass) {
         created_at: 0,
         updated_at: 0,
         last_fetched_at: None,
+        download_token: "d".into(),
+        ended_at: None,
     };
     (program, template, member, pass)
 }
@@ -75,6 +77,7 @@ fn render() -> Vec<u8> {
         standing: Default::default(),
         state: crate::domain::CardState::Active,
         expires_at: None,
+        account_url: None,
     })
 }
 
@@ -207,6 +210,7 @@ fn a_field_whose_value_renders_empty_is_left_out() {
             standing: Default::default(),
             state: crate::domain::CardState::Active,
             expires_at: None,
+            account_url: None,
         });
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         v["storeCard"]["auxiliaryFields"]
@@ -231,6 +235,7 @@ fn render_in(state: crate::domain::CardState, expires_at: Option<i64>) -> serde_
         standing: Default::default(),
         state,
         expires_at,
+        account_url: None,
     });
     serde_json::from_slice(&bytes).unwrap()
 }
@@ -287,6 +292,7 @@ fn the_store_card_keys_of_a_template_reach_pass_json() {
             standing: Default::default(),
             state: crate::domain::CardState::Active,
             expires_at,
+            account_url: None,
         });
         serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
     };

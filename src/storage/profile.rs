@@ -1,0 +1,107 @@
+//! A member's profile changes (`PATCH /api/v1/members/{id}`): checked against the version the
+//! writer read, and when the card shows what changed (name, external id), through
+//! `changes::cards_changed` in the same transaction.
+
+use sqlx::Row;
+
+use super::{Result, StorageError, Store, conflict};
+
+/// `MEMBER_CHANGED`: a profile change the card shows.
+pub const MEMBER_CHANGED: &str = "member.changed";
+
+/// The fields to change; `None` leaves one as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChange {
+    pub display_name: Option<String>,
+    pub external_id: Option<Option<String>>,
+    pub email: Option<Option<String>>,
+    pub phone: Option<Option<String>>,
+    pub birthday: Option<Option<String>>,
+}
+
+impl Store {
+    /// The member's profile version (the ETag).
+    pub async fn member_version(&self, member_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT version FROM members WHERE id = $1")
+            .bind(member_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StorageError::NotFound("member"))?;
+        Ok(row.try_get("version")?)
+    }
+
+    /// Applies `change` if the profile is still at `expected` (else `Stale`); returns the new
+    /// version. An erased member's profile cannot be changed.
+    pub async fn update_profile(
+        &self,
+        member_id: &str,
+        expected: i64,
+        change: &ProfileChange,
+        now: i64,
+    ) -> Result<i64> {
+        let (_turn, mut tx) = self.write_tx().await?;
+        let sql = format!(
+            "SELECT version, erased_at FROM members WHERE id = $1{}",
+            self.for_update()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(member_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StorageError::NotFound("member"))?;
+        let current: i64 = row.try_get("version")?;
+        if current != expected {
+            return Err(StorageError::Stale {
+                what: "member",
+                current,
+            });
+        }
+        if row.try_get::<Option<i64>, _>("erased_at")?.is_some() {
+            return Err(StorageError::Conflict("this member was erased".into()));
+        }
+        // Each column keeps its value unless the change names it ($k flag 1).
+        sqlx::query(
+            "UPDATE members SET
+               display_name = CASE WHEN $2 = 1 THEN $3 ELSE display_name END,
+               external_id  = CASE WHEN $4 = 1 THEN $5 ELSE external_id END,
+               email        = CASE WHEN $6 = 1 THEN $7 ELSE email END,
+               phone        = CASE WHEN $8 = 1 THEN $9 ELSE phone END,
+               birthday     = CASE WHEN $10 = 1 THEN $11 ELSE birthday END,
+               version = version + 1
+             WHERE id = $1",
+        )
+        .bind(member_id)
+        .bind(change.display_name.is_some() as i64)
+        .bind(change.display_name.clone())
+        .bind(change.external_id.is_some() as i64)
+        .bind(change.external_id.clone().flatten())
+        .bind(change.email.is_some() as i64)
+        .bind(change.email.clone().flatten())
+        .bind(change.phone.is_some() as i64)
+        .bind(change.phone.clone().flatten())
+        .bind(change.birthday.is_some() as i64)
+        .bind(change.birthday.clone().flatten())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict(e, || {
+                "a member with this external_id exists already in this program".into()
+            })
+        })?;
+        if change.display_name.is_some() || change.external_id.is_some() {
+            let payload = serde_json::json!({"version": current + 1}).to_string();
+            self.cards_changed(
+                &mut tx,
+                &[member_id.to_string()],
+                MEMBER_CHANGED,
+                &payload,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.forget(super::cache::Stale::Members(vec![member_id.to_string()]));
+        self.committed();
+        Ok(current + 1)
+    }
+}
