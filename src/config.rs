@@ -23,6 +23,7 @@ const NOT_CONFIG: &[&str] = &[
     "REQUIRE_BROWSER",
     "REQUIRE_SMTP_SINK",
     "REQUIRE_SCHEMATHESIS",
+    "REQUIRE_NGINX",
     "CONFIG",
 ];
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -117,7 +117,8 @@ pub struct Backoff {
 
 struct Failures {
     count: u32,
-    until: Instant,
+    /// Milliseconds since the epoch.
+    until: i64,
 }
 
 impl Backoff {
@@ -141,16 +142,17 @@ impl Backoff {
     /// Takes one attempt against every key of `keys`: `Err(wait)` (nothing counted) while any
     /// of them must wait; otherwise the attempt is counted as a failure *before* the password
     /// is checked, in one step per key, so parallel guesses cannot all pass a check that
-    /// none of them has counted yet. A correct password then calls `succeed`.
-    pub async fn attempt(&self, keys: &[&str]) -> Result<(), Duration> {
+    /// none of them has counted yet. A correct password then calls `succeed` with the
+    /// returned `Attempt`, which takes the count back.
+    pub async fn attempt(&self, keys: &[&str]) -> Result<Attempt, Duration> {
         if let Some(store) = &self.shared {
             let max = self.max.as_millis().min(i64::MAX as u128) as i64;
             match store
                 .sign_in_attempt(keys, now_ms(), self.free as i64, max)
                 .await
             {
-                Ok(0) => return Ok(()),
-                Ok(wait) => return Err(Duration::from_millis(wait as u64)),
+                Ok(Ok(previous)) => return Ok(Attempt(previous)),
+                Ok(Err(wait)) => return Err(Duration::from_millis(wait as u64)),
                 Err(e) => {
                     tracing::warn!(error = %e, "the shared sign-in backoff failed; counting in memory")
                 }
@@ -159,60 +161,73 @@ impl Backoff {
         self.attempt_here(keys)
     }
 
-    /// After a correct password: clears `clear` (the account) and takes back the attempt
-    /// counted against `refund` (the address), so a busy office's sign-ins never add up.
-    pub async fn succeed(&self, clear: &[&str], refund: &[&str]) {
+    /// After a correct password: clears `clear` (the account) and takes back what `attempt`
+    /// did to `refund` (the address): one count, and the wait it may have started, so a
+    /// correct sign-in never makes others at the same address wait.
+    pub async fn succeed(&self, attempt: &Attempt, clear: &[&str], refund: &[&str]) {
+        let previous: Vec<(&str, i64)> = attempt
+            .0
+            .iter()
+            .filter(|(k, _)| refund.contains(&k.as_str()))
+            .map(|(k, until)| (k.as_str(), *until))
+            .collect();
         if let Some(store) = &self.shared
-            && let Err(e) = store.sign_in_succeeded(clear, refund).await
+            && let Err(e) = store.sign_in_succeeded(clear, &previous).await
         {
             tracing::warn!(error = %e, "clearing the shared sign-in backoff failed");
         }
-        self.succeed_here(clear, refund)
+        self.succeed_here(clear, &previous)
     }
 
-    fn attempt_here(&self, keys: &[&str]) -> Result<(), Duration> {
-        let now = Instant::now();
+    fn attempt_here(&self, keys: &[&str]) -> Result<Attempt, Duration> {
+        let now = now_ms();
         let mut map = self.keys.lock().expect("backoff lock");
         let wait = keys
             .iter()
             .filter_map(|k| map.get(*k))
-            .map(|f| f.until.saturating_duration_since(now))
+            .map(|f| f.until - now)
             .max()
             .unwrap_or_default();
-        if !wait.is_zero() {
-            return Err(wait);
+        if wait > 0 {
+            return Err(Duration::from_millis(wait as u64));
         }
         if map.len() > MAX_KEYS {
             // Forget keys that have not failed for an hour (or are not waiting).
-            map.retain(|_, f| f.until + Duration::from_secs(3600) > now);
+            map.retain(|_, f| f.until + 3_600_000 > now);
         }
+        let mut previous = Vec::with_capacity(keys.len());
         for k in keys {
-            let f = map.entry((*k).to_string()).or_insert(Failures {
-                count: 0,
-                until: now,
-            });
+            let f = map
+                .entry((*k).to_string())
+                .or_insert(Failures { count: 0, until: 0 });
+            previous.push(((*k).to_string(), f.until));
             f.count = f.count.saturating_add(1);
             if f.count > self.free {
                 let doublings = (f.count - self.free - 1).min(20);
-                let delay = Duration::from_secs(1u64 << doublings).min(self.max);
+                let delay = (1000i64 << doublings).min(self.max.as_millis() as i64);
                 f.until = now + delay;
             }
         }
-        Ok(())
+        Ok(Attempt(previous))
     }
 
-    fn succeed_here(&self, clear: &[&str], refund: &[&str]) {
+    fn succeed_here(&self, clear: &[&str], previous: &[(&str, i64)]) {
         let mut map = self.keys.lock().expect("backoff lock");
         for k in clear {
             map.remove(*k);
         }
-        for k in refund {
+        for (k, until) in previous {
             if let Some(f) = map.get_mut(*k) {
                 f.count = f.count.saturating_sub(1);
+                f.until = f.until.min(*until);
             }
         }
     }
 }
+
+/// What one sign-in attempt did: each key with its wait (ms since the epoch) from before.
+#[derive(Debug, Default)]
+pub struct Attempt(Vec<(String, i64)>);
 
 #[cfg(test)]
 mod tests {
@@ -231,15 +246,29 @@ mod tests {
             b.attempt_here(&["acct"]).unwrap();
             let wait = b.attempt_here(&["acct", "other"]).unwrap_err();
             waits.push(wait.as_secs_f64().round() as u64);
-            b.keys.lock().unwrap().get_mut("acct").unwrap().until = Instant::now();
+            b.keys.lock().unwrap().get_mut("acct").unwrap().until = 0;
         }
         assert_eq!(waits, [1, 2, 4, 8, 8, 8]);
-        b.succeed_here(&["acct"], &["addr"]);
-        assert!(b.attempt_here(&["acct"]).is_ok(), "cleared by a success");
+    }
+
+    #[test]
+    fn a_correct_password_takes_its_attempt_back() {
+        let b = Backoff::new(2, Duration::from_secs(60));
+        for _ in 0..2 {
+            b.attempt_here(&["addr"]).unwrap();
+        }
+        // The third attempt from the address starts a wait; its password was right.
+        let attempt = b.attempt_here(&["acct", "addr"]).unwrap();
+        b.succeed_here(&["acct"], &[("addr", attempt.0[1].1)]);
+        assert!(
+            b.attempt_here(&["addr"]).is_ok(),
+            "a correct sign-in leaves no wait at its address"
+        );
+        assert!(b.attempt_here(&["acct"]).is_ok(), "the account was cleared");
         assert_eq!(
             b.keys.lock().unwrap()["addr"].count,
-            1,
-            "the success was taken back"
+            3,
+            "2 failures + this attempt"
         );
     }
 

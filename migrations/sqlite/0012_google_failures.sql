@@ -19,3 +19,6 @@ CREATE TABLE google_notify_policies (
 );
 -- The tier Google last showed, so a tier change can notify.
 ALTER TABLE google_objects ADD COLUMN synced_tier TEXT;
+-- Cards Google already shows carry the member's tier, so the first sync after this migration
+-- does not announce a tier change that never happened.
+UPDATE google_objects SET synced_tier = (SELECT tier FROM members WHERE members.id = google_objects.member_id);

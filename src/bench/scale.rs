@@ -42,8 +42,13 @@ pub struct ScaleRun {
     /// Devices with changes whose last push arrived before their last change was requested
     /// (the last change never pushed): goal 0.
     pub devices_missing_last_change: usize,
-    /// Points accepted (201) minus the points in the balances: goal 0.
+    /// Points accepted (201) but missing from their member's balance, summed per member: goal 0.
     pub lost_points: i64,
+    /// Members whose balance is below their accepted earns: goal 0.
+    pub members_short: usize,
+    /// Members whose balance is above their accepted earns (only a failed request that
+    /// committed anyway can do that; a double credit would too).
+    pub members_over: usize,
     /// From the end of the load until the outbox was empty.
     pub drain_ms: u128,
 }
@@ -215,9 +220,18 @@ async fn run(
     let drain_ms = load_done.elapsed().as_millis();
 
     let earns: u64 = accepted.iter().map(|a| a.load(Ordering::Relaxed)).sum();
-    let mut balances = 0i64;
-    for id in &member_ids {
-        balances += store.get_member(id).await?.points;
+    // Per member: a double credit on one cannot hide a loss on another. A request that failed
+    // (not 201) may still have committed, so only balances below the accepted earns are lost.
+    let (mut lost_points, mut members_short, mut members_over) = (0i64, 0usize, 0usize);
+    for (i, id) in member_ids.iter().enumerate() {
+        let balance = store.get_member(id).await?.points;
+        let accepted = accepted[i].load(Ordering::Relaxed) as i64;
+        if balance < accepted {
+            lost_points += accepted - balance;
+            members_short += 1;
+        } else if balance > accepted {
+            members_over += 1;
+        }
     }
     let seen = standin.seen.lock().expect("stand-in lock").clone();
     let mut pushes: HashMap<String, Vec<Instant>> = HashMap::new();
@@ -268,7 +282,9 @@ async fn run(
         },
         devices_pushed_too_often: too_often,
         devices_missing_last_change: missing,
-        lost_points: earns as i64 - balances,
+        lost_points,
+        members_short,
+        members_over,
         drain_ms,
     })
 }

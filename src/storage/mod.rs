@@ -178,9 +178,12 @@ impl Store {
         if lock.is_some() || sqlite_file(url).is_none() {
             store.migrate().await?;
         }
-        let keep = match access {
-            Access::Serve => lock,
-            Access::Migrate | Access::Other => None,
+        let keep = match (access, lock) {
+            (Access::Serve, Some(mut lock)) => {
+                lock.serving()?;
+                Some(lock)
+            }
+            _ => None,
         };
         Ok((store, keep))
     }
@@ -449,7 +452,21 @@ pub enum Access {
 
 /// The exclusive lock on `<db>.lock`, held by a server for its lifetime; released on drop
 /// (and by the kernel when the process dies, so a crash leaves no stale lock).
-pub struct ProcessLock(#[allow(dead_code)] std::fs::File);
+pub struct ProcessLock(std::fs::File);
+
+impl ProcessLock {
+    /// The server's migrations are done: one-off commands may use the file from now on.
+    fn serving(&mut self) -> Result<()> {
+        use std::io::{Seek, Write};
+        let f = &mut self.0;
+        let done = f
+            .set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| write!(f, "serve {}", std::process::id()))
+            .and_then(|()| f.flush());
+        done.map_err(|e| io_error(std::path::Path::new("the database lock"), e))
+    }
+}
 
 /// Takes the exclusive lock on `<db>.lock`, writing `<role> <pid>` into the file so a refused
 /// process can name the holder. Migrations wait for each other; a server is never waited for:
@@ -493,8 +510,15 @@ async fn lock_file(db: std::path::PathBuf, access: Access) -> Result<Option<Proc
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             let holder = holder.trim().to_string();
-            if let Some(pid) = holder.strip_prefix("serve ") {
+            // A server holds the lock for good: "starting" while it migrates, then "serve".
+            let starting = holder.strip_prefix("starting ");
+            if let Some(pid) = holder.strip_prefix("serve ").or(starting) {
                 return match access {
+                    // A one-off command waits for the server's migrations, then uses the file.
+                    Access::Other if starting.is_some() => {
+                        std::thread::sleep(std::time::Duration::from_millis(25));
+                        continue;
+                    }
                     Access::Other => Ok(None),
                     Access::Serve | Access::Migrate => Err(StorageError::InUse {
                         file: db.display().to_string(),
@@ -507,7 +531,7 @@ async fn lock_file(db: std::path::PathBuf, access: Access) -> Result<Option<Proc
             f.unlock().map_err(|e| io_error(&path, e))?;
         }
         let role = match access {
-            Access::Serve => "serve",
+            Access::Serve => "starting",
             Access::Migrate | Access::Other => "migrate",
         };
         f.set_len(0).map_err(|e| io_error(&path, e))?;

@@ -93,7 +93,20 @@ impl Store {
                     .execute(&store.pool)
                     .await
                 {
-                    tracing::warn!(error = %e, "telling the other instances about a change failed; they find it at their next poll");
+                    // Their workers find the work at their next poll, but their PassKit caches
+                    // must hear what went stale: try again until a NOTIFY goes out.
+                    tracing::warn!(error = %e, "telling the other instances about a change failed; trying again");
+                    if !stale.is_empty() {
+                        store
+                            .announcer
+                            .stale
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(Stale::All);
+                    }
+                    store.announcer.again.store(true, Ordering::Release);
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
                 }
                 if store.announcer.again.load(Ordering::Acquire) {
                     continue;

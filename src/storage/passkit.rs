@@ -98,13 +98,14 @@ impl Store {
     /// Removes a registration, and the device once it holds no registrations [UPD].
     pub async fn unregister_device(&self, device: &str, serial: &str) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
-        sqlx::query(
+        let removed = sqlx::query(
             "DELETE FROM registrations WHERE device_library_identifier = $1 AND serial_number = $2",
         )
         .bind(device)
         .bind(serial)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
         sqlx::query(
             "DELETE FROM devices WHERE device_library_identifier = $1
              AND NOT EXISTS (SELECT 1 FROM registrations WHERE device_library_identifier = $1)",
@@ -113,7 +114,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.forget(Stale::Devices(vec![device.to_owned()]));
+        if removed > 0 {
+            self.forget(Stale::Devices(vec![device.to_owned()]));
+        }
         Ok(())
     }
 

@@ -42,21 +42,21 @@ impl Store {
     }
 
     /// Takes one sign-in attempt against each of `keys` in one transaction holding their
-    /// rows: the longest wait in ms if any key must still wait (nothing counted), else 0 with
-    /// the attempt counted. Past `free` attempts each makes the key wait 1 s, 2 s, 4 s, ... up
-    /// to `max_ms`, so parallel guesses on several instances are each counted before any is
-    /// checked.
+    /// rows: `Err(wait ms)` if any key must still wait (nothing counted), else each key with
+    /// its wait from before (ms since the epoch), the attempt counted. Past `free` attempts
+    /// each makes the key wait 1 s, 2 s, 4 s, ... up to `max_ms`, so parallel guesses on
+    /// several instances are each counted before any is checked.
     pub async fn sign_in_attempt(
         &self,
         keys: &[&str],
         now: i64,
         free: i64,
         max_ms: i64,
-    ) -> Result<i64> {
+    ) -> Result<std::result::Result<Vec<(String, i64)>, i64>> {
         let mut keys = keys.to_vec();
         keys.sort_unstable(); // one lock order for every instance
         let mut tx = self.pool.begin().await?;
-        let mut wait = 0;
+        let mut previous = Vec::with_capacity(keys.len());
         for key in &keys {
             sqlx::query(
                 "INSERT INTO sign_in_failures (key, failures, until) VALUES ($1, 0, 0)
@@ -72,11 +72,16 @@ impl Store {
             .bind(*key)
             .fetch_one(&mut *tx)
             .await?;
-            wait = wait.max(row.try_get::<i64, _>("until")? - now);
+            previous.push(((*key).to_string(), row.try_get::<i64, _>("until")?));
         }
+        let wait = previous
+            .iter()
+            .map(|(_, until)| until - now)
+            .max()
+            .unwrap_or(0);
         if wait > 0 {
             tx.commit().await?;
-            return Ok(wait);
+            return Ok(Err(wait));
         }
         for key in &keys {
             sqlx::query(
@@ -94,22 +99,25 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(0)
+        Ok(Ok(previous))
     }
 
-    /// After a correct password: clears `clear` and takes back one attempt of `refund`.
-    pub async fn sign_in_succeeded(&self, clear: &[&str], refund: &[&str]) -> Result<()> {
+    /// After a correct password: clears `clear`, and takes back one attempt of each key in
+    /// `refund` with the wait it had before (`sign_in_attempt`'s answer).
+    pub async fn sign_in_succeeded(&self, clear: &[&str], refund: &[(&str, i64)]) -> Result<()> {
         for key in clear {
             sqlx::query("DELETE FROM sign_in_failures WHERE key = $1")
                 .bind(*key)
                 .execute(&self.pool)
                 .await?;
         }
-        for key in refund {
+        for (key, until) in refund {
             sqlx::query(
-                "UPDATE sign_in_failures SET failures = GREATEST(failures - 1, 0) WHERE key = $1",
+                "UPDATE sign_in_failures SET failures = GREATEST(failures - 1, 0), until = LEAST(until, $2)
+                 WHERE key = $1",
             )
             .bind(*key)
+            .bind(*until)
             .execute(&self.pool)
             .await?;
         }

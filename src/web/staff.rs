@@ -294,13 +294,16 @@ async fn login(
     };
     let keys = [account, format!("address:{addr}")];
     let keys = [keys[0].as_str(), keys[1].as_str()];
-    if let Err(wait) = state.sign_in_backoff.attempt(&keys).await {
-        tracing::info!(client = %addr, "staff sign-in throttled");
-        return crate::enrollment::too_many(
-            wait,
-            "too many wrong passwords for this account or from your network; wait and try again",
-        );
-    }
+    let attempt = match state.sign_in_backoff.attempt(&keys).await {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            tracing::info!(client = %addr, "staff sign-in throttled");
+            return crate::enrollment::too_many(
+                wait,
+                "too many wrong passwords for this account or from your network; wait and try again",
+            );
+        }
+    };
     let hash = user
         .as_ref()
         .map(|u| u.password_hash.clone())
@@ -328,7 +331,10 @@ async fn login(
             .insert(SET_COOKIE, set_cookie(&state, CSRF_COOKIE, &f.csrf, 3600));
         return r;
     };
-    state.sign_in_backoff.succeed(&keys[..1], &keys[1..]).await;
+    state
+        .sign_in_backoff
+        .succeed(&attempt, &keys[..1], &keys[1..])
+        .await;
     let token = random_token(32);
     let now = now_ms();
     if let Err(e) = state

@@ -447,7 +447,7 @@ async fn throttles_hold_across_instances() {
         wait <= Duration::from_secs(1) && !wait.is_zero(),
         "{wait:?}"
     );
-    on_b.succeed(&keys[..1], &[]).await;
+    on_b.succeed(&Default::default(), &keys[..1], &[]).await;
     let parallel = futures_join_all((0..10).map(|i| {
         let on = if i % 2 == 0 { &on_a } else { &on_b };
         on.attempt(&["account:racer@example.com"])
@@ -465,6 +465,22 @@ async fn throttles_hold_across_instances() {
     assert!(
         on_a.attempt(&keys[1..]).await.is_err(),
         "the address still waits"
+    );
+
+    // A correct password takes its own attempt back: at an address past its free attempts, a
+    // right sign-in leaves no wait for the next person there.
+    let office = ["account:clerk@example.com", "address:203.0.113.9"];
+    assert!(on_a.attempt(&office[1..]).await.is_ok(), "a typo, free");
+    let right = on_b
+        .attempt(&office)
+        .await
+        .expect("the second attempt runs");
+    on_b.succeed(&right, &office[..1], &office[1..]).await;
+    assert!(
+        on_a.attempt(&["account:colleague@example.com", office[1]])
+            .await
+            .is_ok(),
+        "a colleague at the same address does not wait after a correct sign-in"
     );
 }
 
