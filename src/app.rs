@@ -142,7 +142,13 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// `router` with `extra` routes behind the same layers (the benchmarks' baseline handler).
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     Router::new()
+        .merge(extra)
         .merge(crate::api::router())
         .merge(crate::web::router())
         .merge(crate::designer::router())

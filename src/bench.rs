@@ -552,12 +552,17 @@ pub struct PasskitBench {
     /// Medians of the rounds' ratios to the trivial handler.
     pub registrations_ratio_median: f64,
     pub pass_ratio_median: f64,
+    pub registrations_ratio_layered_median: f64,
+    pub pass_ratio_layered_median: f64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct PasskitRound {
-    /// `GET /noop`: a handler of the same server that answers 204 and does nothing else.
+    /// `GET /noop`: a handler of the same server that answers 204 and does nothing else,
+    /// outside the router's layers.
     pub noop_per_sec: f64,
+    /// `GET /noop-layered`: the same handler behind the layers every real route has.
+    pub noop_layered_per_sec: f64,
     /// `GET /passkit/v1/devices/{d}/registrations/{ptid}`: 200 with the device's serial.
     pub registrations_per_sec: f64,
     /// `GET /passkit/v1/passes/{ptid}/{serial}` for an unchanged pass: 200 with its cached
@@ -565,6 +570,8 @@ pub struct PasskitRound {
     pub pass_per_sec: f64,
     pub registrations_ratio: f64,
     pub pass_ratio: f64,
+    pub registrations_ratio_layered: f64,
+    pub pass_ratio_layered: f64,
 }
 
 /// `tessera bench passkit`: the PassKit web service under `wrk` (which must be installed), in
@@ -590,10 +597,18 @@ pub async fn passkit(
         .register_device(device, &"ab".repeat(32), &card.serial, now_ms())
         .await?;
     let limits = state.config.server.clone();
-    let app = crate::app::router(state).route(
-        "/noop",
-        axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }),
-    );
+    // Two trivial 204 handlers: `/noop` outside the router's layers (the first baseline, as
+    // measured since issue 4), `/noop-layered` behind the same layers as every real route
+    // (request metrics, the input guard, tracing, timeouts), so its ratio is what the
+    // endpoint's own work costs.
+    async fn noop() -> axum::http::StatusCode {
+        axum::http::StatusCode::NO_CONTENT
+    }
+    let app = crate::app::router_with(
+        state,
+        axum::Router::new().route("/noop-layered", axum::routing::get(noop)),
+    )
+    .route("/noop", axum::routing::get(noop));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     // The server's own accept loop, with its limits, as `tessera serve` runs it.
@@ -625,6 +640,7 @@ pub async fn passkit(
         }
     };
     expect(format!("{base}/noop"), 204, false).await?;
+    expect(format!("{base}/noop-layered"), 204, false).await?;
     expect(registrations.clone(), 200, false).await?;
     expect(pass.clone(), 200, true).await?;
 
@@ -635,14 +651,19 @@ pub async fn passkit(
     let mut results = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let noop = wrk(format!("{base}/noop"), None).await?;
+        let layered = wrk(format!("{base}/noop-layered"), None).await?;
         let regs = wrk(registrations.clone(), None).await?;
         let passes = wrk(pass.clone(), Some(auth.clone())).await?;
+        let ratio = |a: f64, b: f64| (a / b * 1000.0).round() / 1000.0;
         results.push(PasskitRound {
             noop_per_sec: noop.round(),
+            noop_layered_per_sec: layered.round(),
             registrations_per_sec: regs.round(),
             pass_per_sec: passes.round(),
-            registrations_ratio: (regs / noop * 1000.0).round() / 1000.0,
-            pass_ratio: (passes / noop * 1000.0).round() / 1000.0,
+            registrations_ratio: ratio(regs, noop),
+            pass_ratio: ratio(passes, noop),
+            registrations_ratio_layered: ratio(regs, layered),
+            pass_ratio_layered: ratio(passes, layered),
         });
     }
     server.abort();
@@ -658,6 +679,8 @@ pub async fn passkit(
         seconds,
         registrations_ratio_median: median(|r| r.registrations_ratio),
         pass_ratio_median: median(|r| r.pass_ratio),
+        registrations_ratio_layered_median: median(|r| r.registrations_ratio_layered),
+        pass_ratio_layered_median: median(|r| r.pass_ratio_layered),
         rounds: results,
     })
 }
