@@ -51,12 +51,11 @@ impl AppleSettings {
 
     pub(super) fn check(&self, c: &mut Checker) {
         if let Some(url) = &self.app_launch_url {
-            c.check(
-                url.split_once("://")
-                    .is_some_and(|(s, rest)| !s.is_empty() && !rest.is_empty()),
-                "apple.app_launch_url",
-                || format!("apple.app_launch_url must be a URL with a scheme, got {url:?}"),
-            );
+            c.check(launch_url_ok(url), "apple.app_launch_url", || {
+                format!(
+                    "apple.app_launch_url must be a URL the app opens (a scheme of letters, digits, + - or ., not javascript, data or file; at most {MAX_LAUNCH_URL} characters, no spaces), got {url:?}"
+                )
+            });
             c.check(
                 !self.associated_store_identifiers.is_empty(),
                 "apple.app_launch_url",
@@ -99,6 +98,29 @@ impl AppleSettings {
     }
 }
 
+/// Longest `appLaunchURL` accepted.
+pub const MAX_LAUNCH_URL: usize = 2048;
+
+/// `scheme://rest` with an RFC 3986 scheme that is not one a browser would run or read
+/// locally, within `MAX_LAUNCH_URL`, without whitespace or control characters.
+fn launch_url_ok(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let refused = ["javascript", "data", "file", "vbscript"]
+        .iter()
+        .any(|r| scheme.eq_ignore_ascii_case(r));
+    scheme_ok
+        && !refused
+        && !rest.is_empty()
+        && url.chars().count() <= MAX_LAUNCH_URL
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// A W3C date-time with hours and minutes and an offset (`Z` or `±hh:mm`), as Apple requires.
 pub fn parse_instant(s: &str) -> Option<time::OffsetDateTime> {
     use time::format_description::well_known::Rfc3339;
@@ -112,6 +134,37 @@ pub fn parse_instant(s: &str) -> Option<time::OffsetDateTime> {
         let (date_time, offset) = (s.get(..cut)?, s.get(cut..)?);
         time::OffsetDateTime::parse(&format!("{date_time}:00{offset}"), &Rfc3339).ok()
     })
+}
+
+#[cfg(test)]
+mod launch_url_tests {
+    #[test]
+    fn app_launch_urls_are_schemes_an_app_opens() {
+        for good in [
+            "coffee://card/open",
+            "https://coffee.example/app",
+            "my-app+x.v2://a",
+        ] {
+            assert!(super::launch_url_ok(good), "{good}");
+        }
+        for bad in [
+            "javascript://%0Aalert(1)",
+            "JavaScript://x",
+            "data://text/html,x",
+            "file:///etc/passwd",
+            "coffee://",
+            "://x",
+            "1app://x",
+            "coffee://a b",
+            "coffee://a\u{7}",
+        ] {
+            assert!(!super::launch_url_ok(bad), "{bad}");
+        }
+        assert!(!super::launch_url_ok(&format!(
+            "coffee://{}",
+            "a".repeat(2048)
+        )));
+    }
 }
 
 #[cfg(test)]

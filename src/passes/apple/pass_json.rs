@@ -61,7 +61,7 @@ struct PassJson<'a> {
     app_launch_url: Option<&'a str>,
     /// iOS 18 and later; storeCards take no `relevantDate`, so older iOS has no fallback here.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    relevant_dates: Vec<RelevantDate<'a>>,
+    relevant_dates: Vec<RelevantDate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     nfc: Option<Nfc<'a>>,
     store_card: StoreCard,
@@ -69,9 +69,9 @@ struct PassJson<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct RelevantDate<'a> {
-    start_date: &'a str,
-    end_date: &'a str,
+struct RelevantDate {
+    start_date: String,
+    end_date: String,
 }
 
 #[derive(Serialize)]
@@ -237,9 +237,11 @@ pub fn render(c: &PassContent<'_>) -> Vec<u8> {
             .apple
             .relevant_dates
             .iter()
-            .map(|d| RelevantDate {
-                start_date: &d.start,
-                end_date: &d.end,
+            .filter_map(|d| {
+                Some(RelevantDate {
+                    start_date: w3c_written(&d.start)?,
+                    end_date: w3c_written(&d.end)?,
+                })
             })
             .collect(),
         // The barcode value is the NFC message; Apple allows 64 bytes.
@@ -384,6 +386,17 @@ fn html_escape(s: &str) -> String {
 fn w3c_instant(ms: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
     t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// A date the template validated, written back as `YYYY-MM-DDThh:mm:ss±hh:mm` with its own
+/// offset: no fractional seconds, which some devices fail to parse (§4.3).
+pub(super) fn w3c_written(s: &str) -> Option<String> {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory]:[offset_minute]"
+    );
+    crate::domain::template::apple::parse_instant(s)?
+        .format(&format)
         .ok()
 }
 

@@ -319,3 +319,17 @@ fn the_store_card_keys_of_a_template_reach_pass_json() {
         assert!(!plain.contains(key), "{key} only when the template sets it");
     }
 }
+
+#[test]
+fn relevant_dates_are_written_without_fractional_seconds() {
+    use super::pass_json::w3c_written;
+    assert_eq!(
+        w3c_written("2026-12-24T08:00:00.500Z").as_deref(),
+        Some("2026-12-24T08:00:00+00:00")
+    );
+    assert_eq!(
+        w3c_written("2026-12-24T08:00+01:00").as_deref(),
+        Some("2026-12-24T08:00:00+01:00")
+    );
+    assert_eq!(w3c_written("24 December"), None);
+}
