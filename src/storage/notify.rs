@@ -16,6 +16,9 @@ use super::{Backend, Result, Store};
 /// line, then what went stale in its cache (`cache::encode`).
 pub const CHANNEL: &str = "tessera_changes";
 
+/// Changes waiting for one `NOTIFY` before they are sent as "everything".
+const MAX_PENDING_STALE: usize = 1_000;
+
 /// How often an idle listener pings itself.
 const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -49,11 +52,21 @@ impl Store {
         if self.backend != Backend::Postgres {
             return;
         }
-        self.announcer
-            .stale
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(stale);
+        {
+            let mut pending = self
+                .announcer
+                .stale
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // While no NOTIFY gets out (the database away), the list would only grow; past
+            // this many it says "everything" instead.
+            if pending.len() >= MAX_PENDING_STALE {
+                pending.clear();
+                pending.push(Stale::All);
+            } else {
+                pending.push(stale);
+            }
+        }
         self.announce();
     }
 
