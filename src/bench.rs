@@ -175,6 +175,31 @@ pub async fn ledger(
     Ok(rows)
 }
 
+/// The benchmarks' pass type identifier (the development CA signs for it).
+const BENCH_PTID: &str = "pass.dev.tessera.bench";
+
+/// The program "bench" with `rules` and one template of the demo design with `images`.
+async fn bench_program(
+    store: &Store,
+    rules: crate::ledger::LoyaltyRules,
+    images: &[(String, Vec<u8>)],
+) -> anyhow::Result<(Program, Template)> {
+    let program = store
+        .insert_program(&NewProgram {
+            slug: "bench".into(),
+            name: "Bench".into(),
+            pass_type_identifier: BENCH_PTID.into(),
+            team_identifier: "TESSERADEV".into(),
+            organization_name: "Bench".into(),
+            rules,
+        })
+        .await?;
+    let template = store
+        .insert_template(&program.id, "t", &crate::demo::design().validate()?, images)
+        .await?;
+    Ok((program, template))
+}
+
 /// A fresh PostgreSQL database on the server `admin_url` points at, and the future that drops
 /// it again.
 async fn temp_postgres(
@@ -214,20 +239,8 @@ async fn ledger_on(
     seconds: f64,
 ) -> anyhow::Result<Vec<LedgerBench>> {
     store.bench_prepare().await?;
-    let program = store
-        .insert_program(&NewProgram {
-            slug: "bench".into(),
-            name: "Bench".into(),
-            pass_type_identifier: "pass.dev.tessera.bench".into(),
-            team_identifier: "TESSERADEV".into(),
-            organization_name: "Bench".into(),
-            // Realistic rules: expiry and tiers, so every earn also checks the tier window.
-            rules: crate::demo::rules(),
-        })
-        .await?;
-    let template = store
-        .insert_template(&program.id, "t", &crate::demo::design().validate()?, &[])
-        .await?;
+    // Realistic rules: expiry and tiers, so every earn also checks the tier window.
+    let (program, template) = bench_program(store, crate::demo::rules(), &[]).await?;
     let mut members = Vec::new();
     for i in 0..8 {
         let new = NewMember {
@@ -372,7 +385,7 @@ pub async fn push(
     let seen = || standin.seen.lock().expect("stand-in lock").len();
 
     // `devices` members, each with one registered device.
-    let ptid = "pass.dev.tessera.bench";
+    let ptid = BENCH_PTID;
     let mut config = crate::config::Config {
         database_url: format!("sqlite://{}", dir.join("bench.db").display()),
         data_dir: dir.join("data"),
@@ -383,19 +396,7 @@ pub async fn push(
     config.push.poll_interval_ms = 1000;
     let store = Store::connect(&config.database_url).await?;
     let state = crate::app::AppState::new(config, store.clone())?;
-    let program = store
-        .insert_program(&NewProgram {
-            slug: "bench".into(),
-            name: "Bench".into(),
-            pass_type_identifier: ptid.into(),
-            team_identifier: "TESSERADEV".into(),
-            organization_name: "Bench".into(),
-            rules: Default::default(),
-        })
-        .await?;
-    let template = store
-        .insert_template(&program.id, "t", &crate::demo::design().validate()?, &[])
-        .await?;
+    let (program, template) = bench_program(&store, Default::default(), &[]).await?;
     let mut members = Vec::with_capacity(devices);
     for i in 0..devices {
         let (m, pass) = store

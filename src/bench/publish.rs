@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::domain::{NewMember, NewProgram, now_ms};
+use crate::domain::{NewMember, now_ms};
 use crate::ledger::{Operation, Origin};
 use crate::passes::apple::dev_certs::DevAuthority;
 use crate::passes::apple::images::{self, ImageKind};
@@ -96,23 +96,11 @@ async fn run(dir: &std::path::Path, holders: usize) -> anyhow::Result<PublishBen
     config.push.apns_root_certificate = Some(standin.write_ca(dir));
     let store = Store::connect(&config.database_url).await?;
     let state = crate::app::AppState::new(config, store.clone())?;
-    let program = store
-        .insert_program(&NewProgram {
-            slug: "bench".into(),
-            name: "Bench".into(),
-            pass_type_identifier: "pass.dev.tessera.bench".into(),
-            team_identifier: "TESSERADEV".into(),
-            organization_name: "Bench".into(),
-            rules: Default::default(),
-        })
-        .await?;
     let mut files = Vec::new();
     for (kind, bytes) in crate::demo::images() {
         files.extend(images::process(kind, &bytes)?);
     }
-    let template = store
-        .insert_template(&program.id, "t", &crate::demo::design().validate()?, &files)
-        .await?;
+    let (program, template) = super::bench_program(&store, Default::default(), &files).await?;
 
     // Every holder with one registered device, then the till's own member.
     for start in (0..holders).step_by(10_000) {

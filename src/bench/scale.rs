@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::domain::{NewMember, NewProgram, now_ms};
+use crate::domain::{NewMember, now_ms};
 use crate::passes::apple::dev_certs::DevAuthority;
 use crate::push::standin::StandIn;
 use crate::storage::{Role, Store};
@@ -105,21 +105,9 @@ async fn run(
     };
 
     // The program, `members` members with one registered device each, and an API key.
-    let ptid = "pass.dev.tessera.bench";
+    let ptid = super::BENCH_PTID;
     let _ = ca.identity(ptid, "TESSERADEV")?;
-    let program = store
-        .insert_program(&NewProgram {
-            slug: "bench".into(),
-            name: "Bench".into(),
-            pass_type_identifier: ptid.into(),
-            team_identifier: "TESSERADEV".into(),
-            organization_name: "Bench".into(),
-            rules: Default::default(),
-        })
-        .await?;
-    let template = store
-        .insert_template(&program.id, "t", &crate::demo::design().validate()?, &[])
-        .await?;
+    let (program, template) = super::bench_program(&store, Default::default(), &[]).await?;
     let new: Vec<NewMember> = (0..members)
         .map(|i| NewMember {
             display_name: format!("M{i}"),
