@@ -156,6 +156,11 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(crate::scanning::router())
         .merge(crate::webservice::router())
         .fallback(no_route)
+        // After routing too: records who did what to which target (`web::audit`).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::web::audit::record,
+        ))
         // Runs after routing, so it can name path parameters.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -210,6 +215,11 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
             with_state(state, crate::jobs::fetch_log_loop),
         ),
         supervise(w, "publish", with_state(state, crate::jobs::publish_loop)),
+        supervise(
+            w,
+            "retention",
+            with_state(state, crate::jobs::retention_loop),
+        ),
         supervise(w, "memory", crate::jobs::memory_loop),
     ];
     if state.store.backend() == crate::storage::Backend::Postgres {

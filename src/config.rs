@@ -37,6 +37,7 @@ pub struct Config {
     pub log: String,
     pub apple: AppleConfig,
     pub ledger: LedgerConfig,
+    pub retention: RetentionConfig,
     pub push: PushConfig,
     pub google: GoogleConfig,
     pub enrollment: EnrollmentConfig,
@@ -278,6 +279,26 @@ impl Default for LedgerConfig {
     }
 }
 
+/// What the retention job (`jobs::retention_once`) keeps. Each program's member retention is
+/// the program's setting (`PUT /api/v1/programs/{id}/retention`), off by default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Google callbacks, pass download times and push outcomes older than this are deleted.
+    pub log_days: u32,
+    /// How often the job looks for inactive members and old logs.
+    pub interval_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            log_days: 90,
+            interval_seconds: 3600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AppleConfig {
@@ -298,6 +319,7 @@ impl Default for Config {
             log: "info,tessera=info".into(),
             apple: AppleConfig::default(),
             ledger: LedgerConfig::default(),
+            retention: RetentionConfig::default(),
             push: PushConfig::default(),
             google: GoogleConfig::default(),
             enrollment: EnrollmentConfig::default(),
@@ -713,6 +735,23 @@ mod env_tests {
             );
             assert_eq!(c.ledger.idempotency_retention_hours, 24);
             assert_eq!(c.ledger.expiry_interval_seconds, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn retention_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "retention",
+                &[
+                    ("RETENTION__LOG_DAYS", "30"),
+                    ("RETENTION__INTERVAL_SECONDS", "600"),
+                ],
+            );
+            assert_eq!(c.retention.log_days, 30);
+            assert_eq!(c.retention.interval_seconds, 600);
             Ok(())
         });
     }

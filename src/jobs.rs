@@ -219,3 +219,91 @@ pub async fn run_once(state: &AppState) -> Option<usize> {
     }
     (!failed).then_some(expired)
 }
+
+/// Members erased per round of the retention job; the next round takes the rest.
+const RETENTION_BATCH: i64 = 200;
+
+/// What one round of the retention job did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionRound {
+    /// Members erased for inactivity.
+    pub erased: Vec<String>,
+    pub logs: crate::storage::LogPurge,
+}
+
+/// Runs the retention job every `retention.interval_seconds` until aborted.
+pub async fn retention_loop(state: AppState, beat: Beat) {
+    let every = Duration::from_secs(state.config.retention.interval_seconds.max(1));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if retention_once(&state, now_ms()).await.is_some() {
+            beat.ok();
+        }
+    }
+}
+
+/// One round of the retention job as of `now`, under the `retention` lease (one instance at a
+/// time): erases up to `RETENTION_BATCH` members inactive past their program's retention (each
+/// erasure is the one `service::lifecycle::erase_member` does, recorded in the audit log with
+/// the job as its actor), then deletes logs older than `retention.log_days`. `None` when a step
+/// failed (logged); a member whose erasure failed is tried again next round.
+pub async fn retention_once(state: &AppState, now: i64) -> Option<RetentionRound> {
+    match state.store.claim_job("retention", now).await {
+        Ok(true) => {}
+        Ok(false) => return Some(RetentionRound::default()),
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming the retention job failed; retrying");
+            return None;
+        }
+    }
+    let mut round = RetentionRound::default();
+    let mut failed = false;
+    match state.store.inactive_members(now, RETENTION_BATCH).await {
+        Ok(members) => {
+            for id in members {
+                match crate::service::lifecycle::erase_member(&state.store, &id).await {
+                    Ok(_) => {
+                        let entry = crate::storage::AuditEntry {
+                            actor_kind: "job".into(),
+                            actor_id: "retention".into(),
+                            actor_label: "retention job".into(),
+                            action: "erase inactive member".into(),
+                            target_kind: Some("member".into()),
+                            target_id: Some(id.clone()),
+                            status: 200,
+                            is_write: true,
+                            members: vec![id.clone()],
+                            ..Default::default()
+                        };
+                        if let Err(e) = state.store.append_audit(&entry).await {
+                            tracing::error!(error = %e, "could not write the audit log");
+                            state.store.metrics().audit_failed();
+                        }
+                        round.erased.push(id);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, member = %id, "erasing an inactive member failed");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "finding inactive members failed; retrying");
+            failed = true;
+        }
+    }
+    if !round.erased.is_empty() {
+        tracing::info!(members = round.erased.len(), "erased inactive members");
+    }
+    let before = now - i64::from(state.config.retention.log_days) * 86_400_000;
+    match state.store.purge_logs(before, now).await {
+        Ok(logs) => round.logs = logs,
+        Err(e) => {
+            tracing::warn!(error = %e, "deleting old logs failed; retrying");
+            failed = true;
+        }
+    }
+    (!failed).then_some(round)
+}

@@ -74,6 +74,9 @@ enum Command {
         #[arg(long)]
         links: Option<PathBuf>,
     },
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Measure throughput; prints JSON. Only in builds with `--features bench`.
     #[cfg(feature = "bench")]
     #[command(subcommand)]
@@ -116,6 +119,25 @@ enum ApiKeyCommand {
     },
     /// Revoke a key by its id (the part after `tsk_` and before the next `_`).
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// For a breach notice: the members whose data was read or changed in a period, optionally
+    /// by one API key or staff account, as CSV (member_id, external_id, first_at, last_at,
+    /// reads, writes; times in RFC 3339).
+    Affected {
+        /// Start of the period: RFC 3339 (2026-12-03T10:00:00Z), milliseconds since the epoch,
+        /// or a span back from now (24h, 7d).
+        #[arg(long)]
+        since: String,
+        /// End of the period (same forms; default now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only requests by this actor: an API key's id or a staff account's id.
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 #[cfg(feature = "bench")]
@@ -269,6 +291,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 per_day: max_points_per_day,
             };
             let (id, key) = tessera::api::auth::create_key(&store, &name, role, limits).await?;
+            cli_audit(&store, "tessera api-key create", "api_key", &id).await;
             eprintln!(
                 "created {} key {id}; it is shown only this once:",
                 role.as_str()
@@ -299,6 +322,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     .set_staff_limits(&user.id, max_points, max_points_per_day)
                     .await?;
             }
+            cli_audit(&store, "tessera user create", "staff", &user.id).await;
             eprintln!("created {} account {}", user.role.as_str(), user.email);
             if generated {
                 eprintln!("its password, shown only this once:");
@@ -334,6 +358,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 })
                 .await?;
             bar.finish_and_clear();
+            cli_audit(&state.store, "tessera import", "program", &program.id).await;
             if let Some(path) = links {
                 std::fs::write(&path, tessera::enrollment::import::links_csv(&report)?)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -364,12 +389,93 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
             let store = Store::connect(&config.database_url).await?;
             store.revoke_api_key(&id).await?;
+            cli_audit(&store, "tessera api-key revoke", "api_key", &id).await;
             eprintln!("revoked key {id}");
+            store.close().await;
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Affected {
+            since,
+            until,
+            actor,
+        }) => {
+            let now = tessera::domain::now_ms();
+            let since = tessera::domain::parse_instant(&since, now)
+                .map_err(|m| anyhow::anyhow!("--since: {m}"))?;
+            let until = match until {
+                Some(u) => tessera::domain::parse_instant(&u, now)
+                    .map_err(|m| anyhow::anyhow!("--until: {m}"))?,
+                None => now + 1,
+            };
+            let store = Store::connect(&config.database_url).await?;
+            let affected = store.audit_affected(since, until, actor.as_deref()).await?;
+            let mut out = csv::Writer::from_writer(std::io::stdout());
+            out.write_record([
+                "member_id",
+                "external_id",
+                "first_at",
+                "last_at",
+                "reads",
+                "writes",
+            ])?;
+            for a in &affected {
+                out.write_record([
+                    a.member_id.as_str(),
+                    a.external_id.as_deref().unwrap_or(""),
+                    &rfc3339(a.first_at),
+                    &rfc3339(a.last_at),
+                    &a.reads.to_string(),
+                    &a.writes.to_string(),
+                ])?;
+            }
+            out.flush()?;
+            eprintln!(
+                "{} members read or changed between {} and {}{}",
+                affected.len(),
+                rfc3339(since),
+                rfc3339(until),
+                actor.map(|a| format!(" by {a}")).unwrap_or_default()
+            );
             store.close().await;
             Ok(())
         }
         #[cfg(feature = "bench")]
         Command::Bench(command) => bench(command).await,
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Records an administrative command in the audit log, its actor the OS user who ran it. A
+/// failure to write it is reported, not fatal: the command's own change is done.
+async fn cli_audit(store: &Store, action: &str, target_kind: &str, target_id: &str) {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".to_string());
+    let entry = tessera::storage::AuditEntry {
+        id: String::new(),
+        at: 0,
+        actor_kind: "cli".to_string(),
+        actor_id: user.clone(),
+        actor_label: format!("{user} (command line)"),
+        action: action.to_string(),
+        target_kind: Some(target_kind.to_string()),
+        target_id: Some(target_id.to_string()),
+        client_ip: None,
+        status: 1,
+        is_write: true,
+        members: Vec::new(),
+    };
+    if let Err(e) = store.append_audit(&entry).await {
+        eprintln!("warning: the audit log did not record this command: {e}");
     }
 }
 

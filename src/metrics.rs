@@ -36,6 +36,8 @@ pub struct Metrics {
     /// (what: `class`, `object`, `message`; reason: HTTP status, `quota`, `config`,
     /// `unavailable`) → failed Google calls.
     google_failures: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Audit rows that could not be written.
+    audit_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -86,6 +88,12 @@ impl Metrics {
             .expect("metrics poisoned")
             .entry((what, reason.to_string()))
             .or_default() += 1;
+    }
+
+    /// An audit row that could not be written (the action it records happened).
+    pub fn audit_failed(&self) {
+        self.audit_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The counters in the text exposition format.
@@ -167,6 +175,18 @@ impl Metrics {
                 escape(reason)
             );
         }
+        family(
+            out,
+            "tessera_audit_failures_total",
+            "counter",
+            "Audit log rows this instance could not write.",
+        );
+        let _ = writeln!(
+            out,
+            "tessera_audit_failures_total {}",
+            self.audit_failures
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
 }
 

@@ -84,6 +84,14 @@ impl FromRequestParts<AppState> for Caller {
         {
             return Err(invalid());
         }
+        crate::web::audit::note_actor(
+            parts,
+            crate::web::audit::AuditActor {
+                kind: "api_key",
+                id: record.id.clone(),
+                label: record.name.clone(),
+            },
+        );
         Ok(Caller {
             key_id: record.id,
             role: record.role,

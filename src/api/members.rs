@@ -82,6 +82,7 @@ fn utc_date(ms: i64) -> String {
 pub async fn create_member(
     State(state): State<AppState>,
     caller: Caller,
+    audit: crate::web::audit::Audit,
     Path(program_id): Path<String>,
     ApiJson(body): ApiJson<CreateMember>,
 ) -> Result<(StatusCode, Json<MemberView>), ApiError> {
@@ -92,6 +93,7 @@ pub async fn create_member(
         external_id: body.external_id,
     };
     let (member, _) = state.cards.create_member(&program, &new).await?;
+    audit.members([member.id.as_str()]);
     Ok((
         StatusCode::CREATED,
         Json(member_view(&state, &member).await?),
@@ -139,6 +141,7 @@ pub struct FindMember {
 pub async fn find_member(
     State(state): State<AppState>,
     caller: Caller,
+    audit: crate::web::audit::Audit,
     ApiQuery(q): ApiQuery<FindMember>,
 ) -> Result<Json<MemberView>, ApiError> {
     caller.require(READERS)?;
@@ -174,6 +177,7 @@ pub async fn find_member(
         }
     };
     let member = member.ok_or_else(|| ApiError::not_found("member"))?;
+    audit.members([member.id.as_str()]);
     Ok(Json(member_view(&state, &member).await?))
 }
 
@@ -184,6 +188,7 @@ pub async fn find_member(
 pub async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
+    audit: crate::web::audit::Audit,
     Path(program_id): Path<String>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<Paged<MemberSummary>>, ApiError> {
@@ -194,6 +199,7 @@ pub async fn list_members(
         .store
         .list_members(&program_id, after, limit + 1)
         .await?;
+    audit.members(members.iter().take(limit as usize).map(|m| m.id.as_str()));
     Ok(Json(paged(
         members,
         limit,

@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`: our public JSON. Every request carries an API key
 //! (`Authorization: Bearer tsk_...`); each route names the roles it admits.
 
+pub mod audit;
 pub mod auth;
 mod enrollment;
 pub mod error;
@@ -46,6 +47,7 @@ use views::Paged;
         (name = "transactions", description = "The points ledger"),
         (name = "api-keys", description = "Keys for integrations, tills and staff"),
         (name = "enrollment", description = "Join pages, install links, CSV imports and consent records"),
+        (name = "audit", description = "Who did what: every write by a staff account or an API key, every read of a member's data"),
     )
 )]
 struct ApiDoc;
@@ -70,6 +72,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(programs::create_program))
         .routes(routes!(programs::get_program))
         .routes(routes!(programs::put_rules))
+        .routes(routes!(programs::get_retention, programs::put_retention))
         .routes(routes!(programs::create_template))
         .routes(routes!(programs::get_template))
         .routes(routes!(programs::put_image))
@@ -102,6 +105,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(enrollment::consents, lifecycle::withdraw_consent))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(audit::list_audit))
 }
 
 /// The OpenAPI 3 document of the API.

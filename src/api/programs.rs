@@ -200,3 +200,58 @@ pub async fn put_image(
         .await?;
     Ok(Json(TemplateView::from(&template)))
 }
+
+/// The longest retention period a program may set: 50 years.
+const MAX_RETENTION_MONTHS: i64 = 600;
+
+/// A program's retention: members with no activity (a purchase, a redemption, a refund, a
+/// consent given) for `inactive_months` are erased by the retention job, as
+/// `POST /api/v1/members/{id}/erase` would. `null` (the default) keeps members until erased on
+/// request.
+#[derive(Deserialize, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[schema(minimum = 1, maximum = 600)]
+    inactive_months: Option<i64>,
+}
+
+/// Read a program's retention.
+#[utoipa::path(get, path = "/api/v1/programs/{program_id}/retention", tag = "programs",
+    params(("program_id" = String, Path)),
+    responses((status = 200, description = "OK", body = Retention), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+pub async fn get_retention(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(program_id): Path<String>,
+) -> Result<Json<Retention>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let inactive_months = state.store.retention(&program_id).await?;
+    Ok(Json(Retention { inactive_months }))
+}
+
+/// Set a program's retention (see `Retention`); `{"inactive_months": null}` turns it off.
+#[utoipa::path(put, path = "/api/v1/programs/{program_id}/retention", tag = "programs",
+    params(("program_id" = String, Path)), request_body = Retention,
+    responses((status = 200, description = "OK", body = Retention), (status = 400, description = "Invalid request; the error names the problem", body = ErrorBody), (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody), (status = 403, description = "The key's role may not do this", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)))]
+pub async fn put_retention(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(program_id): Path<String>,
+    ApiJson(body): ApiJson<Retention>,
+) -> Result<Json<Retention>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    if let Some(m) = body.inactive_months
+        && !(1..=MAX_RETENTION_MONTHS).contains(&m)
+    {
+        return Err(Invalid::one(
+            "inactive_months",
+            format!("inactive_months must be between 1 and {MAX_RETENTION_MONTHS}, or null for no retention; got {m}"),
+        )
+        .into());
+    }
+    state
+        .store
+        .set_retention(&program_id, body.inactive_months)
+        .await?;
+    Ok(Json(body))
+}

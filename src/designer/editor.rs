@@ -303,9 +303,12 @@ pub(super) async fn save(
 pub(super) async fn check(
     State(state): State<AppState>,
     staff: Staff,
+    audit: crate::web::audit::Audit,
     Path(id): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> PageResult {
+    // Checks a draft without saving it: nothing for the audit log.
+    audit.read_only();
     let f = form::Submitted::new(pairs);
     designer_form(&staff, &f)?;
     let mut draft = state.store.template_draft(&id).await?;

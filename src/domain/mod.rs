@@ -295,9 +295,57 @@ pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// An instant as people write one for a period: milliseconds since the epoch, RFC 3339
+/// (`2026-12-03T10:00:00Z`), or a span back from `now_ms` (`90m`, `24h`, `7d`).
+pub fn parse_instant(text: &str, now_ms: i64) -> Result<i64, String> {
+    let t = text.trim();
+    if let Ok(ms) = t.parse::<i64>() {
+        return Ok(ms);
+    }
+    let span = |unit: i64| {
+        t[..t.len() - 1]
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=100_000).contains(n))
+            .map(|n| now_ms - n * unit)
+    };
+    let back = match t.chars().last() {
+        Some('m') => span(60_000),
+        Some('h') => span(3_600_000),
+        Some('d') => span(86_400_000),
+        _ => None,
+    };
+    if let Some(ms) = back {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map(|d| (d.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| {
+            format!(
+                "{t:?} is not a time: give milliseconds since the epoch, RFC 3339 \
+                 (2026-12-03T10:00:00Z) or a span back from now (90m, 24h, 7d)"
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_parse_in_three_forms() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_instant("1700000000000", now), Ok(1_700_000_000_000));
+        assert_eq!(parse_instant("24h", now), Ok(now - 86_400_000));
+        assert_eq!(parse_instant("7d", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(parse_instant("90m", now), Ok(now - 90 * 60_000));
+        assert_eq!(
+            parse_instant("2026-12-03T10:00:00Z", now),
+            Ok(1_796_292_000_000)
+        );
+        assert!(parse_instant("yesterday", now).is_err());
+        assert!(parse_instant("h", now).is_err());
+    }
 
     #[test]
     fn identifiers() {

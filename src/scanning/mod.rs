@@ -132,7 +132,13 @@ struct Lookup {
     barcode: String,
 }
 
-async fn lookup(State(state): State<AppState>, staff: Staff, Json(q): Json<Lookup>) -> Response {
+async fn lookup(
+    State(state): State<AppState>,
+    staff: Staff,
+    audit: crate::web::audit::Audit,
+    Json(q): Json<Lookup>,
+) -> Response {
+    audit.read_only();
     if let Err(r) = cashier(&staff, &q.csrf) {
         return r.into_response();
     }
@@ -159,7 +165,10 @@ async fn lookup(State(state): State<AppState>, staff: Staff, Json(q): Json<Looku
     }
     match state.store.find_member_by_barcode(code).await {
         Ok(Some(m)) => match member_json(&state, &m).await {
-            Ok(v) => Json(json!({ "member": v })).into_response(),
+            Ok(v) => {
+                audit.members([m.id.as_str()]);
+                Json(json!({ "member": v })).into_response()
+            }
             Err(e) => internal(e),
         },
         Ok(None) => refuse(

@@ -6,6 +6,7 @@
 //! takes the lock up front instead of failing to upgrade a read lock halfway.
 
 mod api_keys;
+mod audit;
 #[cfg(feature = "bench")]
 mod bench;
 mod cache;
@@ -23,6 +24,7 @@ mod notify;
 mod passkit;
 mod profile;
 mod programs;
+mod retention;
 mod rows;
 mod staff;
 mod stats;
@@ -30,6 +32,7 @@ mod throttles;
 mod withdrawal;
 
 pub use api_keys::{ApiKeyRecord, Role};
+pub use audit::{AffectedMember, AuditEntry, AuditFilter};
 pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};
 pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
 pub use erasure::Erasure;
@@ -39,6 +42,7 @@ pub use ledger::{Actor, MemberStanding, OutboxRow};
 pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
 pub use profile::ProfileChange;
+pub use retention::{LogPurge, MONTH_MS};
 pub use staff::{StaffSession, StaffUser};
 pub use stats::QueueStats;
 

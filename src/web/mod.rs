@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 
+pub mod audit;
 pub mod guard;
 pub mod metrics;
 pub mod staff;
@@ -18,6 +19,7 @@ pub mod staff;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(staff::router())
+        .merge(audit::router())
         .route("/", get(home))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))

@@ -212,16 +212,28 @@ impl FromRequestParts<AppState> for Staff {
         };
         let hash = token_hash(token);
         match state.store.staff_session(&hash, now_ms()).await {
-            Ok(Some(session)) => Ok(Staff {
-                session,
-                token_hash: hash,
-            }),
+            Ok(Some(session)) => {
+                crate::web::audit::note_actor(parts, audit_actor(&session.user));
+                Ok(Staff {
+                    session,
+                    token_hash: hash,
+                })
+            }
             Ok(None) => Err(see_other("/staff/login")),
             Err(e) => {
                 tracing::error!(error = %e, "reading a staff session failed");
                 Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
             }
         }
+    }
+}
+
+/// A staff account as the audit log names it.
+fn audit_actor(user: &crate::storage::StaffUser) -> crate::web::audit::AuditActor {
+    crate::web::audit::AuditActor {
+        kind: "staff",
+        id: user.id.clone(),
+        label: user.email.clone(),
     }
 }
 
@@ -257,6 +269,7 @@ struct LoginForm {
 async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
+    audit: crate::web::audit::Audit,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -316,6 +329,11 @@ async fn login(
             .await
             .unwrap_or(false)
     };
+    // The audit records sign-ins, refused ones too, to accounts that exist (what a stranger
+    // types for an unknown account is not kept).
+    if let Some(u) = &user {
+        audit.actor(audit_actor(u));
+    }
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(client = %addr, "staff sign-in refused");
         let mut r = (

@@ -3,6 +3,7 @@
 mod abuse;
 mod api;
 mod apns;
+mod audit;
 mod browser;
 mod card_changes;
 mod cli;

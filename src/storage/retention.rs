@@ -1,0 +1,117 @@
+//! Retention: each program's inactivity period, the members past it, and the purge of logs.
+
+use sqlx::Row;
+
+use super::{Result, StorageError, Store};
+
+/// Months as the retention job counts them: the mean Gregorian month.
+pub const MONTH_MS: i64 = 2_629_746_000;
+
+/// Ledger entries a member's own doing makes (a purchase, a redemption, a refund of a
+/// purchase); expiries, staff adjustments and reversals are not the member's activity.
+const ACTIVE_KINDS: &str = "('earn', 'redeem', 'refund')";
+
+/// What one purge of logs removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPurge {
+    /// Google save and delete callbacks received before the cut-off.
+    pub google_events: u64,
+    /// Pass download times older than the cut-off, forgotten.
+    pub fetch_times: u64,
+    /// Push outcomes older than the cut-off, forgotten.
+    pub push_results: u64,
+    /// Staff sessions past their expiry.
+    pub staff_sessions: u64,
+}
+
+impl Store {
+    /// Sets a program's retention: members inactive for `months` are erased; `None` keeps them.
+    pub async fn set_retention(&self, program_id: &str, months: Option<i64>) -> Result<()> {
+        let done = sqlx::query("UPDATE programs SET retention_months = $1 WHERE id = $2")
+            .bind(months)
+            .bind(program_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound("program"));
+        }
+        Ok(())
+    }
+
+    /// A program's retention in months (`None`: off).
+    pub async fn retention(&self, program_id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT retention_months FROM programs WHERE id = $1")
+            .bind(program_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StorageError::NotFound("program"))?;
+        Ok(row.try_get("retention_months")?)
+    }
+
+    /// Up to `limit` members, of programs with a retention, who joined before their program's
+    /// period and have had no activity since: no purchase, redemption or refund, no consent
+    /// given. Oldest members first; erased members are skipped.
+    pub async fn inactive_members(&self, now: i64, limit: i64) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT m.id FROM programs p
+             JOIN members m ON m.program_id = p.id
+             WHERE p.retention_months IS NOT NULL AND p.retention_months > 0
+               AND m.erased_at IS NULL
+               AND m.created_at < $1 - p.retention_months * {MONTH_MS}
+               AND NOT EXISTS (SELECT 1 FROM ledger_entries e
+                               WHERE e.member_id = m.id AND e.kind IN {ACTIVE_KINDS}
+                                 AND e.created_at >= $1 - p.retention_months * {MONTH_MS})
+               AND NOT EXISTS (SELECT 1 FROM consents c
+                               WHERE c.member_id = m.id AND c.granted = 1
+                                 AND c.recorded_at >= $1 - p.retention_months * {MONTH_MS})
+             ORDER BY m.created_at, m.id
+             LIMIT $2"
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        found
+            .iter()
+            .map(|r| r.try_get::<String, _>("id").map_err(StorageError::from))
+            .collect()
+    }
+
+    /// Deletes logs older than `before`: Google callbacks, pass download times, push outcomes,
+    /// and expired staff sessions.
+    pub async fn purge_logs(&self, before: i64, now: i64) -> Result<LogPurge> {
+        let (_turn, mut tx) = self.write_tx().await?;
+        let google_events = sqlx::query("DELETE FROM google_events WHERE received_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let fetch_times =
+            sqlx::query("UPDATE passes SET last_fetched_at = NULL WHERE last_fetched_at < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let push_results = sqlx::query(
+            "UPDATE registrations SET last_push_at = NULL, last_push_result = NULL
+             WHERE last_push_at < $1",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let staff_sessions = sqlx::query("DELETE FROM staff_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(LogPurge {
+            google_events,
+            fetch_times,
+            push_results,
+            staff_sessions,
+        })
+    }
+}
