@@ -291,7 +291,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 per_day: max_points_per_day,
             };
             let (id, key) = tessera::api::auth::create_key(&store, &name, role, limits).await?;
-            cli_audit(&store, "tessera api-key create", "api_key", &id).await;
+            cli_audit(&store, "tessera api-key create", "api_key", &id, Vec::new()).await;
             eprintln!(
                 "created {} key {id}; it is shown only this once:",
                 role.as_str()
@@ -322,7 +322,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     .set_staff_limits(&user.id, max_points, max_points_per_day)
                     .await?;
             }
-            cli_audit(&store, "tessera user create", "staff", &user.id).await;
+            cli_audit(&store, "tessera user create", "staff", &user.id, Vec::new()).await;
             eprintln!("created {} account {}", user.role.as_str(), user.email);
             if generated {
                 eprintln!("its password, shown only this once:");
@@ -358,7 +358,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 })
                 .await?;
             bar.finish_and_clear();
-            cli_audit(&state.store, "tessera import", "program", &program.id).await;
+            let touched = report.links.iter().map(|l| l.member_id.clone()).collect();
+            cli_audit(
+                &state.store,
+                "tessera import",
+                "program",
+                &program.id,
+                touched,
+            )
+            .await;
             if let Some(path) = links {
                 std::fs::write(&path, tessera::enrollment::import::links_csv(&report)?)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -389,7 +397,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
             let store = Store::connect(&config.database_url).await?;
             store.revoke_api_key(&id).await?;
-            cli_audit(&store, "tessera api-key revoke", "api_key", &id).await;
+            cli_audit(&store, "tessera api-key revoke", "api_key", &id, Vec::new()).await;
             eprintln!("revoked key {id}");
             store.close().await;
             Ok(())
@@ -456,7 +464,13 @@ fn rfc3339(ms: i64) -> String {
 
 /// Records an administrative command in the audit log, its actor the OS user who ran it. A
 /// failure to write it is reported, not fatal: the command's own change is done.
-async fn cli_audit(store: &Store, action: &str, target_kind: &str, target_id: &str) {
+async fn cli_audit(
+    store: &Store,
+    action: &str,
+    target_kind: &str,
+    target_id: &str,
+    members: Vec<String>,
+) {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".to_string());
@@ -472,7 +486,7 @@ async fn cli_audit(store: &Store, action: &str, target_kind: &str, target_id: &s
         client_ip: None,
         status: 1,
         is_write: true,
-        members: Vec::new(),
+        members,
     };
     if let Err(e) = store.append_audit(&entry).await {
         eprintln!("warning: the audit log did not record this command: {e}");

@@ -89,13 +89,18 @@ pub async fn install_link(
 pub async fn import_members(
     State(state): State<AppState>,
     caller: Caller,
+    audit: crate::web::audit::Audit,
     Path(program_id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ImportReport>, ApiError> {
     caller.require(&[Role::Admin, Role::Integration])?;
     let program = state.store.get_program(&program_id).await?;
     match import::run(&state, &program, body.as_ref(), |_, _| {}).await {
-        Ok(report) => Ok(Json(report)),
+        Ok(report) => {
+            // Every member created or found gets an install link: the import touched each.
+            audit.members(report.links.iter().map(|l| l.member_id.as_str()));
+            Ok(Json(report))
+        }
         Err(ImportError::File(m)) => Err(ApiError::bad_request(m)),
         Err(ImportError::Storage(e)) => Err(e.into()),
     }

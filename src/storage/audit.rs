@@ -49,6 +49,10 @@ pub struct AffectedMember {
     pub writes: i64,
 }
 
+/// Member rows per statement, far under both backends' parameter limits (an import names
+/// every member it created or found).
+const MEMBERS_PER_STATEMENT: usize = 1000;
+
 impl Store {
     /// Appends one entry (with its id and time filled in when empty) and returns its id.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<String> {
@@ -71,8 +75,8 @@ impl Store {
                         target_kind, target_id, client_ip, status, is_write)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
         // Member rows `($1, $first.., $2)`: the audit id, each member, the time.
-        let for_members = |first: usize| {
-            let values = (0..members.len())
+        let for_members = |first: usize, n: usize| {
+            let values = (0..n)
                 .map(|k| format!("($1, ${}, $2)", first + k))
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -92,11 +96,11 @@ impl Store {
                 .bind(entry.status)
                 .bind(entry.is_write as i64)
         };
-        if self.backend == Backend::Postgres {
+        if self.backend == Backend::Postgres && members.len() <= MEMBERS_PER_STATEMENT {
             let sql = if members.is_empty() {
                 row.to_string()
             } else {
-                format!("WITH logged AS ({row}) {}", for_members(12))
+                format!("WITH logged AS ({row}) {}", for_members(12, members.len()))
             };
             let mut q = with_row(sql);
             for m in &members {
@@ -106,11 +110,11 @@ impl Store {
         } else {
             let (_turn, mut tx) = self.write_tx().await?;
             with_row(row.to_string()).execute(&mut *tx).await?;
-            if !members.is_empty() {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(for_members(3)))
+            for chunk in members.chunks(MEMBERS_PER_STATEMENT) {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(for_members(3, chunk.len())))
                     .bind(id.clone())
                     .bind(at);
-                for m in &members {
+                for m in chunk {
                     q = q.bind((*m).clone());
                 }
                 q.execute(&mut *tx).await?;

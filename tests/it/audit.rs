@@ -651,7 +651,43 @@ async fn retention_deletes_old_logs(db: TestDb) {
     assert!(round.erased.is_empty(), "no program has a retention");
 }
 
+async fn an_import_names_every_member_it_touched(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let ada = issue_member(&app, "coffee").await;
+    let program = ada["program_id"].as_str().unwrap();
+    // 1,500 rows (past one statement's 1,000 member rows), one of them Ada, already a member.
+    let mut csv = String::from("external_id,name\ncrm-1,Ada Lovelace\n");
+    for i in 0..1_499 {
+        csv += &format!("imp-{i},Member {i}\n");
+    }
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/programs/{program}/imports")))
+        .bearer_auth(&app.admin_key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(
+        (report["created"].as_i64(), report["unchanged"].as_i64()),
+        (Some(1_499), Some(1))
+    );
+    let rows = all_rows(&app).await;
+    let import = rows.last().unwrap();
+    assert_eq!(import.action, "POST /api/v1/programs/{program_id}/imports");
+    assert_eq!(import.members.len(), 1_500);
+    assert!(
+        import
+            .members
+            .contains(&ada["id"].as_str().unwrap().to_string())
+    );
+}
+
 on_both_backends!(
+    an_import_names_every_member_it_touched,
     retention_erases_inactive_members_and_keeps_the_rest,
     retention_deletes_old_logs,
     every_action_leaves_one_row_with_its_actor_and_no_secret,
