@@ -30,6 +30,8 @@ pub struct AppState {
     pub cards: Arc<Cards>,
     /// Pass downloads not yet written to the database.
     pub fetches: Arc<FetchLog>,
+    /// Audit rows of reads and refusals not yet written (`web::audit::Pending`).
+    pub audit: Arc<crate::web::audit::Pending>,
     /// Google Wallet, when configured.
     pub google: Option<Arc<Google>>,
     /// Signs and checks personal install links.
@@ -109,6 +111,7 @@ impl AppState {
             store,
             cards: Arc::new(cards),
             fetches: Arc::default(),
+            audit: Arc::default(),
             google,
             links,
             workers: Arc::default(),

@@ -22,7 +22,8 @@ pub async fn ledger_loop(state: AppState, beat: Beat) {
     }
 }
 
-/// Writes pass-download times every second (see `webservice::fetches`), then drops the
+/// Writes pass-download times and buffered audit rows (`web::audit::Pending`) every second
+/// (see `webservice::fetches`), then drops the
 /// registrations of ended cards whose devices have the voided pass (`card_ends`, a claimed job).
 pub async fn fetch_log_loop(state: AppState, beat: Beat) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -35,8 +36,16 @@ pub async fn fetch_log_loop(state: AppState, beat: Beat) {
                 false
             }
         };
+        let audited = match state.audit.flush(&state.store).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "writing buffered audit rows failed; retrying");
+                state.store.metrics().audit_failed();
+                false
+            }
+        };
         let swept = drop_ended_registrations(&state).await;
-        if flushed && swept {
+        if flushed && audited && swept {
             beat.ok();
         }
     }
@@ -259,7 +268,12 @@ pub async fn retention_once(state: &AppState, now: i64) -> Option<RetentionRound
     }
     let mut round = RetentionRound::default();
     let mut failed = false;
-    match state.store.inactive_members(now, RETENTION_BATCH).await {
+    let search = match state.store.any_retention().await {
+        Ok(true) => state.store.inactive_members(now, RETENTION_BATCH).await,
+        Ok(false) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    };
+    match search {
         Ok(members) => {
             for id in members {
                 match crate::service::lifecycle::erase_member(&state.store, &id).await {

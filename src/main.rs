@@ -607,6 +607,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     if let Err(e) = state.fetches.flush(&state.store).await {
         tracing::warn!(error = %e, "recording the last pass downloads failed");
     }
+    if let Err(e) = state.audit.flush(&state.store).await {
+        tracing::error!(error = %e, "writing the last audit rows failed");
+    }
     state.store.close().await;
     Ok(())
 }

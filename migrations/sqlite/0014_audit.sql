@@ -9,7 +9,7 @@ CREATE TABLE audit_log (
     actor_id    TEXT NOT NULL,          -- the key's id, the staff account's id, the OS user
     actor_label TEXT NOT NULL,          -- the key's name, the account's e-mail
     action      TEXT NOT NULL,          -- 'POST /api/v1/members/{member_id}/erase'
-    target_kind TEXT,                   -- 'member', 'program', 'template', 'api_key', ...
+    target_kind TEXT,                   -- 'member', 'program', 'template', 'key', ...
     target_id   TEXT,
     client_ip   TEXT,
     status      BIGINT NOT NULL,        -- the HTTP status answered (0 for a CLI command that failed)

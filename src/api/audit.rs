@@ -57,7 +57,7 @@ pub struct AuditEntryView {
     pub actor: AuditActorView,
     /// The method and the route's template, or the CLI verb.
     pub action: String,
-    /// `member`, `program`, `template`, `api_key`, …
+    /// `member`, `program`, `template`, `key`, …
     pub target_kind: Option<String>,
     pub target_id: Option<String>,
     pub client_ip: Option<String>,

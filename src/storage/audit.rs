@@ -53,75 +53,98 @@ pub struct AffectedMember {
 /// every member it created or found).
 const MEMBERS_PER_STATEMENT: usize = 1000;
 
+const ROW_SQL: &str = "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_label, action,
+                           target_kind, target_id, client_ip, status, is_write)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// `n` member rows `($1, $first.., $2)`: the audit id, each member, the time.
+fn members_sql(first: usize, n: usize) -> String {
+    let values = (0..n)
+        .map(|k| format!("($1, ${}, $2)", first + k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("INSERT INTO audit_members (audit_id, member_id, at) VALUES {values}")
+}
+
 impl Store {
-    /// Appends one entry (with its id and time filled in when empty) and returns its id.
+    /// Appends one entry (with its id and time filled in when empty) and returns its id. On
+    /// PostgreSQL the row and its members are one statement (a data-modifying CTE): one round
+    /// trip, committed alone; on SQLite a transaction in this process's write turn.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<String> {
-        let id = if entry.id.is_empty() {
-            new_id()
-        } else {
-            entry.id.clone()
-        };
-        let at = if entry.at == 0 {
-            crate::domain::now_ms()
-        } else {
-            entry.at
-        };
-        let mut members: Vec<&String> = entry.members.iter().collect();
-        members.sort();
-        members.dedup();
-        // PostgreSQL: the row and its members in one statement (a data-modifying CTE), one
-        // round trip committed alone; SQLite: a transaction in this process's write turn.
-        let row = "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_label, action,
-                        target_kind, target_id, client_ip, status, is_write)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-        // Member rows `($1, $first.., $2)`: the audit id, each member, the time.
-        let for_members = |first: usize, n: usize| {
-            let values = (0..n)
-                .map(|k| format!("($1, ${}, $2)", first + k))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("INSERT INTO audit_members (audit_id, member_id, at) VALUES {values}")
-        };
-        let with_row = |sql: String| {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id.clone())
-                .bind(at)
-                .bind(entry.actor_kind.clone())
-                .bind(entry.actor_id.clone())
-                .bind(entry.actor_label.clone())
-                .bind(entry.action.clone())
-                .bind(entry.target_kind.clone())
-                .bind(entry.target_id.clone())
-                .bind(entry.client_ip.clone())
-                .bind(entry.status)
-                .bind(entry.is_write as i64)
-        };
-        if self.backend == Backend::Postgres && members.len() <= MEMBERS_PER_STATEMENT {
-            let sql = if members.is_empty() {
-                row.to_string()
+        let mut entry = entry.clone();
+        if entry.id.is_empty() {
+            entry.id = new_id();
+        }
+        if entry.at == 0 {
+            entry.at = crate::domain::now_ms();
+        }
+        entry.members.sort();
+        entry.members.dedup();
+        let e = &entry;
+        if self.backend == Backend::Postgres && e.members.len() <= MEMBERS_PER_STATEMENT {
+            let sql = if e.members.is_empty() {
+                ROW_SQL.to_string()
             } else {
-                format!("WITH logged AS ({row}) {}", for_members(12, members.len()))
+                format!(
+                    "WITH logged AS ({ROW_SQL}) {}",
+                    members_sql(12, e.members.len())
+                )
             };
-            let mut q = with_row(sql);
-            for m in &members {
-                q = q.bind((*m).clone());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&e.id)
+                .bind(e.at)
+                .bind(&e.actor_kind)
+                .bind(&e.actor_id)
+                .bind(&e.actor_label)
+                .bind(&e.action)
+                .bind(&e.target_kind)
+                .bind(&e.target_id)
+                .bind(&e.client_ip)
+                .bind(e.status)
+                .bind(e.is_write as i64);
+            for m in &e.members {
+                q = q.bind(m);
             }
             q.execute(&self.pool).await?;
         } else {
-            let (_turn, mut tx) = self.write_tx().await?;
-            with_row(row.to_string()).execute(&mut *tx).await?;
+            self.append_audits(std::slice::from_ref(e)).await?;
+        }
+        Ok(entry.id)
+    }
+
+    /// Appends entries whose id and time are set, in one transaction.
+    pub async fn append_audits(&self, entries: &[AuditEntry]) -> Result<()> {
+        let (_turn, mut tx) = self.write_tx().await?;
+        for e in entries {
+            sqlx::query(ROW_SQL)
+                .bind(&e.id)
+                .bind(e.at)
+                .bind(&e.actor_kind)
+                .bind(&e.actor_id)
+                .bind(&e.actor_label)
+                .bind(&e.action)
+                .bind(&e.target_kind)
+                .bind(&e.target_id)
+                .bind(&e.client_ip)
+                .bind(e.status)
+                .bind(e.is_write as i64)
+                .execute(&mut *tx)
+                .await?;
+            let mut members: Vec<&String> = e.members.iter().collect();
+            members.sort();
+            members.dedup();
             for chunk in members.chunks(MEMBERS_PER_STATEMENT) {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(for_members(3, chunk.len())))
-                    .bind(id.clone())
-                    .bind(at);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(members_sql(3, chunk.len())))
+                    .bind(&e.id)
+                    .bind(e.at);
                 for m in chunk {
-                    q = q.bind((*m).clone());
+                    q = q.bind(*m);
                 }
                 q.execute(&mut *tx).await?;
             }
-            tx.commit().await?;
         }
-        Ok(id)
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Entries matching `filter`, newest first, after the cursor `(at, id)`; up to `limit`.

@@ -402,6 +402,11 @@ impl Store {
 
 /// Time-ordered ids (UUIDv7): new rows land at the end of each primary-key index instead of on
 /// a random page, which keeps ledger writes cheap as tables grow.
+/// A new audit row's id (time-ordered), for rows buffered before they are written.
+pub fn new_audit_id() -> String {
+    new_id()
+}
+
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

@@ -11,6 +11,9 @@ pub const MONTH_MS: i64 = 2_629_746_000;
 /// purchase); expiries, staff adjustments and reversals are not the member's activity.
 const ACTIVE_KINDS: &str = "('earn', 'redeem', 'refund')";
 
+/// Rows per purge statement.
+const PURGE_BATCH: i64 = 1000;
+
 /// What one purge of logs removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogPurge {
@@ -79,39 +82,65 @@ impl Store {
     }
 
     /// Deletes logs older than `before`: Google callbacks, pass download times, push outcomes,
-    /// and expired staff sessions.
+    /// and expired staff sessions; in batches of `PURGE_BATCH` rows, each its own short
+    /// transaction, so a till waits for one batch at most.
     pub async fn purge_logs(&self, before: i64, now: i64) -> Result<LogPurge> {
-        let (_turn, mut tx) = self.write_tx().await?;
-        let google_events = sqlx::query("DELETE FROM google_events WHERE received_at < $1")
-            .bind(before)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let fetch_times =
-            sqlx::query("UPDATE passes SET last_fetched_at = NULL WHERE last_fetched_at < $1")
-                .bind(before)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        let push_results = sqlx::query(
-            "UPDATE registrations SET last_push_at = NULL, last_push_result = NULL
-             WHERE last_push_at < $1",
-        )
-        .bind(before)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let staff_sessions = sqlx::query("DELETE FROM staff_sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
+        let statements: [(&'static str, i64); 4] = [
+            (
+                "DELETE FROM google_events WHERE nonce IN
+                   (SELECT nonce FROM google_events WHERE received_at < $1 LIMIT $2)",
+                before,
+            ),
+            (
+                "UPDATE passes SET last_fetched_at = NULL WHERE serial_number IN
+                   (SELECT serial_number FROM passes WHERE last_fetched_at < $1 LIMIT $2)",
+                before,
+            ),
+            (
+                "UPDATE registrations SET last_push_at = NULL, last_push_result = NULL
+                 WHERE (device_library_identifier, serial_number) IN
+                   (SELECT device_library_identifier, serial_number FROM registrations
+                    WHERE last_push_at < $1 LIMIT $2)",
+                before,
+            ),
+            (
+                "DELETE FROM staff_sessions WHERE token_hash IN
+                   (SELECT token_hash FROM staff_sessions WHERE expires_at <= $1 LIMIT $2)",
+                now,
+            ),
+        ];
+        let mut counts = [0u64; 4];
+        for (i, (sql, cut)) in statements.iter().enumerate() {
+            loop {
+                let (_turn, mut tx) = self.write_tx().await?;
+                let n = sqlx::query(*sql)
+                    .bind(*cut)
+                    .bind(PURGE_BATCH)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                counts[i] += n;
+                if n < PURGE_BATCH as u64 {
+                    break;
+                }
+            }
+        }
         Ok(LogPurge {
-            google_events,
-            fetch_times,
-            push_results,
-            staff_sessions,
+            google_events: counts[0],
+            fetch_times: counts[1],
+            push_results: counts[2],
+            staff_sessions: counts[3],
         })
+    }
+
+    /// Whether any program erases inactive members (the job skips its search otherwise).
+    pub async fn any_retention(&self) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM programs WHERE retention_months IS NOT NULL LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
     }
 }

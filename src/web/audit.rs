@@ -15,7 +15,7 @@ use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::http::request::Parts;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::storage::AuditEntry;
@@ -119,7 +119,49 @@ pub fn target(pattern: &str, path: &str) -> Option<(String, String)> {
     found
 }
 
+/// Audit rows that may wait for the next flush (once a second, `jobs::fetch_log_loop`, and at
+/// shutdown): reads of member data and refused requests, which changed nothing. A crash loses
+/// at most a second of them; a write that succeeded is never buffered.
+#[derive(Debug, Default)]
+pub struct Pending(Mutex<Vec<AuditEntry>>);
+
+/// Rows buffered at most; past it a read is written at once instead.
+const MAX_PENDING: usize = 10_000;
+
+impl Pending {
+    /// Writes the buffered rows in one transaction; on failure they are kept for the next try.
+    pub async fn flush(&self, store: &crate::storage::Store) -> crate::storage::Result<usize> {
+        let batch = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match store.append_audits(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                let newer = std::mem::replace(&mut *pending, batch);
+                pending.extend(newer);
+                Err(e)
+            }
+        }
+    }
+
+    /// Buffers `entry`, or hands it back when the buffer is full.
+    fn push(&self, entry: AuditEntry) -> Option<AuditEntry> {
+        let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= MAX_PENDING {
+            return Some(entry);
+        }
+        pending.push(entry);
+        None
+    }
+}
+
 /// Middleware (after routing): records the request once its handler answered.
+///
+/// A request that may write runs in a task of its own, so a client that disconnects, or the
+/// request timeout, cannot stop it between its commit and its audit row: the handler finishes
+/// and its row is written whatever happens to the connection.
 pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
@@ -133,29 +175,57 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         .extensions()
         .get::<crate::proxy::ClientIp>()
         .map(|c| c.0.to_string());
-    let response = next.run(req).await;
+    let reads = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let run = async move {
+        let response = next.run(req).await;
+        let noted = slot.with(std::mem::take);
+        if let (Some(actor), Some(pattern)) = (noted.actor.clone(), pattern) {
+            let status = response.status().as_u16();
+            let entry = entry(actor, noted, &method, &pattern, &path, client_ip, status);
+            if let Some(entry) = entry {
+                write(&state, entry).await;
+            }
+        }
+        response
+    };
+    if reads {
+        // A read dropped before it answered disclosed nothing.
+        return run.await;
+    }
+    match tokio::spawn(run).await {
+        Ok(response) => response,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
 
-    let (actor, mut members, read_only) =
-        slot.with(|n| (n.actor.take(), std::mem::take(&mut n.members), n.read_only));
-    let Some(actor) = actor else {
-        return response;
-    };
-    let Some(pattern) = pattern else {
-        return response;
-    };
-    let target = target(&pattern, &path);
+/// The audit row of an answered request, if it is one to keep: a write, a read of a member's
+/// data, or a refusal (a probe for barcodes or ids shows as a run of 404s). Ids from the path are kept only when the request succeeded (the handler
+/// found them): a refused or failed request's path may hold anything a client typed (an
+/// e-mail address, a pasted key), and the log keeps what it holds for ever.
+fn entry(
+    actor: AuditActor,
+    noted: Noted,
+    method: &Method,
+    pattern: &str,
+    path: &str,
+    client_ip: Option<String>,
+    status: u16,
+) -> Option<AuditEntry> {
+    let succeeded = status < 400;
+    let target = target(pattern, path).filter(|_| succeeded);
+    let mut members = noted.members;
     if let Some((kind, id)) = &target
         && kind == "member"
     {
         members.push(id.clone());
     }
-    let is_write = !read_only && !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if !is_write && members.is_empty() {
-        return response;
+    let is_write =
+        !noted.read_only && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !is_write && members.is_empty() && succeeded {
+        return None;
     }
-    let entry = AuditEntry {
-        id: String::new(),
-        at: 0,
+    Some(AuditEntry {
         actor_kind: actor.kind.to_string(),
         actor_id: actor.id,
         actor_label: actor.label,
@@ -163,16 +233,28 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         target_kind: target.as_ref().map(|t| t.0.clone()),
         target_id: target.map(|t| t.1),
         client_ip,
-        status: response.status().as_u16() as i64,
+        status: status as i64,
         is_write,
         members,
-    };
+        ..Default::default()
+    })
+}
+
+/// Writes a successful write's row now; buffers reads and refusals for the next flush.
+async fn write(state: &AppState, mut entry: AuditEntry) {
+    if !entry.is_write || entry.status >= 400 {
+        entry.at = crate::domain::now_ms();
+        entry.id = crate::storage::new_audit_id();
+        match state.audit.push(entry) {
+            None => return,
+            Some(full) => entry = full,
+        }
+    }
     if let Err(e) = state.store.append_audit(&entry).await {
         // The action happened; losing its record is an operator's alarm, not the client's error.
         tracing::error!(error = %e, action = %entry.action, "could not write the audit log");
         state.store.metrics().audit_failed();
     }
-    response
 }
 
 #[cfg(test)]

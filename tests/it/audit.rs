@@ -18,8 +18,9 @@ fn key_id(key: &str) -> String {
         .to_string()
 }
 
-/// Every audit row, oldest first.
+/// Every audit row, oldest first (reads and refusals wait for a flush, done here).
 async fn all_rows(app: &TestApp) -> Vec<AuditEntry> {
+    app.state.audit.flush(&app.state.store).await.unwrap();
     let mut rows = app
         .state
         .store
@@ -172,6 +173,23 @@ async fn every_action_leaves_one_row_with_its_actor_and_no_secret(db: TestDb) {
         (refused.status, refused.actor_id.as_str()),
         (403, crm_id.as_str())
     );
+    // A refused request's path holds what a client typed: kept out of the log (an e-mail
+    // address, a whole key pasted where its id belongs), though the refusal is recorded.
+    let probe = one_row(&app, "a probe", async {
+        let path = "/api/v1/members/jane.doe%40example.com";
+        assert_eq!(send(&app, &crm, "GET", path, None).await, 404);
+    })
+    .await;
+    assert_eq!(
+        (probe.status, probe.target_id.clone(), probe.members.len()),
+        (404, None, 0)
+    );
+    let pasted = one_row(&app, "a pasted key", async {
+        let path = format!("/api/v1/api-keys/{admin}");
+        assert_eq!(send(&app, &admin, "DELETE", &path, None).await, 404);
+    })
+    .await;
+    assert_eq!((pasted.status, pasted.target_id.clone()), (404, None));
     // A request with no valid key has no actor: nothing recorded.
     let before = all_rows(&app).await.len();
     let forged = format!("tsk_{crm_id}_wrongsecret");
@@ -274,6 +292,7 @@ async fn every_action_leaves_one_row_with_its_actor_and_no_secret(db: TestDb) {
     assert_eq!(
         actions,
         [
+            "GET /api/v1/members/{member_id}",
             "POST /api/v1/api-keys",
             "GET /api/v1/members",
             "GET /api/v1/members/{member_id}",
@@ -401,6 +420,8 @@ async fn audit_affected_lists_the_members_a_key_touched(db: TestDb) {
         201
     );
 
+    // Reads reach the table with the next flush (within a second); the test does it now.
+    all_rows(&app).await;
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let out = tessera(dir.path())
