@@ -11,7 +11,7 @@ use super::{DESIGNERS, PageError, PageResult, designer_form, form};
 use crate::app::AppState;
 use crate::domain::template::PLACEHOLDERS;
 use crate::domain::template::checks::{self, Finding, Severity};
-use crate::domain::{BarcodeFormat, Invalid, Program, TemplateDesign, now_ms};
+use crate::domain::{BarcodeFormat, Invalid, Program, TemplateDesign, barcode, now_ms};
 use crate::service::cards::ServiceError;
 use crate::storage::{Draft, PublishJob, StorageError, VersionInfo};
 use crate::web::staff::Staff;
@@ -46,8 +46,8 @@ pub(super) struct DesignerPage {
     job: Option<PublishJob>,
     versions: Vec<VersionInfo>,
     sample_json: String,
-    /// The sample member's code as a real QR code (SVG), for the preview.
-    sample_qr: String,
+    /// The sample member's code in each barcode format (format name, SVG), for the preview.
+    sample_barcodes: Vec<(&'static str, String)>,
 }
 
 /// Inputs the checks are shown at; a finding goes to the longest one its field starts with.
@@ -205,10 +205,7 @@ pub(super) async fn render_designer(
         email: staff.session.user.email.clone(),
         role: staff.session.user.role.as_str(),
         sample_json: sample_json(&program),
-        sample_qr: crate::enrollment::qr_svg_of(
-            crate::domain::template::checks::sample_substitutions("", 0).barcode,
-            120,
-        ),
+        sample_barcodes: sample_barcodes(),
         program,
         template_id: draft.template.id.clone(),
         name: draft.template.name.clone(),
@@ -226,6 +223,16 @@ pub(super) async fn render_designer(
         job: state.store.latest_publish_job(&draft.template.id).await?,
         versions: state.store.template_versions(&draft.template.id).await?,
     })
+}
+
+/// The sample member's code drawn in every format, so the preview switches format without a
+/// round trip; each is what the card page draws for that format.
+fn sample_barcodes() -> Vec<(&'static str, String)> {
+    let code = crate::domain::template::checks::sample_substitutions("", 0).barcode;
+    BarcodeFormat::ALL
+        .into_iter()
+        .filter_map(|f| Some((f.name(), barcode::svg(f, code, 120).ok()?)))
+        .collect()
 }
 
 pub(super) async fn designer_page(

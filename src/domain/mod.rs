@@ -3,6 +3,7 @@
 //! Invariant: nothing here knows HTTP, SQL or a wallet's wire format; the rules here are plain
 //! functions over plain values so they can be unit- and property-tested.
 
+pub mod barcode;
 pub mod color;
 pub mod enrollment;
 pub mod google_notify;

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::domain::enrollment::{Ask, EnrollmentSettings, JoinInput};
-use crate::domain::{Invalid, Member, Program, now_ms};
+use crate::domain::{Invalid, Member, Program, barcode, now_ms};
 use crate::email::{CardLink, Lang};
 use crate::ledger::{Operation, Origin};
 use crate::secret::{constant_time_eq, random_token};
@@ -446,8 +446,11 @@ struct CardPage {
     logo: Option<String>,
     balance: i64,
     tier: Option<String>,
-    /// The member's code as a QR code (SVG), what the cashier scans.
-    barcode_svg: String,
+    /// The member's code in the template's barcode format (SVG), what the cashier scans; a QR
+    /// code when that format cannot carry the code, nothing when no format can.
+    barcode_svg: Option<String>,
+    /// The format drawn (`qr`, `pdf417`, `aztec`, `code128`).
+    barcode_format: &'static str,
     barcode_value: String,
     apple_url: Option<String>,
     /// Android without Google Wallet configured: the `.pkpass` file is offered with how to open it.
@@ -552,6 +555,10 @@ async fn card_page(
             )
         })
     });
+    let drawn = barcode::svg_or_qr(template.design.barcode.format, &member.barcode, 240);
+    if let Some(why) = drawn.as_ref().and_then(|d| d.fallback.as_ref()) {
+        tracing::warn!(member = %member.id, format = template.design.barcode.format.name(), reason = %why, "the card page shows a QR code instead of the template's barcode");
+    }
     // Android wallet apps open `.pkpass` files too: without Google Wallet, that is the offer.
     let pkpass_on_android = platform == Platform::Android && state.google.is_none();
     CardPage {
@@ -565,7 +572,8 @@ async fn card_page(
         label: colors.label.clone(),
         logo,
         balance: member.points,
-        barcode_svg: qr_svg_of(&member.barcode, 180),
+        barcode_format: drawn.as_ref().map_or("", |d| d.format.name()),
+        barcode_svg: drawn.map(|d| d.svg),
         barcode_value: member.barcode.clone(),
         member_name: member.display_name,
         apple_url: (platform != Platform::Android || pkpass_on_android)

@@ -474,9 +474,8 @@ impl Worker {
                     tracing::warn!(error = %e, member = %p.member_id, attempts = p.attempts + 1,
                         "Google Wallet is unavailable; backing off");
                 }
-                let now = now_ms();
                 self.store
-                    .google_retry(p, now + delay, &e.to_string(), refused, now)
+                    .google_retry(p, now_ms() + delay, &e.to_string(), refused)
                     .await
             }
         }

@@ -153,32 +153,40 @@ impl Store {
 
     /// Try `p` again at `at`, recording why it failed. `refused` is the HTTP status when Google
     /// refused the card (0 for our configuration), `None` for an outage: a refused row is
-    /// brought forward by the member's next change (`QUEUE_SQL`), and one that a change
-    /// re-queued while it was in flight is due at once. Only a row this instance holds (or no
-    /// one does) is touched.
+    /// brought forward by the member's next change (`QUEUE_SQL`). Like `google_done`, this
+    /// matches on `queued_at`: a change queued while `p` was in flight is newer than what
+    /// failed, so its row keeps its own time (due now) and counts no failure, and only the
+    /// claim is given back. Only a row this instance holds (or no one does) is touched.
     pub async fn google_retry(
         &self,
         p: &GooglePending,
         at: i64,
         error: &str,
         refused: Option<u16>,
-        now: i64,
     ) -> Result<()> {
-        sqlx::query(
+        let failed = sqlx::query(
             "UPDATE google_pending SET attempts = attempts + 1, last_error = $3, last_status = $4,
-                    available_at = CASE WHEN $4 IS NOT NULL AND queued_at <> $5 THEN $6 ELSE $2 END,
-                    claimed_by = NULL, claimed_until = NULL
-             WHERE member_id = $1 AND (claimed_by IS NULL OR claimed_by = $7)",
+                    available_at = $2, claimed_by = NULL, claimed_until = NULL
+             WHERE member_id = $1 AND queued_at = $5 AND (claimed_by IS NULL OR claimed_by = $6)",
         )
         .bind(&p.member_id)
         .bind(at)
         .bind(error)
         .bind(refused.map(i64::from))
         .bind(p.queued_at)
-        .bind(now)
         .bind(self.instance_id())
         .execute(&self.pool)
         .await?;
+        if failed.rows_affected() == 0 && self.claims() {
+            sqlx::query(
+                "UPDATE google_pending SET claimed_by = NULL, claimed_until = NULL
+                 WHERE member_id = $1 AND claimed_by = $2",
+            )
+            .bind(&p.member_id)
+            .bind(self.instance_id())
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(())
     }
 

@@ -86,15 +86,16 @@
     return el;
   };
 
-  // The sample member's code: a real QR code drawn by the server; other formats are shown as
-  // their shape only (the pass itself carries the real barcode).
-  const qr = document.getElementById("sample-qr");
+  // The sample member's code in the chosen format, drawn by the server (`domain::barcode`, as
+  // the card page draws it); a format the server could not draw shows its shape only.
   const barcodeBox = (cls) => {
     const format = val("barcode_format");
     const box = h("div", cls);
-    const svg = format === "qr" && qr ? qr.content.querySelector("svg") : null;
+    const drawn = document.getElementById(`sample-barcode-${format}`);
+    const svg = drawn ? drawn.content.querySelector("svg") : null;
     if (svg) {
       const code = h("div", "code-real");
+      code.dataset.format = format;
       code.append(svg.cloneNode(true));
       box.append(code);
     } else {

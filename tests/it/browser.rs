@@ -36,6 +36,11 @@ fn find(candidates: &[&str]) -> Option<PathBuf> {
 
 impl Browser {
     pub async fn start() -> Option<Browser> {
+        Browser::start_as(None).await
+    }
+
+    /// A browser that sends `user_agent` (an Android phone's, say) instead of its own.
+    pub async fn start_as(user_agent: Option<&str>) -> Option<Browser> {
         let driver = find(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
         let chromium = find(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"]);
         let (Some(driver), Some(chromium)) = (driver, chromium) else {
@@ -70,19 +75,22 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap().keep();
         // The flags the machine notes require: no sandbox as root, and no background
         // networking, which this closed network refuses.
-        let args = [
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1280,1000",
-            &format!("--user-data-dir={}", profile.display()),
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".to_string(),
+            "--disable-gpu".to_string(),
+            "--disable-dev-shm-usage".to_string(),
+            "--disable-quic".to_string(),
+            "--no-first-run".to_string(),
+            "--disable-background-networking".to_string(),
+            "--disable-component-update".to_string(),
+            "--disable-sync".to_string(),
+            "--window-size=1280,1000".to_string(),
+            format!("--user-data-dir={}", profile.display()),
         ];
+        if let Some(ua) = user_agent {
+            args.push(format!("--user-agent={ua}"));
+        }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": args},
@@ -261,6 +269,22 @@ impl Browser {
         let path = artifacts().join(format!("{name}.png"));
         std::fs::write(&path, bytes).unwrap();
         path
+    }
+
+    /// A PNG of what the element matching `css` shows, as the screen draws it (W3C Take
+    /// Element Screenshot), scrolled into view first.
+    pub async fn element_png(&self, css: &str) -> Vec<u8> {
+        let el = self.find(css).await;
+        let b64 = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/element/{el}/screenshot"),
+                None,
+            )
+            .await;
+        data_encoding::BASE64
+            .decode(b64.as_str().unwrap().as_bytes())
+            .unwrap()
     }
 
     pub async fn quit(mut self) {

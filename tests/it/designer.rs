@@ -111,13 +111,15 @@ async fn a_marketer_designs_and_publishes_a_template(db: TestDb) {
         assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
     }
 
-    // The preview draws the sample member's real QR code, the back of the Apple card and
-    // Google's details view.
+    // The preview draws the sample member's real code in every format, the back of the Apple
+    // card and Google's details view.
     let (_, preview) = staff.get(&format!("/staff/templates/{id}")).await;
-    assert!(
-        preview.contains(r#"<template id="sample-qr"><?xml"#)
-            || preview.contains(r#"<template id="sample-qr"><svg"#)
-    );
+    for format in ["qr", "pdf417", "aztec", "code128"] {
+        assert!(
+            preview.contains(&format!(r#"<template id="sample-barcode-{format}"><svg"#)),
+            "{format}"
+        );
+    }
     assert!(preview.contains(r#"id="apple-back""#) && preview.contains(r#"id="google-details""#));
 
     // Text as dark as the background (1.0:1) is an error, which blocks publishing.

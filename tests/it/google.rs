@@ -991,3 +991,39 @@ async fn the_programs_policy_picks_the_notifying_changes(db: TestDb) {
 }
 
 on_both_backends!(the_programs_policy_picks_the_notifying_changes);
+
+/// A try that fails while a newer change was queued does not touch that change's row: the
+/// change stays due at once with no failure counted (the retry matches on `queued_at`, as the
+/// clean-up does); a try of the newest change that fails is recorded and backs off.
+async fn a_failed_try_leaves_a_newer_change_due(db: TestDb) {
+    let store = db.store().await;
+    let member = crate::helpers::member_with_rules(&store, Default::default()).await;
+    let mine = |due: Vec<tessera::storage::GooglePending>| {
+        due.into_iter().find(|p| p.member_id == member.id)
+    };
+    store.queue_google_sync(&member.id, 1_000).await.unwrap();
+    let first = mine(store.google_due(2_000, 10).await.unwrap()).unwrap();
+    // The member changes while the sync is in flight; then that sync meets an outage.
+    store.queue_google_sync(&member.id, 2_500).await.unwrap();
+    store
+        .google_retry(&first, 600_000, "Google answered 503", None)
+        .await
+        .unwrap();
+    let newer = mine(store.google_due(3_000, 10).await.unwrap()).expect("the newer change is due");
+    assert_eq!((newer.queued_at, newer.attempts), (2_500, 0));
+    let status = store.google_sync_status(&member.id).await.unwrap();
+    assert_eq!((status.attempts, status.last_error), (0, None));
+
+    // The newest change failing is recorded, and waits for its retry.
+    store
+        .google_retry(&newer, 600_000, "Google answered 503", None)
+        .await
+        .unwrap();
+    assert_eq!(mine(store.google_due(3_000, 10).await.unwrap()), None);
+    let status = store.google_sync_status(&member.id).await.unwrap();
+    assert_eq!(status.attempts, 1);
+    assert_eq!(status.last_error.as_deref(), Some("Google answered 503"));
+    assert_eq!(status.next_attempt_at, Some(600_000));
+}
+
+on_both_backends!(a_failed_try_leaves_a_newer_change_due);

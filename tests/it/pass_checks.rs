@@ -442,3 +442,70 @@ fn a_voided_and_expiring_pass_is_signed_and_verifies() {
         "no external id: no empty row, {keys:?}"
     );
 }
+
+/// A template's validity counts from the card's issue (its pass row's `created_at`, the card's
+/// generation), never from when the pass is signed: a pass signed again after a change keeps
+/// its `expirationDate` to the second.
+#[tokio::test]
+async fn a_validity_counts_from_the_cards_issue_and_survives_re_signing() {
+    use crate::helpers::{TestApp, TestDb, program_body, template_body};
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    let (s, program) = app.post("/api/v1/programs", program_body("coffee")).await;
+    assert_eq!(s, 201, "{program}");
+    let mut body = template_body();
+    body["design"]["apple"] = serde_json::json!({"validity_days": 30});
+    let pid = program["id"].as_str().unwrap();
+    let (s, t) = app
+        .post(&format!("/api/v1/programs/{pid}/templates"), body)
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let (s, member) = app
+        .post(
+            &format!("/api/v1/programs/{pid}/members"),
+            serde_json::json!({"display_name": "Ada Lovelace"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{member}");
+    let id = member["id"].as_str().unwrap();
+    let issued = app.state.store.pass_for_member(id).await.unwrap();
+    let expiry = |pass: &Value| {
+        time::OffsetDateTime::parse(
+            pass["expirationDate"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+        .unix_timestamp()
+    };
+    let download = || async {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = app.member_pass(&member).await.bytes().await.unwrap();
+        verify_pkpass(&bytes, &app.root_ca(), dir.path())
+    };
+    let first = download().await;
+    assert_eq!(
+        expiry(&first),
+        (issued.created_at + 30 * 86_400_000) / 1000,
+        "30 days from the card's issue"
+    );
+
+    let (s, _) = app
+        .post_idem(
+            &format!("/api/v1/members/{id}/transactions"),
+            "earn-1",
+            serde_json::json!({"type": "earn", "points": 40}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let after = app.state.store.pass_for_member(id).await.unwrap();
+    assert!(
+        after.updated_at > issued.updated_at,
+        "the change is a new version"
+    );
+    let second = download().await;
+    assert_eq!(second["storeCard"]["primaryFields"][0]["value"], 40);
+    assert_eq!(
+        expiry(&second),
+        expiry(&first),
+        "re-signing moves no expiry"
+    );
+}

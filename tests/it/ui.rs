@@ -5,8 +5,8 @@ use serde_json::json;
 use tessera::passes::apple::images::sample_png;
 use tessera::storage::Role;
 
-use crate::browser::Browser;
-use crate::helpers::{TestApp, TestDb, issue_member};
+use crate::browser::{Browser, artifacts};
+use crate::helpers::{TestApp, TestDb, another_member, issue_member, template_body};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -206,6 +206,39 @@ async fn a_marketer_designs_previews_and_publishes_in_a_browser() {
     .await;
     b.screenshot("designer-phone").await;
     b.set_window(1280, 1000).await;
+
+    // The preview's barcode is the sample member's code, drawn by the server: what a scanner
+    // reads off the screen, in each 2D format. (A Code 128 of our 24-character codes is 309
+    // modules with its quiet zones, more than the 320 px preview card holds at one pixel a
+    // module, so the preview narrows it; the card page's Code 128 is decoded instead, in
+    // `on_android_without_google_...`.)
+    let sample = tessera::domain::template::checks::sample_substitutions("", 0).barcode;
+    for (format, theirs) in [
+        ("qr", rxing::BarcodeFormat::QR_CODE),
+        ("aztec", rxing::BarcodeFormat::AZTEC),
+        ("pdf417", rxing::BarcodeFormat::PDF_417),
+    ] {
+        b.js(
+            "const s = document.querySelector('#barcode_format'); s.value = arguments[0]; s.dispatchEvent(new Event('change', {bubbles: true}));",
+            json!([format]),
+        )
+        .await;
+        b.wait_for(
+            &format!("the {format} preview"),
+            &format!("return document.querySelector('#apple-card .code-real[data-format={format}] svg') !== null"),
+        )
+        .await;
+        let png = b
+            .element_png(&format!("#apple-card .code-real[data-format={format}]"))
+            .await;
+        std::fs::write(artifacts().join(format!("designer-{format}.png")), &png).unwrap();
+        assert_eq!(scan(&png, theirs), sample, "the {format} preview");
+    }
+    b.js(
+        "const s = document.querySelector('#barcode_format'); s.value = 'qr'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+        json!([]),
+    )
+    .await;
 
     // Publish: the new version is live and its holders are told in the background.
     b.screenshot("designer").await;
@@ -444,5 +477,100 @@ async fn a_cashier_records_a_purchase_once_in_a_browser() {
     assert_eq!(store.ledger_sum(&member_id).await.unwrap(), 17);
     let entries = store.list_entries(&member_id, None, 100).await.unwrap();
     assert_eq!(entries.len(), 2, "two operations, each posted once");
+    b.quit().await;
+}
+
+/// What a till's scanner reads off a screenshot: rxing's reader over its grey levels.
+fn scan(png: &[u8], format: rxing::BarcodeFormat) -> String {
+    let img = image::load_from_memory(png).unwrap().to_luma8();
+    let (w, h) = img.dimensions();
+    rxing::helpers::detect_in_luma(img.into_raw(), w, h, Some(format))
+        .unwrap_or_else(|e| panic!("no {format:?} found in the screenshot: {e}"))
+        .getText()
+        .to_string()
+}
+
+const ANDROID: &str = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Mobile Safari/537.36";
+
+/// An Android phone, Google Wallet not configured: the card page offers the `.pkpass` file and
+/// says how to open it, shows the balance, and shows a code a scanner reads as the member's
+/// (a QR code, and the bars of a template that asks for Code 128).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_android_without_google_the_card_page_offers_the_pass_file_and_a_code_that_scans() {
+    let Some(b) = Browser::start_as(Some(ANDROID)).await else {
+        return;
+    };
+    let app = TestApp::spawn(TestDb::sqlite().await).await;
+    assert!(app.state.google.is_none());
+    let ada = issue_member(&app, "coffee").await;
+    let (s, earned) = app
+        .post_idem(
+            &format!(
+                "/api/v1/members/{}/transactions",
+                ada["id"].as_str().unwrap()
+            ),
+            "earn-1",
+            json!({"type": "earn", "points": 75}),
+        )
+        .await;
+    assert_eq!(s, 201, "{earned}");
+    // A later template in Code 128: the next member's card is drawn in bars.
+    let mut bars = template_body();
+    bars["name"] = json!("Bars");
+    bars["design"]["barcode"]["format"] = json!("code128");
+    let (s, t) = app
+        .post(
+            &format!(
+                "/api/v1/programs/{}/templates",
+                ada["program_id"].as_str().unwrap()
+            ),
+            bars,
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let grace = another_member(&app, &ada).await;
+
+    let expires = tessera::domain::now_ms() / 1000 + 3600;
+    for (member, format, theirs, balance) in [
+        (&ada, "qr", rxing::BarcodeFormat::QR_CODE, "75"),
+        (&grace, "code128", rxing::BarcodeFormat::CODE_128, "0"),
+    ] {
+        let id = member["id"].as_str().unwrap();
+        let code = app.state.store.get_member(id).await.unwrap().barcode;
+        b.goto(&app.url(&format!("/card/{}", app.state.links.sign(id, expires))))
+            .await;
+        b.wait_for(
+            "the card page",
+            "return document.querySelector('#barcode svg') !== null",
+        )
+        .await;
+        assert_eq!(b.text("#balance").await, balance);
+        assert_eq!(
+            b.js(
+                "return document.querySelector('#barcode .symbol').dataset.format",
+                json!([])
+            )
+            .await,
+            format
+        );
+        // The pass file, with how to open it on Android; no Google button.
+        assert!(b.text("#apple").await.contains(".pkpass"));
+        assert!(b.text("#android-help").await.contains("wallet app"));
+        assert_eq!(
+            b.js("return document.querySelector('#google')", json!([]))
+                .await,
+            serde_json::Value::Null
+        );
+        let href = b
+            .js("return document.querySelector('#apple').href", json!([]))
+            .await;
+        let r = app.client.get(href.as_str().unwrap()).send().await.unwrap();
+        assert_eq!(r.headers()["content-type"], "application/vnd.apple.pkpass");
+
+        let png = b.element_png("#barcode .symbol").await;
+        std::fs::write(artifacts().join(format!("card-android-{format}.png")), &png).unwrap();
+        assert_eq!(scan(&png, theirs), code, "the {format} on the card page");
+    }
+    b.screenshot("card-android").await;
     b.quit().await;
 }

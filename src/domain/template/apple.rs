@@ -88,14 +88,45 @@ impl AppleSettings {
         }
         if let Some(key) = &self.nfc_encryption_public_key {
             let der = data_encoding::BASE64.decode(key.trim().as_bytes());
-            // A P-256 SubjectPublicKeyInfo is 91 bytes (uncompressed point) or 59 (compressed).
             c.check(
-                der.is_ok_and(|d| matches!(d.len(), 59 | 91) && d[0] == 0x30),
+                der.is_ok_and(|d| p256_public_key(&d)),
                 "apple.nfc_encryption_public_key",
                 || "apple.nfc_encryption_public_key must be a base64 P-256 public key (X.509 SubjectPublicKeyInfo)".into(),
             );
         }
     }
+}
+
+/// The DER of a P-256 SubjectPublicKeyInfo up to its point: SEQUENCE { SEQUENCE {
+/// id-ecPublicKey, prime256v1 }, BIT STRING (no unused bits) }, for an uncompressed point (65
+/// bytes, `04 x y`) and a compressed one (33 bytes, `02|03 x`). RFC 5480 §2.
+const P256_SPKI_UNCOMPRESSED: &[u8] = &[
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+const P256_SPKI_COMPRESSED: &[u8] = &[
+    0x30, 0x39, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x22, 0x00,
+];
+
+/// `der` is a P-256 public key as Apple's `encryptionPublicKey` takes it: exactly a
+/// SubjectPublicKeyInfo of that curve (not another curve or algorithm of the same length),
+/// whose point lies on the curve (OpenSSL decodes the point and refuses one that does not).
+fn p256_public_key(der: &[u8]) -> bool {
+    let point = match der.len() {
+        91 => der.strip_prefix(P256_SPKI_UNCOMPRESSED),
+        59 => der.strip_prefix(P256_SPKI_COMPRESSED),
+        _ => None,
+    };
+    let Some(point) = point else {
+        return false;
+    };
+    let on_curve = || -> Result<bool, openssl::error::ErrorStack> {
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)?;
+        let mut ctx = openssl::bn::BigNumContext::new()?;
+        Ok(openssl::ec::EcPoint::from_bytes(&group, point, &mut ctx).is_ok())
+    };
+    matches!(point[0], 0x02..=0x04) && on_curve().unwrap_or(false)
 }
 
 /// Longest `appLaunchURL` accepted.
@@ -208,5 +239,50 @@ mod tests {
         assert_eq!(p.len(), 4, "{p:?}");
         assert!(p[0].contains("needs apple.associated_store_identifiers"));
         assert!(AppleSettings::default().is_empty());
+    }
+
+    #[test]
+    fn an_nfc_key_is_a_p256_point_on_the_curve() {
+        use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+        use openssl::nid::Nid;
+        let der_of = |nid: Nid, compressed: bool| {
+            let group = EcGroup::from_curve_name(nid).unwrap();
+            let key = EcKey::generate(&group).unwrap();
+            let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+            let (form, prefix) = if compressed {
+                (PointConversionForm::COMPRESSED, P256_SPKI_COMPRESSED)
+            } else {
+                (PointConversionForm::UNCOMPRESSED, P256_SPKI_UNCOMPRESSED)
+            };
+            let point = key.public_key().to_bytes(&group, form, &mut ctx).unwrap();
+            (
+                key.public_key_to_der().unwrap(),
+                [prefix, point.as_slice()].concat(),
+            )
+        };
+        let (openssl_der, ours) = der_of(Nid::X9_62_PRIME256V1, false);
+        assert_eq!(openssl_der, ours, "the prefix is OpenSSL's own encoding");
+        assert!(p256_public_key(&ours));
+        let (_, compressed) = der_of(Nid::X9_62_PRIME256V1, true);
+        assert!(p256_public_key(&compressed));
+        // What the old check let through: 91 bytes starting 0x30, a point off the curve, and
+        // another curve's key.
+        let mut junk = vec![0x30];
+        junk.extend([0x5a; 90]);
+        assert!(!p256_public_key(&junk));
+        let mut off_curve = ours.clone();
+        *off_curve.last_mut().unwrap() ^= 0x01;
+        assert!(!p256_public_key(&off_curve));
+        let (k1, _) = der_of(Nid::SECP256K1, false);
+        assert!(!p256_public_key(&k1));
+        let (p384, _) = der_of(Nid::SECP384R1, true);
+        assert!(!p256_public_key(&p384));
+        // Through the design's rules: a real key passes, the junk is named.
+        let settings = |key: &[u8]| AppleSettings {
+            nfc_encryption_public_key: Some(data_encoding::BASE64.encode(key)),
+            ..AppleSettings::default()
+        };
+        assert_eq!(problems(&settings(&ours)), Vec::<String>::new());
+        assert_eq!(problems(&settings(&junk)).len(), 1);
     }
 }
