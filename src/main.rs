@@ -538,6 +538,11 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .context("connecting to the database")?;
     let state = AppState::new(config, store)?;
+    state
+        .store
+        .check_key_ring()
+        .await
+        .context("checking the key ring for personal data ([privacy])")?;
     // An earlier version stored e-mail and phone plain: sealed before the first request, so
     // every member is found by the keyed hash.
     let sealed = state

@@ -81,6 +81,47 @@ impl Store {
         }
     }
 
+    /// Refuses a ring that lacks a key some member's e-mail or phone is sealed with: a server
+    /// started with a lost or replaced key file would fail to read them, and the join page
+    /// would not find returning members (one scan of the members at start).
+    pub async fn check_key_ring(&self) -> Result<()> {
+        let ring = self.key_ring()?;
+        let ids = ring.ids();
+        let unknown = |column: &str| {
+            (0..ids.len())
+                .map(|k| format!(" AND {column} NOT LIKE ${}", k + 1))
+                .collect::<String>()
+        };
+        let sql = format!(
+            "SELECT email, email_hash, phone, phone_hash FROM members
+             WHERE (email_hash IS NOT NULL{}) OR (phone_hash IS NOT NULL{}) LIMIT 1",
+            unknown("email"),
+            unknown("phone")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &ids {
+            q = q.bind(format!("v1.{id}.%"));
+        }
+        let Some(r) = q.fetch_optional(&self.pool).await? else {
+            return Ok(());
+        };
+        let mut missing = "?".to_string();
+        for (value, hash) in [("email", "email_hash"), ("phone", "phone_hash")] {
+            let value: Option<String> = r.try_get(value)?;
+            let hash: Option<String> = r.try_get(hash)?;
+            if let (Some(v), Some(_)) = (value, hash) {
+                match KeyRing::key_of(&v) {
+                    Some(id) if ids.contains(&id) => {}
+                    other => missing = other.unwrap_or("?").to_string(),
+                }
+            }
+        }
+        Err(StorageError::Privacy(format!(
+            "members' e-mail and phone are sealed with key {missing}, which the key ring ({}) lacks: restore the key file that holds it, or add that key to [privacy] after the current one",
+            ids.join(", ")
+        )))
+    }
+
     /// Re-seals, under the ring's current key, every member's e-mail and phone that is under
     /// another key or (with `only_plain`, only these) still plain, `BATCH` members per short
     /// transaction in id order, each batch reading its rows under the write lock (`FOR UPDATE`

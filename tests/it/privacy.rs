@@ -388,7 +388,8 @@ on_both_backends!(
     an_upgrade_seals_what_was_stored_plain,
 );
 
-/// `tessera serve` seals what an earlier version stored plain before it takes a request.
+/// `tessera serve` seals what an earlier version stored plain before it takes a request, and
+/// refuses a key ring that lacks the key of a sealed value.
 #[tokio::test]
 async fn serve_seals_plain_values_before_it_listens() {
     use std::io::BufRead;
@@ -434,6 +435,25 @@ async fn serve_seals_plain_values_before_it_listens() {
         .expect(&log);
     assert!(sealed < log.find("tessera listening").expect(&log), "{log}");
     assert!(log.contains("members=30"), "{log}");
+
+    // A server given another ring (a lost key file) refuses to start, naming the key it lacks.
+    let data_dir = app.data_dir.clone();
+    let key = std::fs::read_to_string(data_dir.join("privacy-key")).unwrap();
+    let id = KeyRing::parse(&key).unwrap().current().to_string();
+    let out = tessera(app.data_dir.parent().unwrap())
+        .arg("serve")
+        .env("TESSERA_LISTEN", "127.0.0.1:0")
+        .env("TESSERA_DATABASE_URL", &url)
+        .env("TESSERA_DATA_DIR", &data_dir)
+        .env("TESSERA_PRIVACY__KEY", KeyRing::new_key().expose())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sealed with key {id}, which the key ring")),
+        "{stderr}"
+    );
 
     let after = app.peer(many_joins).await;
     for p in &people {
