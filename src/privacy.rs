@@ -136,8 +136,14 @@ impl KeyRing {
                         )
                     })?;
                 let key = Key::derive(&raw);
-                if !keys.iter().any(|k| k.id == key.id) {
-                    keys.push(key);
+                match keys.iter().find(|k| k.id == key.id) {
+                    None => keys.push(key),
+                    Some(k) if k.seal == key.seal => {}
+                    // 1 in 2^32 for two random keys: values would name the wrong one.
+                    Some(_) => anyhow::bail!(
+                        "two keys of the ring share the id {}; replace the newer one (`tessera keys new`)",
+                        key.id
+                    ),
                 }
             }
         }

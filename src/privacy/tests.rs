@@ -150,3 +150,35 @@ fn key_files_are_made_private_and_refused_when_others_may_read_them() {
     let (_, source, _) = KeyRing::from_config(&value, dir.path()).unwrap();
     assert_eq!(source, Source::Value);
 }
+
+/// The cost of sealing and hashing one value, and of opening it (a join or an import row does
+/// the first once per e-mail and phone):
+/// `cargo test --release --lib privacy::tests::cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cost() {
+    let r = ring();
+    let n = 100_000;
+    let start = std::time::Instant::now();
+    let sealed: Vec<String> = (0..n)
+        .map(|i| {
+            let v = format!("member.{i}@example.net");
+            std::hint::black_box(r.lookup(Field::Email, &v));
+            r.seal(Field::Email, "0190c3a4-5b6d-7e8f-9a0b-1c2d3e4f5a6b", &v)
+        })
+        .collect();
+    let seal = start.elapsed();
+    let start = std::time::Instant::now();
+    for s in &sealed {
+        std::hint::black_box(
+            r.open(Field::Email, "0190c3a4-5b6d-7e8f-9a0b-1c2d3e4f5a6b", s)
+                .unwrap(),
+        );
+    }
+    let open = start.elapsed();
+    println!(
+        "seal + lookup hash: {:.2} µs per value; open: {:.2} µs per value",
+        seal.as_secs_f64() * 1e6 / n as f64,
+        open.as_secs_f64() * 1e6 / n as f64
+    );
+}
