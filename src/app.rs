@@ -66,6 +66,18 @@ impl AppState {
             crate::enrollment::links::LinkSigner::from_config(&config.enrollment, &config.data_dir)
                 .context("loading the install-link secret")?,
         );
+        let (ring, source, made) =
+            crate::privacy::KeyRing::from_config(&config.privacy, &config.data_dir)
+                .context("loading the key ring for personal data ([privacy])")?;
+        if let (true, crate::privacy::Source::File(path)) = (made, &source) {
+            tracing::warn!(
+                file = %path.display(),
+                "no [privacy] key configured: made a key for members' e-mail and phone in this file; \
+                 back it up with the database (without it they cannot be read), and give every \
+                 instance on one database the same ring"
+            );
+        }
+        store.set_key_ring(Arc::new(ring));
         let cards = Cards::new(store.clone(), signers, config.web_service_url())
             .with_account_links(config.public_base(), links.clone());
         let google = Google::from_config(&config.google)

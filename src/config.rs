@@ -43,6 +43,18 @@ pub struct Config {
     pub enrollment: EnrollmentConfig,
     pub email: EmailConfig,
     pub server: ServerConfig,
+    pub privacy: PrivacyConfig,
+}
+
+/// The key ring that seals members' e-mail and phone at rest (`crate::privacy`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// A file holding the key ring (mode 0600; refused when its group or others may read it).
+    /// Unset (and `key` unset), the ring is made once in `<data_dir>/privacy-key`.
+    pub key_file: Option<PathBuf>,
+    /// The key ring itself, for `TESSERA_PRIVACY__KEY`: base64 keys, current first.
+    pub key: Option<Secret>,
 }
 
 /// Limits that keep slow, idle or flooding clients from tying the server up.
@@ -325,6 +337,7 @@ impl Default for Config {
             enrollment: EnrollmentConfig::default(),
             email: EmailConfig::default(),
             server: ServerConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }
@@ -782,6 +795,27 @@ mod env_tests {
                 ),
                 (7, 10, 20)
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn privacy_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "privacy",
+                &[
+                    ("PRIVACY__KEY_FILE", "/etc/tessera/privacy-key"),
+                    ("PRIVACY__KEY", "a2V5"),
+                ],
+            );
+            let p = c.privacy;
+            assert_eq!(
+                p.key_file.as_deref(),
+                Some(Path::new("/etc/tessera/privacy-key"))
+            );
+            assert_eq!(p.key.as_ref().map(Secret::expose), Some("a2V5"));
             Ok(())
         });
     }

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod memory;
 pub mod metrics;
 pub mod passes;
+pub mod privacy;
 pub mod proxy;
 pub mod push;
 pub mod ratelimit;

@@ -77,6 +77,9 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The key ring that seals members' e-mail and phone at rest (`[privacy]`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Measure throughput; prints JSON. Only in builds with `--features bench`.
     #[cfg(feature = "bench")]
     #[command(subcommand)]
@@ -100,6 +103,18 @@ enum UserCommand {
         #[arg(long)]
         max_points_per_day: Option<i64>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Put a new key in front of the ring's file (the old keys stay, so their values stay
+    /// readable). Then restart every server and run `tessera keys rotate`. With `privacy.key`
+    /// set instead of a file, prints a new key to put in front of that value.
+    New,
+    /// Re-seal every member's e-mail and phone under the ring's current key (and seal any an
+    /// earlier version stored plain), 500 members per short transaction; safe to run again,
+    /// and beside running servers once they all run with the new ring. Prints JSON.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -447,6 +462,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::Keys(command) => keys(command, config).await,
         #[cfg(feature = "bench")]
         Command::Bench(command) => bench(command).await,
     }
@@ -490,6 +506,79 @@ async fn cli_audit(
     };
     if let Err(e) = store.append_audit(&entry).await {
         eprintln!("warning: the audit log did not record this command: {e}");
+    }
+}
+
+async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
+    use tessera::privacy::{KeyRing, Source};
+    if let (KeysCommand::New, None) = (&command, &config.privacy.key) {
+        let path = config
+            .privacy
+            .key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(tessera::privacy::DEFAULT_KEY_FILE));
+        if !path.exists() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let key = KeyRing::new_key();
+            tessera::privacy::write_private(&path, &format!("{}\n", key.expose()), true)?;
+            eprintln!(
+                "made the key ring {} with key {}; back it up with the database",
+                path.display(),
+                KeyRing::parse(key.expose())?.current()
+            );
+            return Ok(());
+        }
+    }
+    let (ring, source, _) = KeyRing::from_config(&config.privacy, &config.data_dir)
+        .context("loading the key ring for personal data ([privacy])")?;
+    match command {
+        KeysCommand::New => match source {
+            Source::File(path) => {
+                let id = tessera::privacy::add_key_to_file(&path)?;
+                eprintln!(
+                    "key {id} is now first in {} (before {}); restart every server with it, then run `tessera keys rotate`",
+                    path.display(),
+                    ring.ids().join(", ")
+                );
+                Ok(())
+            }
+            Source::Value => {
+                let key = KeyRing::new_key();
+                let id = KeyRing::parse(key.expose())?.current().to_string();
+                eprintln!(
+                    "a new key {id}, shown only this once: put it first in privacy.key (TESSERA_PRIVACY__KEY), before the keys there now ({}), restart every server, then run `tessera keys rotate`:",
+                    ring.ids().join(", ")
+                );
+                println!("{}", key.expose());
+                Ok(())
+            }
+        },
+        KeysCommand::Rotate => {
+            // Beside a server on a SQLite file, this waits for its migrations and then writes
+            // in short batches (one-off commands never touch passes).
+            let store = Store::connect(&config.database_url)
+                .await
+                .context("connecting to the database")?;
+            store.set_key_ring(std::sync::Arc::new(ring));
+            let done = store.reseal_contacts(false).await?;
+            store.close().await;
+            if done.left == 0 {
+                eprintln!(
+                    "re-sealed {} members; every e-mail and phone is under key {}: older keys may leave the ring",
+                    done.members, done.key
+                );
+            } else {
+                eprintln!(
+                    "re-sealed {} members; {} still under another key (a server with an older ring wrote them): run it again",
+                    done.members, done.left
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&done)?);
+            Ok(())
+        }
     }
 }
 
@@ -569,6 +658,25 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .context("connecting to the database")?;
     let state = AppState::new(config, store)?;
+    state
+        .store
+        .check_key_ring()
+        .await
+        .context("checking the key ring for personal data ([privacy])")?;
+    // An earlier version stored e-mail and phone plain: sealed before the first request, so
+    // every member is found by the keyed hash.
+    let sealed = state
+        .store
+        .reseal_contacts(true)
+        .await
+        .context("sealing the e-mail addresses and phone numbers stored plain")?;
+    if sealed.members > 0 {
+        tracing::info!(
+            members = sealed.members,
+            key = %sealed.key,
+            "sealed the e-mail addresses and phone numbers an earlier version stored plain"
+        );
+    }
     match state.cards.signers() {
         tessera::passes::apple::Signers::Dev(ca) => tracing::warn!(
             root_ca = %ca.root_ca_path().display(),

@@ -7,6 +7,7 @@ use super::{Result, StorageError, Store, new_id, rows};
 use crate::domain::enrollment::{EnrollmentSettings, Join};
 use crate::domain::{Member, NewMember, Pass, Program, Template};
 use crate::ledger::{Operation, Origin};
+use crate::privacy::Field;
 
 /// One consent as recorded: what was shown and what was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,16 +92,43 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let existing = sqlx::query(
-            "SELECT id FROM members WHERE program_id = $1
-             AND ((email IS NOT NULL AND email = $2) OR (phone IS NOT NULL AND phone = $3))
-             ORDER BY created_at LIMIT 1",
-        )
-        .bind(&program.id)
-        .bind(&join.email)
-        .bind(&join.phone)
-        .fetch_optional(&mut *tx)
-        .await?;
+        // Found by the keyed hashes of the e-mail and phone, under every key of the ring (a
+        // rotation may be under way).
+        let ring = self.key_ring()?;
+        let mut hashes = Vec::new();
+        if let Some(e) = &join.email {
+            hashes.extend(
+                ring.lookups(Field::Email, e)
+                    .into_iter()
+                    .map(|h| ("email_hash", h)),
+            );
+        }
+        if let Some(p) = &join.phone {
+            hashes.extend(
+                ring.lookups(Field::Phone, p)
+                    .into_iter()
+                    .map(|h| ("phone_hash", h)),
+            );
+        }
+        let existing = if hashes.is_empty() {
+            None
+        } else {
+            let matches = hashes
+                .iter()
+                .enumerate()
+                .map(|(k, (column, _))| format!("{column} = ${}", k + 2))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM members WHERE program_id = $1 AND ({matches})
+                 ORDER BY created_at LIMIT 1"
+            )))
+            .bind(&program.id);
+            for (_, h) in &hashes {
+                q = q.bind(h);
+            }
+            q.fetch_optional(&mut *tx).await?
+        };
         let (member_id, created) = match existing {
             Some(r) => (r.try_get::<String, _>("id")?, false),
             None => {
@@ -200,21 +228,32 @@ impl Store {
         ])
     }
 
-    /// A member's e-mail, phone and birthday as stored.
+    /// A member's e-mail, phone (opened) and birthday.
     pub async fn member_contact(
         &self,
         member_id: &str,
     ) -> Result<(Option<String>, Option<String>, Option<String>)> {
-        let r = sqlx::query("SELECT email, phone, birthday FROM members WHERE id = $1")
-            .bind(member_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StorageError::NotFound("member"))?;
-        Ok((
-            r.try_get("email")?,
-            r.try_get("phone")?,
-            r.try_get("birthday")?,
-        ))
+        let r = sqlx::query(
+            "SELECT email, email_hash, phone, phone_hash, birthday FROM members WHERE id = $1",
+        )
+        .bind(member_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StorageError::NotFound("member"))?;
+        let (email, phone): (Option<String>, Option<String>) =
+            (r.try_get("email")?, r.try_get("phone")?);
+        let (email, phone) = if email.is_none() && phone.is_none() {
+            (None, None)
+        } else {
+            let ring = self.key_ring()?;
+            let email_hash: Option<String> = r.try_get("email_hash")?;
+            let phone_hash: Option<String> = r.try_get("phone_hash")?;
+            (
+                Self::open(&ring, Field::Email, member_id, email, email_hash.as_deref())?,
+                Self::open(&ring, Field::Phone, member_id, phone, phone_hash.as_deref())?,
+            )
+        };
+        Ok((email, phone, r.try_get("birthday")?))
     }
 
     /// Imports one batch of members in one transaction. Rows whose external id exists in the
@@ -272,21 +311,38 @@ impl Store {
                 fresh.push((r, m, p));
             }
         }
+        let ring = if fresh
+            .iter()
+            .any(|(r, _, _)| r.email.is_some() || r.phone.is_some())
+        {
+            Some(self.key_ring()?)
+        } else {
+            None
+        };
         for chunk in fresh.chunks(super::members::BULK_CHUNK / 2) {
-            let values = super::members::values_list(chunk.len(), 8, "$1");
+            let values = super::members::values_list(chunk.len(), 10, "$1");
             let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO members (id, program_id, display_name, external_id, barcode, email, phone, points, created_at) VALUES {values}"
+                "INSERT INTO members (id, program_id, display_name, external_id, barcode, email, email_hash, phone, phone_hash, points, created_at) VALUES {values}"
             )))
             .bind(now);
             for (r, m, _) in chunk {
+                let ((email, email_hash), (phone, phone_hash)) = match &ring {
+                    Some(ring) => (
+                        Self::seal(ring, Field::Email, &m.id, r.email.as_deref()),
+                        Self::seal(ring, Field::Phone, &m.id, r.phone.as_deref()),
+                    ),
+                    None => ((None, None), (None, None)),
+                };
                 q = q
                     .bind(&m.id)
                     .bind(&m.program_id)
                     .bind(&m.display_name)
                     .bind(&m.external_id)
                     .bind(&m.barcode)
-                    .bind(&r.email)
-                    .bind(&r.phone)
+                    .bind(email)
+                    .bind(email_hash)
+                    .bind(phone)
+                    .bind(phone_hash)
                     .bind(r.points);
             }
             q.execute(&mut *tx).await?;

@@ -122,6 +122,7 @@ impl Store {
 
         sqlx::query(
             "UPDATE members SET display_name = '', external_id = NULL, email = NULL, phone = NULL,
+                    email_hash = NULL, phone_hash = NULL,
                     birthday = NULL, barcode = $1, erased_at = $2 WHERE id = $3",
         )
         .bind(random_barcode(16))
@@ -170,7 +171,7 @@ impl Store {
     /// were before (a TRUNCATE checkpoint, under this process's write turn so no writer of ours
     /// waits in SQLite's busy handler). `false` when a reader kept it from finishing; the next
     /// checkpoints overwrite the frames. PostgreSQL keeps no such copy that a dump would show.
-    async fn scrub(&self) -> Result<bool> {
+    pub(super) async fn scrub(&self) -> Result<bool> {
         if self.backend != Backend::Sqlite {
             return Ok(true);
         }

@@ -73,9 +73,20 @@ impl Store {
         contact: Option<(&Option<String>, &Option<String>, &Option<String>)>,
     ) -> Result<()> {
         let (email, phone, birthday) = contact.unwrap_or((&None, &None, &None));
+        let ((email, email_hash), (phone, phone_hash)) = if email.is_some() || phone.is_some() {
+            let ring = self.key_ring()?;
+            let seal =
+                |field, v: &Option<String>| Self::seal(&ring, field, &member.id, v.as_deref());
+            (
+                seal(crate::privacy::Field::Email, email),
+                seal(crate::privacy::Field::Phone, phone),
+            )
+        } else {
+            ((None, None), (None, None))
+        };
         sqlx::query(
-            "INSERT INTO members (id, program_id, display_name, external_id, barcode, points, created_at, email, phone, birthday)
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9)",
+            "INSERT INTO members (id, program_id, display_name, external_id, barcode, points, created_at, email, phone, birthday, email_hash, phone_hash)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&member.id)
         .bind(&member.program_id)
@@ -86,6 +97,8 @@ impl Store {
         .bind(email)
         .bind(phone)
         .bind(birthday)
+        .bind(email_hash)
+        .bind(phone_hash)
         .execute(&mut **tx)
         .await
         .map_err(|e| {

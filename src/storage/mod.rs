@@ -26,6 +26,7 @@ mod profile;
 mod programs;
 mod retention;
 mod rows;
+mod sealed;
 mod staff;
 mod stats;
 mod throttles;
@@ -43,6 +44,7 @@ pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};
 pub use profile::ProfileChange;
 pub use retention::{LogPurge, MONTH_MS};
+pub use sealed::Resealed;
 pub use staff::{StaffSession, StaffUser};
 pub use stats::QueueStats;
 
@@ -77,6 +79,9 @@ pub enum StorageError {
     /// A conditional write named a version that is no longer current.
     #[error("the {what} changed since it was read (it is at version {current} now)")]
     Stale { what: &'static str, current: i64 },
+    /// A member's sealed e-mail or phone could not be sealed or opened (`crate::privacy`).
+    #[error("personal data: {0}")]
+    Privacy(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the balance is {available} points; it cannot go below zero")]
@@ -128,6 +133,8 @@ pub struct Store {
     released: Arc<std::sync::atomic::AtomicBool>,
     /// Passes and registrations the PassKit web service reads (`cache`).
     cache: Arc<cache::PassCache>,
+    /// Seals and opens members' e-mail and phone (`sealed`); set by `set_key_ring`.
+    keys: Arc<std::sync::RwLock<Option<Arc<crate::privacy::KeyRing>>>>,
 }
 
 /// One writer's turn at SQLite's write lock.
@@ -264,6 +271,7 @@ impl Store {
             url: url.into(),
             metrics: Arc::default(),
             released: Arc::default(),
+            keys: Arc::default(),
         })
     }
 

@@ -59,13 +59,27 @@ impl Store {
         if row.try_get::<Option<i64>, _>("erased_at")?.is_some() {
             return Err(StorageError::Conflict("this member was erased".into()));
         }
+        let (email, email_hash, phone, phone_hash) = match (&change.email, &change.phone) {
+            (None, None) => (None, None, None, None),
+            (email, phone) => {
+                use crate::privacy::Field;
+                let ring = self.key_ring()?;
+                let e = email.as_ref().and_then(|v| v.as_deref());
+                let p = phone.as_ref().and_then(|v| v.as_deref());
+                let (email, email_hash) = Self::seal(&ring, Field::Email, member_id, e);
+                let (phone, phone_hash) = Self::seal(&ring, Field::Phone, member_id, p);
+                (email, email_hash, phone, phone_hash)
+            }
+        };
         // Each column keeps its value unless the change names it ($k flag 1).
         sqlx::query(
             "UPDATE members SET
                display_name = CASE WHEN $2 = 1 THEN $3 ELSE display_name END,
                external_id  = CASE WHEN $4 = 1 THEN $5 ELSE external_id END,
                email        = CASE WHEN $6 = 1 THEN $7 ELSE email END,
+               email_hash   = CASE WHEN $6 = 1 THEN $12 ELSE email_hash END,
                phone        = CASE WHEN $8 = 1 THEN $9 ELSE phone END,
+               phone_hash   = CASE WHEN $8 = 1 THEN $13 ELSE phone_hash END,
                birthday     = CASE WHEN $10 = 1 THEN $11 ELSE birthday END,
                version = version + 1
              WHERE id = $1",
@@ -76,11 +90,13 @@ impl Store {
         .bind(change.external_id.is_some() as i64)
         .bind(change.external_id.clone().flatten())
         .bind(change.email.is_some() as i64)
-        .bind(change.email.clone().flatten())
+        .bind(email)
         .bind(change.phone.is_some() as i64)
-        .bind(change.phone.clone().flatten())
+        .bind(phone)
         .bind(change.birthday.is_some() as i64)
         .bind(change.birthday.clone().flatten())
+        .bind(email_hash)
+        .bind(phone_hash)
         .execute(&mut *tx)
         .await
         .map_err(|e| {

@@ -286,7 +286,7 @@ on_both_backends!(
 );
 
 /// Every byte of the database as stored: the SQLite file and its WAL, or a `pg_dump`.
-fn database_bytes(url: &str) -> Vec<u8> {
+pub fn database_bytes(url: &str) -> Vec<u8> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let mut bytes = std::fs::read(path).unwrap();
         if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
@@ -308,7 +308,7 @@ fn database_bytes(url: &str) -> Vec<u8> {
     }
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))

@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 mod pass_checks;
 mod passkit_cache;
+mod privacy;
 mod push;
 mod scale_out;
 mod schemathesis;
