@@ -564,6 +564,10 @@ async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
                 .context("connecting to the database")?;
             store.set_key_ring(std::sync::Arc::new(ring));
             let done = store.reseal_contacts(false).await?;
+            if done.were_plain > 0 {
+                // An upgrade: the plain rows' bytes must leave PostgreSQL's pages too.
+                store.compact_members().await?;
+            }
             store.close().await;
             if done.left == 0 {
                 eprintln!(
@@ -644,11 +648,20 @@ async fn bench(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The application for a one-off command (`demo`, `import`): refused when the key ring does
+/// not hold every key the database's sealed values need (a command run without the server's
+/// `[privacy]` settings would otherwise seal under a key of its own that no server has).
 async fn open(config: Config) -> anyhow::Result<AppState> {
     let store = Store::connect(&config.database_url)
         .await
         .context("connecting to the database")?;
-    AppState::new(config, store)
+    let state = AppState::new(config, store)?;
+    state
+        .store
+        .check_key_ring()
+        .await
+        .context("checking the key ring for personal data ([privacy]): give this command the server's configuration")?;
+    Ok(state)
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
@@ -676,6 +689,13 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
             key = %sealed.key,
             "sealed the e-mail addresses and phone numbers an earlier version stored plain"
         );
+        // PostgreSQL keeps the replaced rows' bytes in the table's pages until they are
+        // rewritten; SQLite's secure_delete has already zeroed them.
+        state
+            .store
+            .compact_members()
+            .await
+            .context("rewriting the members table without the plain values")?;
     }
     match state.cards.signers() {
         tessera::passes::apple::Signers::Dev(ca) => tracing::warn!(

@@ -413,6 +413,13 @@ impl Worker {
         }
         let messages = self.store.google_messages_due(now_ms(), BATCH).await?;
         for m in &messages {
+            // A consent withdrawn while this batch was under way drops the message (its row
+            // is gone): checked right before each call, not when the batch was claimed.
+            if !self.store.google_message_still_due(m).await? {
+                tracing::info!(member = %m.member_id, message = %m.message_id,
+                    "message withdrawn before it was sent");
+                continue;
+            }
             match self
                 .google
                 .add_message(&self.store, m, &self.public_base)

@@ -442,6 +442,24 @@ impl Store {
     }
 
     /// A message was added to the card; `notified` records it against the budget.
+    /// Whether a claimed message may still go out: not sent, not dropped by a consent
+    /// withdrawal since it was claimed, and the member's marketing not refused. Read right
+    /// before the call to Google, so a withdrawal during a batch stops the messages after it.
+    pub async fn google_message_still_due(&self, m: &GoogleMessage) -> Result<bool> {
+        let sql = format!(
+            "SELECT 1 AS one FROM google_messages g
+             WHERE g.message_id = $1 AND g.member_id = $2 AND g.sent_at IS NULL
+               AND g.failed_at IS NULL AND {}",
+            super::withdrawal::marketing_allowed("g.member_id")
+        );
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&m.message_id)
+            .bind(&m.member_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     pub async fn google_message_done(
         &self,
         m: &GoogleMessage,

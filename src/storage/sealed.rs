@@ -81,6 +81,18 @@ impl Store {
         }
     }
 
+    /// Rewrites the members table so the bytes of replaced rows (plain values an earlier version
+    /// stored) leave its data files: `VACUUM FULL` on PostgreSQL (a brief exclusive lock, at
+    /// start, before the server answers); nothing on SQLite, whose `secure_delete` zeroes them.
+    pub async fn compact_members(&self) -> Result<()> {
+        if self.backend == super::Backend::Postgres {
+            sqlx::query("VACUUM FULL members")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Refuses a ring that lacks a key some member's e-mail or phone is sealed with: a server
     /// started with a lost or replaced key file would fail to read them, and the join page
     /// would not find returning members (one scan of the members at start).
