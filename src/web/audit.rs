@@ -1,12 +1,14 @@
-//! The audit trail of requests: every request by a staff account or an API key that writes, or
-//! that reads a member's data, leaves one `audit_log` row (storage `audit`) after its handler
-//! answered: who (the actor the `Caller` or `Staff` extractor authenticated), what (the method
-//! and the route's template, never the URL: query strings carry tokens), the target (the
-//! route's last id parameter), the members it read or changed (the path's member, or those a
-//! handler names through [`Audit`]), when, the client address and the status answered.
+//! The audit trail of requests: every request by a staff account or an API key that writes,
+//! reads a member's data, or is refused leaves one `audit_log` row (storage `audit`) after its
+//! handler answered: who (the actor the `Caller` or `Staff` extractor authenticated, or the
+//! account a sign-in named), what (the method and the route's template, never the URL: query
+//! strings carry tokens), the target (the route's last id parameter, kept only when the request
+//! succeeded), the members it read or changed (the path's member, or those a handler names
+//! through [`Audit`]), when, the client address and the status answered.
 //!
-//! The middleware puts an [`AuditSlot`] on each request; the extractors fill in the actor.
-//! Requests nobody authenticated are not audited here (sign-in failures have their own
+//! A successful write's row is written before the response leaves, in a task the client cannot
+//! cancel; reads and refusals wait in [`Pending`] for the next flush (once a second). Requests
+//! nobody authenticated are not audited (failed sign-ins to unknown accounts have their own
 //! backoff and log lines).
 
 use std::sync::{Arc, Mutex};
