@@ -14,6 +14,25 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{EmailConfig, SmtpTls};
 
+/// An SMTP failure without the server's reply text.
+fn smtp_summary(e: &lettre::transport::smtp::Error) -> String {
+    let kind = if e.is_permanent() {
+        "refused permanently"
+    } else if e.is_transient() {
+        "refused for now"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_tls() {
+        "TLS failed"
+    } else {
+        "connection or protocol failure"
+    };
+    match e.status() {
+        Some(code) => format!("{kind} (reply {code})"),
+        None => kind.to_string(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {
     #[error("email.from is not an address: {0}")]
@@ -22,7 +41,9 @@ pub enum EmailError {
     To(lettre::address::AddressError),
     #[error("building the message: {0}")]
     Build(#[from] lettre::error::Error),
-    #[error("SMTP: {0}")]
+    /// Shown by kind and reply code only: servers echo the recipient's address in their
+    /// replies (`550 <ada@example.com>: unknown user`), and errors reach the log.
+    #[error("SMTP: {}", smtp_summary(.0))]
     Smtp(#[from] lettre::transport::smtp::Error),
     #[error("rendering the message: {0}")]
     Render(#[from] askama::Error),
