@@ -66,6 +66,24 @@ fn members_sql(first: usize, n: usize) -> String {
     format!("INSERT INTO audit_members (audit_id, member_id, at) VALUES {values}")
 }
 
+/// Binds `$1`..`$11` of `ROW_SQL` to the entry's columns.
+fn bind_row<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    e: &'q AuditEntry,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(&e.id)
+        .bind(e.at)
+        .bind(&e.actor_kind)
+        .bind(&e.actor_id)
+        .bind(&e.actor_label)
+        .bind(&e.action)
+        .bind(&e.target_kind)
+        .bind(&e.target_id)
+        .bind(&e.client_ip)
+        .bind(e.status)
+        .bind(e.is_write as i64)
+}
+
 impl Store {
     /// Appends one entry (with its id and time filled in when empty) and returns its id. On
     /// PostgreSQL the row and its members are one statement (a data-modifying CTE): one round
@@ -90,18 +108,7 @@ impl Store {
                     members_sql(12, e.members.len())
                 )
             };
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&e.id)
-                .bind(e.at)
-                .bind(&e.actor_kind)
-                .bind(&e.actor_id)
-                .bind(&e.actor_label)
-                .bind(&e.action)
-                .bind(&e.target_kind)
-                .bind(&e.target_id)
-                .bind(&e.client_ip)
-                .bind(e.status)
-                .bind(e.is_write as i64);
+            let mut q = bind_row(sqlx::query(sqlx::AssertSqlSafe(sql)), e);
             for m in &e.members {
                 q = q.bind(m);
             }
@@ -116,20 +123,7 @@ impl Store {
     pub async fn append_audits(&self, entries: &[AuditEntry]) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
         for e in entries {
-            sqlx::query(ROW_SQL)
-                .bind(&e.id)
-                .bind(e.at)
-                .bind(&e.actor_kind)
-                .bind(&e.actor_id)
-                .bind(&e.actor_label)
-                .bind(&e.action)
-                .bind(&e.target_kind)
-                .bind(&e.target_id)
-                .bind(&e.client_ip)
-                .bind(e.status)
-                .bind(e.is_write as i64)
-                .execute(&mut *tx)
-                .await?;
+            bind_row(sqlx::query(ROW_SQL), e).execute(&mut *tx).await?;
             let mut members: Vec<&String> = e.members.iter().collect();
             members.sort();
             members.dedup();

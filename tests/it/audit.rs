@@ -681,17 +681,7 @@ async fn an_import_names_every_member_it_touched(db: TestDb) {
     for i in 0..1_499 {
         csv += &format!("imp-{i},Member {i}\n");
     }
-    let r = app
-        .client
-        .post(app.url(&format!("/api/v1/programs/{program}/imports")))
-        .bearer_auth(&app.admin_key)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let report: Value = r.json().await.unwrap();
+    let report = app.import_csv(program, csv).await;
     assert_eq!(
         (report["created"].as_i64(), report["unchanged"].as_i64()),
         (Some(1_499), Some(1))

@@ -238,6 +238,22 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// Imports a CSV into a program through the API with the admin key; asserts 200 and returns
+    /// the report.
+    pub async fn import_csv(&self, program_id: &str, csv: String) -> serde_json::Value {
+        let r = self
+            .client
+            .post(self.url(&format!("/api/v1/programs/{program_id}/imports")))
+            .bearer_auth(&self.admin_key)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
     pub async fn get_bytes(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

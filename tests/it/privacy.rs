@@ -98,17 +98,7 @@ async fn import(app: &TestApp, program_id: &str, tag: &str, n: usize) -> Vec<Per
             "{tag}-{i},Member {i},{tag}.{i}@example.net,{phone},{i}\n"
         ));
     }
-    let r = app
-        .client
-        .post(app.url(&format!("/api/v1/programs/{program_id}/imports")))
-        .bearer_auth(&app.admin_key)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let report: Value = r.json().await.unwrap();
+    let report = app.import_csv(program_id, csv).await;
     assert_eq!(report["created"].as_u64(), Some(n as u64), "{report}");
     let store = &app.state.store;
     let mut people = Vec::new();
