@@ -12,6 +12,7 @@ mod designer;
 mod enrollment;
 mod google;
 mod helpers;
+mod holds;
 mod ledger;
 mod ledger_props;
 mod lifecycle;
