@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 use tessera::ledger::{EntryKind, HoldState, Operation, Origin};
 use tessera::storage::{Actor, NewHold, StorageError, Store};
 
-use crate::helpers::{TestApp, TestDb, issue_member, member_with_rules};
+use reqwest::header::COOKIE;
+use tessera::storage::Role;
+
+use crate::helpers::{StaffClient, TestApp, TestDb, issue_member, member_with_rules};
 use crate::on_both_backends;
 
 const T0: i64 = 1_800_000_000_000;
@@ -340,7 +343,119 @@ async fn racing_tills_never_overdraw_and_resolve_each_hold_once(db: TestDb) {
     assert_holds_invariants(store, &id).await;
 }
 
+/// POSTs one of the cashier page's JSON calls.
+async fn till(staff: &StaffClient, path: &str, mut body: Value) -> (u16, Value) {
+    body["csrf"] = json!(staff.csrf);
+    let r = staff
+        .http
+        .post(staff.url(path))
+        .header(COOKIE, &staff.cookie)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// The cashier page pays with points: reserve, then confirm (capture) or cancel (void), within
+/// the cashier's limits; a double tap on Confirm pays once.
+async fn a_cashier_pays_with_points_or_cancels(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let id = funded(&app, 200).await;
+    let store = &app.state.store;
+    let cashier = StaffClient::sign_in(&app, "till@example.com", Role::Cashier).await;
+    let user = store
+        .staff_user_by_email("till@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .set_staff_limits(&user.id, Some(100), None)
+        .await
+        .unwrap();
+    let (_, page) = cashier.get("/scan").await;
+    assert!(page.contains(r#"<label for="pay-points">Pay with points</label>"#));
+
+    let (s, hold) = till(
+        &cashier,
+        &format!("/scan/members/{id}/holds"),
+        json!({"points": 80, "key": "pay-0001-abc"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{hold}");
+    let hold_id = hold["hold_id"].as_str().unwrap().to_string();
+    let (s, looked) = till(
+        &cashier,
+        "/scan/lookup",
+        json!({"barcode": store.get_member(&id).await.unwrap().barcode}),
+    )
+    .await;
+    assert_eq!(
+        (
+            s,
+            looked["member"]["points"].as_i64(),
+            looked["member"]["available"].as_i64()
+        ),
+        (200, Some(200), Some(120))
+    );
+    // Confirm, twice (a double tap): one redemption.
+    let capture = format!("/scan/holds/{hold_id}/capture");
+    let (s, paid) = till(&cashier, &capture, json!({"key": "cap-0001-abc"})).await;
+    assert_eq!(
+        (s, paid["balance"].as_i64(), paid["available"].as_i64()),
+        (200, Some(120), Some(120)),
+        "{paid}"
+    );
+    let (s, again) = till(&cashier, &capture, json!({"key": "cap-0001-abc"})).await;
+    assert_eq!((s, &again["entry_id"]), (200, &paid["entry_id"]));
+    assert_eq!(assert_holds_invariants(store, &id).await, (120, 0));
+
+    // Cancel releases the points.
+    let (_, hold) = till(
+        &cashier,
+        &format!("/scan/members/{id}/holds"),
+        json!({"points": 50, "key": "pay-0002-abc"}),
+    )
+    .await;
+    let (s, voided) = till(
+        &cashier,
+        &format!("/scan/holds/{}/void", hold["hold_id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    assert_eq!((s, voided["available"].as_i64()), (200, Some(120)));
+
+    // Past the cashier's limit per operation: the capture is refused and the hold stays open.
+    let (_, hold) = till(
+        &cashier,
+        &format!("/scan/members/{id}/holds"),
+        json!({"points": 110, "key": "pay-0003-abc"}),
+    )
+    .await;
+    let big = hold["hold_id"].as_str().unwrap().to_string();
+    let (s, err) = till(
+        &cashier,
+        &format!("/scan/holds/{big}/capture"),
+        json!({"key": "cap-0003-abc"}),
+    )
+    .await;
+    assert_eq!(s, 403, "{err}");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100 points")
+    );
+    assert_eq!(store.get_hold(&big).await.unwrap().state, HoldState::Held);
+    assert_eq!(assert_holds_invariants(store, &id).await, (120, 110));
+    // A stranger's session cannot touch it.
+    let other = StaffClient::sign_in(&app, "mkt@example.com", Role::Marketer).await;
+    let (s, _) = till(&other, &format!("/scan/holds/{big}/void"), json!({})).await;
+    assert_eq!(s, 403);
+}
+
 on_both_backends!(
+    a_cashier_pays_with_points_or_cancels,
     hold_capture_and_void_over_http,
     holds_expire_on_a_controlled_clock,
     racing_tills_never_overdraw_and_resolve_each_hold_once,
