@@ -213,7 +213,7 @@ async fn operate(
     }
     let key = match operation_key(&req.key) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let in_range = |v: Option<i64>, max: i64| v.filter(|n| (1..=max).contains(n));
     let op = match (
@@ -286,12 +286,12 @@ async fn operate(
 }
 
 /// The cashier's key for a page operation: 8 to 255 characters, made once per operation.
-fn operation_key(key: &str) -> Result<&str, Response> {
+fn operation_key(key: &str) -> Result<&str, Refused> {
     let key = key.trim();
     if !(8..=255).contains(&key.len()) {
-        return Err(refuse(
+        return Err(Refused(
             StatusCode::BAD_REQUEST,
-            "the operation key must have 8 to 255 characters",
+            "the operation key must have 8 to 255 characters".into(),
         ));
     }
     Ok(key)
@@ -329,7 +329,7 @@ async fn hold(
     }
     let key = match operation_key(&req.key) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if !(1..=MAX_POINTS).contains(&req.points) {
         return refuse(
@@ -385,7 +385,7 @@ async fn capture(
     }
     let key = match operation_key(&req.key) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (actor, limits) = staff_actor(&staff);
     let idempotency = points::idempotency(&actor, key, &json!({"capture": hold_id}));
