@@ -34,7 +34,7 @@ use crate::domain::{Invalid, Member, Program, barcode, now_ms};
 use crate::email::{CardLink, Lang};
 use crate::ledger::{Operation, Origin};
 use crate::secret::{constant_time_eq, random_token};
-use crate::storage::{ConsentRecord, StorageError};
+use crate::storage::{ConsentRecord, JoinMatch, PendingJoin, StorageError};
 use crate::web::staff::{cookie, set_cookie};
 
 pub mod account;
@@ -292,7 +292,14 @@ async fn join(
         }
         .into_response();
     }
-    joined(&state, &open, &checked, &consents, lang).await
+    // Where e-mails are confirmed, a join without one (a phone only) cannot be: it is always a
+    // new card, and an unconfirmed phone never finds, nor takes the place of, a member.
+    let how = if state.mailer.is_some() {
+        JoinMatch::Unverified
+    } else {
+        JoinMatch::Contacts
+    };
+    joined(&state, &open, &checked, &consents, lang, how).await
 }
 
 /// Answers a join the visitor may see the outcome of: a new member goes to their card; a
@@ -304,8 +311,9 @@ async fn joined(
     join: &crate::domain::enrollment::Join,
     consents: &[ConsentRecord],
     lang: Lang,
+    how: JoinMatch<'_>,
 ) -> Response {
-    match join_member(state, open, join, consents).await {
+    match join_member(state, open, join, consents, how).await {
         Ok((member, true)) => {
             // A new member: their first card. `?welcome` greets them and names the welcome
             // bonus on the card page.
@@ -347,7 +355,7 @@ const CONFIRM_HOURS: u32 = 24;
 
 /// A join waiting for its address to be confirmed, as kept (sealed) in `pending_joins`.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct PendingJoin {
+struct PendingForm {
     join: crate::domain::enrollment::Join,
     /// The consents as shown and answered on the form, recorded if the join is confirmed.
     consents: Vec<ConsentRecord>,
@@ -369,7 +377,13 @@ fn confirm_by_email(
     let program = program.clone();
     tokio::spawn(async move {
         let Some(to) = join.email.clone() else { return };
-        match state.store.member_matching(&program.id, &join).await {
+        // Matched on the typed address only: the one mail goes to that address either way, so
+        // the submitter's inbox tells them nothing about anyone else (a phone proves nothing).
+        let by_email = crate::domain::enrollment::Join {
+            phone: None,
+            ..join.clone()
+        };
+        match state.store.member_matching(&program.id, &by_email).await {
             Ok(Some(member_id)) => {
                 match state.store.get_member(&member_id).await {
                     Ok(member) => send_card_link(&state, &program, member, lang),
@@ -401,7 +415,7 @@ fn confirm_by_email(
         }
         let token = random_token(32);
         let now = now_ms();
-        let pending = PendingJoin {
+        let pending = PendingForm {
             join,
             consents,
             fr: lang == Lang::Fr,
@@ -459,14 +473,20 @@ struct JoinConfirmPage {
     /// The form posts back to the link itself: opening the link (or a mail scanner fetching it)
     /// changes nothing; the button makes the card.
     action: String,
-    /// What was typed with this address, shown to its owner before they confirm.
-    name: String,
-    email: String,
-    phone: Option<String>,
+    /// What was typed with this address, shown to its owner before they confirm; `None` once
+    /// the link was used (its form is gone): the button then has the card link e-mailed.
+    details: Option<(String, String, Option<String>)>,
+}
+
+/// What a confirmation link holds now.
+enum Link {
+    Open(PendingForm),
+    /// Used by this member.
+    Used(String),
 }
 
 /// The link's join, if it is one of this program's and has not expired.
-async fn pending_for(state: &AppState, open: &Open, token: &str) -> Result<PendingJoin, Response> {
+async fn pending_for(state: &AppState, open: &Open, token: &str) -> Result<Link, Response> {
     let expired = || {
         (
             StatusCode::NOT_FOUND,
@@ -480,16 +500,22 @@ async fn pending_for(state: &AppState, open: &Open, token: &str) -> Result<Pendi
         .pending_join(&crate::secret::token_hash(token), now_ms())
         .await
         .map_err(page_error)?;
-    let Some((program_id, payload)) = found else {
-        return Err(expired());
-    };
-    if program_id != open.program.id {
-        return Err(expired());
+    match found {
+        Some(PendingJoin::Open {
+            program_id,
+            payload,
+        }) if program_id == open.program.id => {
+            serde_json::from_str(&payload).map(Link::Open).map_err(|e| {
+                tracing::error!(error = %e, "a pending join does not read back");
+                expired()
+            })
+        }
+        Some(PendingJoin::Used {
+            program_id,
+            member_id,
+        }) if program_id == open.program.id => Ok(Link::Used(member_id)),
+        _ => Err(expired()),
     }
-    serde_json::from_str(&payload).map_err(|e| {
-        tracing::error!(error = %e, "a pending join does not read back");
-        expired()
-    })
 }
 
 async fn confirm_page(
@@ -500,8 +526,9 @@ async fn confirm_page(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let pending = match pending_for(&state, &open, &token).await {
-        Ok(p) => p,
+    let details = match pending_for(&state, &open, &token).await {
+        Ok(Link::Open(p)) => Some((p.join.name, p.join.email.unwrap_or_default(), p.join.phone)),
+        Ok(Link::Used(_)) => None,
         Err(r) => return r,
     };
     let mut r = JoinConfirmPage {
@@ -509,9 +536,7 @@ async fn confirm_page(
         background: open.template.design.colors.background.clone(),
         foreground: open.template.design.colors.foreground.clone(),
         action: format!("/join/{}/confirm/{token}", open.program.slug),
-        name: pending.join.name,
-        email: pending.join.email.unwrap_or_default(),
-        phone: pending.join.phone,
+        details,
     }
     .into_response();
     let headers = r.headers_mut();
@@ -523,14 +548,15 @@ async fn confirm_page(
     r
 }
 
-/// Confirms a join from its e-mailed link: the address is the visitor's, so a new member gets
-/// their card, and so does the member registered with that very address. A member found by
-/// the phone alone is e-mailed their card link at their own address, as on the join page.
-/// Opening the link again finds the member the first click made: one member, one bonus.
+/// Confirms a join from its e-mailed link, once: the address is the visitor's, so a new member
+/// gets their card, and so does the member registered with that very address (the only one it
+/// can match). A used link (a second click, a forwarded mail) hands over nothing: it has the
+/// card link e-mailed to the member's own address again.
 async fn confirm(
     State(state): State<AppState>,
     Path((slug, token)): Path<(String, String)>,
     ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
 ) -> Response {
     if let Err(wait) = state.join_throttle.check(&addr).await {
         return too_many(
@@ -542,42 +568,63 @@ async fn confirm(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let pending = match pending_for(&state, &open, &token).await {
-        Ok(p) => p,
+    let lang = headers
+        .get(ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Lang::En, Lang::from_accept_language);
+    let form = match pending_for(&state, &open, &token).await {
+        Ok(Link::Open(p)) => p,
+        Ok(Link::Used(member_id)) => return resend(&state, &open, &member_id, lang).await,
         Err(r) => return r,
     };
-    let lang = if pending.fr { Lang::Fr } else { Lang::En };
-    let (member, created) = match join_member(&state, &open, &pending.join, &pending.consents).await
+    let lang = if form.fr { Lang::Fr } else { Lang::En };
+    let how = JoinMatch::ConfirmedEmail {
+        token_hash: &crate::secret::token_hash(&token),
+    };
+    let (member, created) = match join_member(&state, &open, &form.join, &form.consents, how).await
     {
         Ok(j) => j,
+        // Another click used the link first.
+        Err(StorageError::Conflict(_)) => {
+            return match pending_for(&state, &open, &token).await {
+                Ok(Link::Used(member_id)) => resend(&state, &open, &member_id, lang).await,
+                Ok(Link::Open(_)) | Err(_) => {
+                    page_error(StorageError::Conflict("this link was already used".into()))
+                }
+            };
+        }
         Err(e) => return page_error(e),
     };
-    if created {
-        let (url, _) = state.install_url(&member.id, 0);
-        return redirect_to(&state, &format!("{url}?welcome=1"));
-    }
-    let stored = match state.store.member_contact(&member.id).await {
-        Ok((email, _, _)) => email,
-        Err(e) => return page_error(e),
-    };
-    let same_address = match (&stored, &pending.join.email) {
-        (Some(a), Some(b)) => a.trim().to_lowercase() == *b,
-        _ => false,
-    };
-    if same_address {
-        let generation = match state
+    let generation = if created {
+        0
+    } else {
+        match state
             .store
             .card_generations(std::slice::from_ref(&member.id))
             .await
         {
             Ok(g) => g.get(&member.id).copied().unwrap_or(0),
             Err(e) => return page_error(e),
-        };
-        let (url, _) = state.install_url(&member.id, generation);
-        return redirect_to(&state, &url);
+        }
+    };
+    let (url, _) = state.install_url(&member.id, generation);
+    if created {
+        redirect_to(&state, &format!("{url}?welcome=1"))
+    } else {
+        redirect_to(&state, &url)
     }
-    send_card_link(&state, &open.program, member, lang);
-    sent_page(&state, &open)
+}
+
+/// A used link: the member's card link goes to their own stored address (within its hourly
+/// budget), and the page says so.
+async fn resend(state: &AppState, open: &Open, member_id: &str, lang: Lang) -> Response {
+    match state.store.get_member(member_id).await {
+        Ok(member) => {
+            send_card_link(state, &open.program, member, lang);
+            sent_page(state, open)
+        }
+        Err(e) => page_error(e),
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -676,12 +723,13 @@ fn consents_shown(
 }
 
 /// Records the join: a new member with the consents as shown and the welcome bonus (credited
-/// once), or finds the member the e-mail or phone matches, changing nothing of theirs.
+/// once), or finds the member it matches (`how`), changing nothing of theirs.
 async fn join_member(
     state: &AppState,
     open: &Open,
     join: &crate::domain::enrollment::Join,
     consents: &[ConsentRecord],
+    how: JoinMatch<'_>,
 ) -> Result<(Member, bool), StorageError> {
     let s = &open.settings;
     let welcome = Operation::EarnPoints {
@@ -699,6 +747,7 @@ async fn join_member(
             join,
             consents,
             (s.welcome_bonus > 0).then_some((&welcome, &origin)),
+            how,
         )
         .await?;
     tracing::info!(member = %member.id, created, "joined");

@@ -42,6 +42,32 @@ pub struct ImportBatch {
     pub existing: Vec<(String, String)>,
 }
 
+/// How a join finds a returning member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinMatch<'a> {
+    /// By e-mail or phone: nothing could be confirmed (no e-mail configured).
+    Contacts,
+    /// The e-mail was confirmed through the link whose token hashes to this: matched on it
+    /// only, never on the unconfirmed phone; the link is used up in the join's transaction.
+    ConfirmedEmail { token_hash: &'a str },
+    /// Nothing confirmed and nothing matched (a phone-only join where e-mails are confirmed):
+    /// always a new member.
+    Unverified,
+}
+
+/// A join waiting under a link: still open with its form, or used by the member it made or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingJoin {
+    Open {
+        program_id: String,
+        payload: String,
+    },
+    Used {
+        program_id: String,
+        member_id: String,
+    },
+}
+
 impl Store {
     pub async fn program_enrollment(&self, program_id: &str) -> Result<EnrollmentSettings> {
         let row = sqlx::query("SELECT enrollment FROM programs WHERE id = $1")
@@ -73,7 +99,8 @@ impl Store {
     /// Joins a customer: the member with the same e-mail or phone in the program if there is
     /// one, else a new member and pass on `template` with the consents, in one transaction. An
     /// existing member's consents are left as they are. Returns the member, their pass, and
-    /// whether they are new.
+    /// whether they are new. Where `how` trusts no phone, a new member's phone is dropped when
+    /// another member of the program holds it: an unconfirmed phone never takes anyone's place.
     pub async fn join_member(
         &self,
         program: &Program,
@@ -81,6 +108,7 @@ impl Store {
         join: &Join,
         consents: &[ConsentRecord],
         welcome: Option<(&Operation, &Origin)>,
+        how: JoinMatch<'_>,
     ) -> Result<(Member, Pass, bool)> {
         let now = crate::domain::now_ms();
         let (_turn, mut tx) = self.write_tx().await?;
@@ -92,7 +120,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let existing = match self.contact_match(join)? {
+        let email_only = Join {
+            phone: None,
+            ..join.clone()
+        };
+        let matching = match how {
+            JoinMatch::Contacts => self.contact_match(join)?,
+            JoinMatch::ConfirmedEmail { .. } => self.contact_match(&email_only)?,
+            JoinMatch::Unverified => None,
+        };
+        let existing = match matching {
             None => None,
             Some((sql, hashes)) => {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&program.id);
@@ -111,11 +148,30 @@ impl Store {
                 };
                 let (member, pass) =
                     super::members::new_member_and_pass(program, template, &new, now);
+                let mut phone = join.phone.clone();
+                if how != JoinMatch::Contacts
+                    && let Some(p) = &phone
+                {
+                    let phone_only = Join {
+                        email: None,
+                        phone: Some(p.clone()),
+                        ..join.clone()
+                    };
+                    if let Some((sql, hashes)) = self.contact_match(&phone_only)? {
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&program.id);
+                        for h in hashes {
+                            q = q.bind(h);
+                        }
+                        if q.fetch_optional(&mut *tx).await?.is_some() {
+                            phone = None;
+                        }
+                    }
+                }
                 self.insert_member_rows(
                     &mut tx,
                     &member,
                     &pass,
-                    Some((&join.email, &join.phone, &join.birthday)),
+                    Some((&join.email, &phone, &join.birthday)),
                 )
                 .await?;
                 // The welcome bonus commits with the member: a crash can lose neither alone.
@@ -130,6 +186,22 @@ impl Store {
                 (member.id, true)
             }
         };
+        if let JoinMatch::ConfirmedEmail { token_hash } = how {
+            // The link is used once: its form is scrubbed in the join's transaction, so it
+            // cannot make the member again (after an erasure, say) nor show their details.
+            let used = sqlx::query(
+                "UPDATE pending_joins SET payload = '', member_id = $2, used_at = $3
+                 WHERE token_hash = $1 AND used_at IS NULL",
+            )
+            .bind(token_hash)
+            .bind(&member_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if used.rows_affected() != 1 {
+                return Err(StorageError::Conflict("this link was already used".into()));
+            }
+        }
         // An existing member's consents are theirs to give: a visitor who only typed their
         // e-mail or phone has not proved to be them, so the visitor's choices are not recorded.
         let consents = if created { consents } else { &[] };
@@ -240,28 +312,33 @@ impl Store {
         Ok(())
     }
 
-    /// A join waiting for confirmation under `token_hash`, not expired at `now`: its program
-    /// and its payload, opened. It stays until it expires, so a second click on the link finds
-    /// it again (and `join_member` finds the member the first made).
-    pub async fn pending_join(
-        &self,
-        token_hash: &str,
-        now: i64,
-    ) -> Result<Option<(String, String)>> {
+    /// The join under `token_hash`, not expired at `now`: open (its program and payload,
+    /// opened) or used (by which member).
+    pub async fn pending_join(&self, token_hash: &str, now: i64) -> Result<Option<PendingJoin>> {
         let row = sqlx::query(
-            "SELECT program_id, payload FROM pending_joins WHERE token_hash = $1 AND expires_at > $2",
+            "SELECT program_id, payload, member_id FROM pending_joins WHERE token_hash = $1 AND expires_at > $2",
         )
         .bind(token_hash)
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        let program_id: String = row.try_get("program_id")?;
+        if let Some(member_id) = row.try_get::<Option<String>, _>("member_id")? {
+            return Ok(Some(PendingJoin::Used {
+                program_id,
+                member_id,
+            }));
+        }
         let sealed: String = row.try_get("payload")?;
         let payload = self
             .key_ring()?
             .open(Field::PendingJoin, token_hash, &sealed)
             .map_err(|e| StorageError::Corrupt(format!("a pending join: {e}")))?;
-        Ok(Some((row.try_get("program_id")?, payload)))
+        Ok(Some(PendingJoin::Open {
+            program_id,
+            payload,
+        }))
     }
 
     /// Deletes joins whose link expired before `now`; returns how many.

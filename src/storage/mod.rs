@@ -35,7 +35,7 @@ mod withdrawal;
 pub use api_keys::{ApiKeyRecord, Role};
 pub use audit::{AffectedMember, AuditEntry, AuditFilter};
 pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};
-pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
+pub use enrollment::{ConsentRecord, ImportBatch, ImportRow, JoinMatch, PendingJoin};
 pub use erasure::Erasure;
 pub use export::{SentMessage, WalletEvent};
 pub use google::{GoogleMessage, GoogleObject, GooglePending, GoogleSyncStatus};

@@ -149,12 +149,23 @@ async fn joining_with_an_email_is_confirmed_and_never_tells_or_hands_over_a_card
         (member.points, member.display_name.as_str()),
         (25, "Ada Lovelace")
     );
-    // A second click finds the same member: no second member, no second bonus.
+    // The link is used up: it no longer shows Ada's details, and a second click (a forwarded
+    // mail, a shared browser) hands over nothing but has her card link e-mailed to her.
+    let page = http.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("already been used") && !page.contains("Ada Lovelace"),
+        "{page}"
+    );
     let r = http.post(&link).send().await.unwrap();
-    assert_eq!(r.status(), 303);
-    let again = r.headers()[LOCATION].to_str().unwrap().to_string();
-    assert_eq!(card_member(&again), ada);
-    assert!(!again.contains("welcome"));
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("/card/") && html.contains("we have sent your card link"));
+    eventually("the card link at Ada's address", || {
+        to(&sink, "ada@example.com")
+            .iter()
+            .any(|m| m.contains("/card/"))
+    })
+    .await;
     assert_eq!(store.get_member(&ada).await.unwrap().points, 25);
     assert_eq!(
         store.program_totals(program_id).await.unwrap()[0],
@@ -164,7 +175,8 @@ async fn joining_with_an_email_is_confirmed_and_never_tells_or_hands_over_a_card
     let forged = format!("{}x", &link[..link.len() - 1]);
     assert_eq!(http.post(&forged).send().await.unwrap().status(), 404);
 
-    // A phone-only join cannot be confirmed: a new member gets their card at once.
+    // A phone-only join cannot be confirmed: it is always a new card, and a phone someone
+    // holds is not taken (Ada's, here): the new member has none.
     let r = join(&[
         ("name", "Bob"),
         ("phone", "+44 20 7946 0000"),
@@ -172,11 +184,30 @@ async fn joining_with_an_email_is_confirmed_and_never_tells_or_hands_over_a_card
     ])
     .await;
     assert_eq!(r.status(), 303);
+    let r = join(&[
+        ("name", "Eve"),
+        ("phone", "+31201234567"),
+        ("data_consent", "yes"),
+    ])
+    .await;
+    assert_eq!(
+        r.status(),
+        303,
+        "a member's phone gets the same answer as any"
+    );
+    let eve = card_member(r.headers()[LOCATION].to_str().unwrap());
+    assert_ne!(eve, ada);
+    assert_eq!(store.member_contact(&eve).await.unwrap().1, None);
+    assert_eq!(
+        store.member_contact(&ada).await.unwrap().1.as_deref(),
+        Some("+31201234567")
+    );
     let consents_before = store.consents(&ada).await.unwrap();
     let mails_before = sink.messages().len();
 
     // Ada's address again, a new address, and Ada's phone with a stranger's address: one page
-    // but for the address shown back; the card link goes only to Ada's own address.
+    // but for the address shown back; the card link goes only to Ada's own address, and the
+    // stranger's address gets the same confirmation as any new one (a phone matches nobody).
     let mut pages = Vec::new();
     for (fields, typed) in [
         (
@@ -214,8 +245,8 @@ async fn joining_with_an_email_is_confirmed_and_never_tells_or_hands_over_a_card
     }
     assert!(pages.iter().all(|p| *p == pages[0]), "{pages:#?}");
 
-    // Two card links for Ada (her budget is 2 an hour), one confirmation for the new address,
-    // nothing for the stranger.
+    // Two card links for Ada in all (her budget is 2 an hour: the used link's resend and her
+    // address typed again), a confirmation each for the two new addresses.
     eventually("three more messages", || {
         sink.messages().len() >= mails_before + 3
     })
@@ -243,16 +274,36 @@ async fn joining_with_an_email_is_confirmed_and_never_tells_or_hands_over_a_card
         );
     }
     assert_eq!(to(&sink, "nobody@example.com").len(), 1);
-    assert!(to(&sink, "eve@evil.example").is_empty());
+    let eves = to(&sink, "eve@evil.example");
+    assert_eq!(eves.len(), 1);
+    assert!(
+        !eves[0].contains("/card/"),
+        "a confirmation, not Ada's card"
+    );
     assert_eq!(store.consents(&ada).await.unwrap(), consents_before);
     assert_eq!(
         store.program_totals(program_id).await.unwrap()[0],
-        members_before + 2
+        members_before + 3
     );
+    // Eve confirms her own address: a new member, without the phone Ada holds.
+    let r = http.post(card_link(&eves[0])).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let eve2 = card_member(r.headers()[LOCATION].to_str().unwrap());
+    assert_ne!(eve2, ada);
+    assert_eq!(store.member_contact(&eve2).await.unwrap().1, None);
     // The stranger's link, opened by Ada, is Ada's card: the address is hers either way.
     let r = http.post(card_link(&confirmation)).send().await.unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(card_member(r.headers()[LOCATION].to_str().unwrap()), ada);
+    // Erased, Ada does not come back through her used link.
+    let (s, _) = app
+        .post(&format!("/api/v1/members/{ada}/erase"), serde_json::json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let members = store.program_totals(program_id).await.unwrap()[0];
+    let r = http.post(&link).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(store.program_totals(program_id).await.unwrap()[0], members);
 }
 
 on_both_backends!(joining_with_an_email_is_confirmed_and_never_tells_or_hands_over_a_card);
