@@ -23,6 +23,9 @@ use crate::storage::{Actor, NewHold, Role};
 /// Who may hold and capture: whoever may redeem.
 const SPENDERS: &[Role] = &[Role::Admin, Role::Integration, Role::Cashier];
 
+/// The longest a cashier key's hold may stay open: a checkout, not a week.
+const CASHIER_HOLD_SECONDS: i64 = 3600;
+
 /// The hold's life when the request names none: ten minutes, a checkout's length.
 const DEFAULT_HOLD_SECONDS: i64 = 600;
 
@@ -57,10 +60,10 @@ pub struct CaptureRequest {
         (status = 201, description = "Created", body = HoldView),
         (status = 400, description = "invalid fields, or no Idempotency-Key", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
-        (status = 403, description = "The key's role may not do this", body = ErrorBody),
+        (status = 403, description = "The key's role may not do this, or more points than the key may redeem in one operation", body = ErrorBody),
         (status = 404, description = "unknown member", body = ErrorBody),
         (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
-        (status = 422, description = "not enough available points (`details.available`)", body = ErrorBody),
+        (status = 422, description = "not enough available points (`details.available`), or the member has 10 open holds", body = ErrorBody),
     ))]
 pub async fn create_hold(
     State(state): State<AppState>,
@@ -89,6 +92,14 @@ pub async fn create_hold(
             format!(
                 "expires_in_seconds must be between 1 and {} (a week), got {seconds}",
                 grouped(MAX_HOLD_SECONDS)
+            ),
+        );
+    }
+    if caller.role == Role::Cashier && seconds > CASHIER_HOLD_SECONDS {
+        c.fail(
+            "expires_in_seconds",
+            format!(
+                "a cashier key may hold points for at most {CASHIER_HOLD_SECONDS} seconds, got {seconds}"
             ),
         );
     }

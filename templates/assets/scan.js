@@ -86,7 +86,16 @@
     e.preventDefault();
     const points = Number($("pay-points").value.trim());
     if (!Number.isInteger(points) || points <= 0) return say("op-msg", "enter the points as a whole number", "error");
-    const r = await post(`/scan/members/${member.id}/holds`, { points, key: key() });
+    if (inFlight || pending) return; // a double tap reserves once
+    inFlight = true;
+    let r;
+    try {
+      r = await post(`/scan/members/${member.id}/holds`, { points, key: key() });
+    } catch (_) {
+      return say("op-msg", "the connection dropped; try again", "warning");
+    } finally {
+      inFlight = false;
+    }
     if (!r.ok) return say("op-msg", r.body.error || `refused (${r.status})`, "error");
     member.available = (member.available ?? member.points) - points;
     show(member);

@@ -297,7 +297,10 @@ async fn joining_with_an_email_is_confirmed_and_never_tells_or_hands_over_a_card
     assert_eq!(card_member(r.headers()[LOCATION].to_str().unwrap()), ada);
     // Erased, Ada does not come back through her used link.
     let (s, _) = app
-        .post(&format!("/api/v1/members/{ada}/erase"), serde_json::json!({}))
+        .post(
+            &format!("/api/v1/members/{ada}/erase"),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(s, 200);
     let members = store.program_totals(program_id).await.unwrap()[0];

@@ -156,6 +156,22 @@ async fn hold_capture_and_void_over_http(db: TestDb) {
         .await;
     assert_eq!(s, 409);
     assert_eq!(assert_holds_invariants(store, &id).await, (75, 0));
+    // At most 10 open holds per member.
+    for k in 0..10 {
+        let (s, b) = app
+            .post_idem(&holds, &format!("many-{k}"), json!({"points": 1}))
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, err) = app.post_idem(&holds, "many-10", json!({"points": 1})).await;
+    assert_eq!(s, 422);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 10 open holds")
+    );
+    assert_eq!(assert_holds_invariants(store, &id).await, (75, 10));
     let entries = store.list_entries(&id, None, 100).await.unwrap();
     assert_eq!(
         entries
@@ -222,6 +238,28 @@ async fn holds_expire_on_a_controlled_clock(db: TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Conflict(_)), "{err}");
+
+    // A hold past its time but not yet swept cannot be captured nor voided: it expires then.
+    let unswept = hold(10, T0 + 120_000).await;
+    let err = store
+        .capture_hold(&unswept.id, None, Actor::default(), None, T0 + 120_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Conflict(_)), "{err}");
+    assert_eq!(
+        store.get_hold(&unswept.id).await.unwrap().state,
+        HoldState::Expired
+    );
+    let unswept = hold(10, T0 + 130_000).await;
+    assert!(matches!(
+        store.void_hold(&unswept.id, T0 + 130_001).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_hold(&unswept.id).await.unwrap().state,
+        HoldState::Expired
+    );
+    assert_eq!(assert_holds_invariants(&store, &m.id).await, (100, 50));
 
     // Two days on the 100 points have lapsed, but 50 are held: only the other 50 lapse.
     let two_days = T0 + 2 * 86_400_000;
@@ -425,11 +463,23 @@ async fn a_cashier_pays_with_points_or_cancels(db: TestDb) {
     .await;
     assert_eq!((s, voided["available"].as_i64()), (200, Some(120)));
 
-    // Past the cashier's limit per operation: the capture is refused and the hold stays open.
+    // A hold past the cashier's limit per operation is refused at once, not at the capture.
+    let (s, err) = till(
+        &cashier,
+        &format!("/scan/members/{id}/holds"),
+        json!({"points": 101, "key": "pay-0004-abc"}),
+    )
+    .await;
+    assert_eq!(s, 403, "{err}");
+    // Past the cashier's limit per day (the capture's check): refused, the hold stays open.
+    store
+        .set_staff_limits(&user.id, Some(100), Some(150))
+        .await
+        .unwrap();
     let (_, hold) = till(
         &cashier,
         &format!("/scan/members/{id}/holds"),
-        json!({"points": 110, "key": "pay-0003-abc"}),
+        json!({"points": 90, "key": "pay-0003-abc"}),
     )
     .await;
     let big = hold["hold_id"].as_str().unwrap().to_string();
@@ -441,13 +491,11 @@ async fn a_cashier_pays_with_points_or_cancels(db: TestDb) {
     .await;
     assert_eq!(s, 403, "{err}");
     assert!(
-        err["error"]
-            .as_str()
-            .unwrap()
-            .contains("at most 100 points")
+        err["error"].as_str().unwrap().contains("150 points a day"),
+        "{err}"
     );
     assert_eq!(store.get_hold(&big).await.unwrap().state, HoldState::Held);
-    assert_eq!(assert_holds_invariants(store, &id).await, (120, 110));
+    assert_eq!(assert_holds_invariants(store, &id).await, (120, 90));
     // A stranger's session cannot touch it.
     let other = StaffClient::sign_in(&app, "mkt@example.com", Role::Marketer).await;
     let (s, _) = till(&other, &format!("/scan/holds/{big}/void"), json!({})).await;

@@ -30,6 +30,9 @@ pub struct Captured {
     pub outcome: Outcome,
 }
 
+/// Open holds one member may have at once: a till cannot freeze a balance piece by piece.
+pub const MAX_OPEN_HOLDS: i64 = 10;
+
 const HOLD_COLUMNS: &str = "id, member_id, points, state, captured, entry_id, external_ref, created_at, expires_at, resolved_at";
 
 fn hold_from(r: &sqlx::any::AnyRow) -> Result<Hold> {
@@ -110,6 +113,27 @@ impl Store {
                 available: member.available(),
             });
         }
+        // A hold may reserve no more than its actor may redeem in one operation (the day's
+        // limit is checked when it is captured).
+        if let Some(limit) = by.limits.per_operation
+            && new.points > limit
+        {
+            return Err(StorageError::OverLimit {
+                limit,
+                points: new.points,
+                moved_today: None,
+            });
+        }
+        let open =
+            sqlx::query("SELECT COUNT(*) AS n FROM holds WHERE member_id = $1 AND state = 'held'")
+                .bind(member_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if rows::int(&open, "n")? >= MAX_OPEN_HOLDS {
+            return Err(StorageError::Rejected(format!(
+                "a member may have at most {MAX_OPEN_HOLDS} open holds; capture or void one first"
+            )));
+        }
         let hold = Hold {
             id: new_id(),
             member_id: member_id.to_string(),
@@ -178,6 +202,11 @@ impl Store {
                     return Ok((parse_response(&response)?, true));
                 }
             }
+            return Err(StorageError::Conflict(hold.resolved_error()));
+        }
+        if hold.expires_at <= now {
+            // Past its expiry though not yet swept: it expires now, and cannot be captured.
+            let hold = self.expire_in(tx, hold, now).await?;
             return Err(StorageError::Conflict(hold.resolved_error()));
         }
         let take = points.unwrap_or(hold.points);
@@ -303,6 +332,11 @@ impl Store {
         if due_by.is_some_and(|t| hold.expires_at > t) {
             return Ok(None);
         }
+        if due_by.is_none() && hold.expires_at <= now {
+            // A void after the expiry: the hold expired first.
+            let hold = self.expire_in(tx, hold, now).await?;
+            return Err(StorageError::Conflict(hold.resolved_error()));
+        }
         sqlx::query("UPDATE holds SET state = $2, resolved_at = $3 WHERE id = $1")
             .bind(hold_id)
             .bind(state.as_str())
@@ -319,6 +353,31 @@ impl Store {
         tx.commit().await?;
         self.after_hold_change(&member_id);
         Ok(Some(hold))
+    }
+
+    /// Expires an open hold past its time in `tx` (under its member's lock) and commits.
+    async fn expire_in(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        hold: Hold,
+        now: i64,
+    ) -> Result<Hold> {
+        sqlx::query("UPDATE holds SET state = 'expired', resolved_at = $2 WHERE id = $1")
+            .bind(&hold.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        self.move_held(&mut tx, &hold.member_id, -hold.points)
+            .await?;
+        let hold = Hold {
+            state: HoldState::Expired,
+            resolved_at: Some(now),
+            ..hold
+        };
+        self.hold_changed(&mut tx, &hold, now).await?;
+        tx.commit().await?;
+        self.after_hold_change(&hold.member_id);
+        Ok(hold)
     }
 
     pub async fn get_hold(&self, hold_id: &str) -> Result<Hold> {
