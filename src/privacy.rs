@@ -38,6 +38,8 @@ pub const DEFAULT_KEY_FILE: &str = "privacy-key";
 pub enum Field {
     Email,
     Phone,
+    /// A webhook's signing secret (bound to the webhook's id).
+    WebhookSecret,
 }
 
 impl Field {
@@ -45,6 +47,7 @@ impl Field {
         match self {
             Field::Email => "members.email",
             Field::Phone => "members.phone",
+            Field::WebhookSecret => "webhooks.secret",
         }
     }
 }
