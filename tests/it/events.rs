@@ -670,6 +670,15 @@ async fn an_endpoint_failing_for_long_is_disabled(db: TestDb) {
     });
     let (_, shown) = get(&app, &path).await;
     assert!(shown["failing_since"].as_i64().is_some(), "{shown}");
+    // Staff admins see the notice on their home page.
+    let admin = StaffClient::sign_in(&app, "admin@example.com", Role::Admin).await;
+    let (s, home) = admin.get("/staff").await;
+    assert_eq!(s, 200);
+    assert!(home.contains("disabled-webhooks"), "{home}");
+    assert!(
+        home.contains(&format!("CRM (127.0.0.1, id {hook})")),
+        "{home}"
+    );
     let tries = failing.got().len();
     assert!(tries >= 2, "failed twice before it was disabled");
     tokio::time::sleep(Duration::from_millis(300)).await;
