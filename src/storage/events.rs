@@ -284,8 +284,8 @@ impl Store {
         q.fetch_all(&self.pool).await?.iter().map(event).collect()
     }
 
-    /// The position of the first event at or after `at` (ms), for a replay from a time:
-    /// events after the returned position are those written from then on.
+    /// Events written at or after `at` (ms) in feed order, at most `limit`: a replay from a
+    /// point in time.
     pub async fn events_since(&self, at: i64, limit: i64) -> Result<Vec<EventRecord>> {
         let sql = format!(
             "SELECT seq, id, type, version, program_id, member_id, payload, created_at, xid FROM events
@@ -314,8 +314,17 @@ impl Store {
         event(&row)
     }
 
-    /// Deletes events older than `before` (ms), at most `limit`; returns how many.
+    /// Deletes events older than `before` (ms), at most `limit`, and the settled webhook
+    /// deliveries (the delivery log) as old; returns how many events.
     pub async fn purge_events(&self, before: i64, limit: i64) -> Result<u64> {
+        sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE id IN
+             (SELECT id FROM webhook_deliveries WHERE next_at IS NULL AND created_at < $1 LIMIT $2)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
         let done = sqlx::query(
             "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE created_at < $1 LIMIT $2)",
         )

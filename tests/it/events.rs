@@ -366,6 +366,19 @@ async fn a_rolled_back_ledger_change_writes_no_event(db: TestDb) {
     let balances: Vec<&Value> = events.iter().map(|e| &e["payload"]["balance"]).collect();
     assert_eq!(balances, [&json!(10), &json!(15)]);
     assert_eq!(store.ledger_sum(id).await.unwrap(), 15);
+
+    // Kept `events.retention_days` (30): the retention job deletes them after that, not before.
+    let all = settled(&app, "", 3).await.len() as u64;
+    let now = tessera::domain::now_ms();
+    let round = tessera::jobs::retention_once(&app.state, now + 29 * 86_400_000)
+        .await
+        .unwrap();
+    assert_eq!(round.events, 0);
+    let round = tessera::jobs::retention_once(&app.state, now + 31 * 86_400_000)
+        .await
+        .unwrap();
+    assert_eq!(round.events, all);
+    assert!(feed(&app, "", 10).await.is_empty());
 }
 
 on_both_backends!(
