@@ -251,6 +251,12 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
             with_state(state, crate::jobs::checkpoint_loop),
         ));
     }
+    let deliverer = crate::webhooks::Deliverer::new(state.store.clone(), &state.config.events)
+        .context("configuring webhooks")?;
+    workers.push(supervise(w, "webhooks", move |beat| {
+        let d = deliverer.clone();
+        async move { d.run(beat).await }
+    }));
     let dispatcher = crate::push::dispatcher::Dispatcher::from_config(
         state.store.clone(),
         state.cards.shared_signers(),

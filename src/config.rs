@@ -38,6 +38,7 @@ pub struct Config {
     pub apple: AppleConfig,
     pub ledger: LedgerConfig,
     pub retention: RetentionConfig,
+    pub events: EventsConfig,
     pub push: PushConfig,
     pub google: GoogleConfig,
     pub enrollment: EnrollmentConfig,
@@ -311,6 +312,34 @@ impl Default for RetentionConfig {
     }
 }
 
+/// The event feed and webhooks (`storage::events`, `webhooks`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events older than this are deleted by the retention job (feed, replays).
+    pub retention_days: u32,
+    /// How long a webhook delivery may take before it counts as failed.
+    pub delivery_timeout_ms: u64,
+    /// How long a delivery is retried (exponential backoff with jitter) before it is given up.
+    pub retry_hours: u32,
+    /// An endpoint whose deliveries failed for this long without a success is disabled.
+    pub disable_after_hours: u32,
+    /// How often the webhook worker looks for new events and due retries.
+    pub poll_ms: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_days: 30,
+            delivery_timeout_ms: 10_000,
+            retry_hours: 72,
+            disable_after_hours: 120,
+            poll_ms: 500,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AppleConfig {
@@ -332,6 +361,7 @@ impl Default for Config {
             apple: AppleConfig::default(),
             ledger: LedgerConfig::default(),
             retention: RetentionConfig::default(),
+            events: EventsConfig::default(),
             push: PushConfig::default(),
             google: GoogleConfig::default(),
             enrollment: EnrollmentConfig::default(),
@@ -765,6 +795,30 @@ mod env_tests {
             );
             assert_eq!(c.retention.log_days, 30);
             assert_eq!(c.retention.interval_seconds, 600);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn events_keys_from_the_environment() {
+        Jail::expect_with(|jail| {
+            let c = load_with(
+                jail,
+                "events",
+                &[
+                    ("EVENTS__RETENTION_DAYS", "7"),
+                    ("EVENTS__DELIVERY_TIMEOUT_MS", "2500"),
+                    ("EVENTS__RETRY_HOURS", "24"),
+                    ("EVENTS__DISABLE_AFTER_HOURS", "96"),
+                    ("EVENTS__POLL_MS", "100"),
+                ],
+            );
+            let e = c.events;
+            assert_eq!(e.retention_days, 7);
+            assert_eq!(e.delivery_timeout_ms, 2500);
+            assert_eq!(e.retry_hours, 24);
+            assert_eq!(e.disable_after_hours, 96);
+            assert_eq!(e.poll_ms, 100);
             Ok(())
         });
     }

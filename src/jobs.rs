@@ -255,6 +255,8 @@ pub struct RetentionRound {
     /// Members erased for inactivity.
     pub erased: Vec<String>,
     pub logs: crate::storage::LogPurge,
+    /// Events deleted past `events.retention_days`.
+    pub events: u64,
 }
 
 /// Runs the retention job every `retention.interval_seconds` until aborted.
@@ -334,6 +336,22 @@ pub async fn retention_once(state: &AppState, now: i64) -> Option<RetentionRound
         Err(e) => {
             tracing::warn!(error = %e, "deleting old logs failed; retrying");
             failed = true;
+        }
+    }
+    let before = now - i64::from(state.config.events.retention_days) * 86_400_000;
+    loop {
+        match state.store.purge_events(before, 5_000).await {
+            Ok(n) => {
+                round.events += n;
+                if n < 5_000 {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting old events failed; retrying");
+                failed = true;
+                break;
+            }
         }
     }
     (!failed).then_some(round)

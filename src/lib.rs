@@ -28,4 +28,5 @@ pub mod service;
 pub mod storage;
 pub mod supervisor;
 pub mod web;
+pub mod webhooks;
 pub mod webservice;

@@ -40,6 +40,8 @@ pub enum Field {
     Phone,
     /// A join waiting for its e-mail to be confirmed, bound to its token's hash.
     PendingJoin,
+    /// A webhook's signing secret (bound to the webhook's id).
+    WebhookSecret,
 }
 
 impl Field {
@@ -48,6 +50,7 @@ impl Field {
             Field::Email => "members.email",
             Field::Phone => "members.phone",
             Field::PendingJoin => "pending_joins.payload",
+            Field::WebhookSecret => "webhooks.secret",
         }
     }
 }

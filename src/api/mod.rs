@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 mod enrollment;
 pub mod error;
+pub mod events;
 mod export;
 mod google;
 mod holds;
@@ -14,6 +15,7 @@ mod members;
 mod programs;
 pub mod transactions;
 pub mod views;
+mod webhooks;
 
 use axum::Router;
 use axum::body::Body;
@@ -48,6 +50,7 @@ use views::Paged;
         (name = "transactions", description = "The points ledger"),
         (name = "api-keys", description = "Keys for integrations, tills and staff"),
         (name = "enrollment", description = "Join pages, install links, CSV imports and consent records"),
+        (name = "events", description = "The event catalogue: a feed of every change to members, cards and points, in order and resumable; webhooks deliver the same events signed"),
         (name = "audit", description = "Who did what: every write by a staff account or an API key, every read of a member's data"),
     )
 )]
@@ -111,6 +114,14 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(events::list_events))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::enable_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::ping_webhook))
+        .routes(routes!(webhooks::redeliver))
+        .routes(routes!(webhooks::replay))
 }
 
 /// The OpenAPI 3 document of the API.

@@ -168,7 +168,7 @@ async fn lookup(
         );
     }
     match state.store.find_member_by_barcode(code).await {
-        Ok(Some(m)) => match member_json(&state, &m).await {
+        Ok(Some(m)) => match scanned(&state, &staff, &m).await {
             Ok(v) => {
                 audit.members([m.id.as_str()]);
                 Json(json!({ "member": v })).into_response()
@@ -181,6 +181,25 @@ async fn lookup(
         ),
         Err(e) => internal(e),
     }
+}
+
+/// Records `scan.performed` for the member a cashier looked up, then the member's view.
+async fn scanned(
+    state: &AppState,
+    staff: &Staff,
+    m: &Member,
+) -> Result<serde_json::Value, StorageError> {
+    use crate::storage::events::{NewEvent, kinds};
+    let event = NewEvent::new(
+        kinds::SCAN_PERFORMED,
+        &m.id,
+        json!({"by": format!("staff:{}", staff.session.user.id), "balance": m.points}),
+    );
+    state
+        .store
+        .record_event_now(event, crate::domain::now_ms())
+        .await?;
+    member_json(state, m).await
 }
 
 #[derive(Deserialize, serde::Serialize)]

@@ -172,6 +172,7 @@ impl Store {
                     &member,
                     &pass,
                     Some((&join.email, &phone, &join.birthday)),
+                    "join",
                 )
                 .await?;
                 // The welcome bonus commits with the member: a crash can lose neither alone.
@@ -546,6 +547,21 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
+            let created: Vec<_> = chunk
+                .iter()
+                .map(|(r, m, _)| {
+                    let payload = super::members::created_payload(m, "import", r.points);
+                    (m.id.clone(), payload)
+                })
+                .collect();
+            self.record_program_events(
+                &mut tx,
+                &program.id,
+                super::events::kinds::MEMBER_CREATED,
+                &created,
+                now,
+            )
+            .await?;
             self.queue_google(&mut tx, chunk.iter().map(|(_, m, _)| m.id.as_str()), now)
                 .await?;
             out.created.extend(

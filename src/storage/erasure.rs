@@ -158,6 +158,20 @@ impl Store {
         .await?;
         e.ledger_entries_kept = kept.try_get("entries")?;
         e.consents_kept = kept.try_get("consents")?;
+        // Earlier events named the external id (`member.created`): only ids stay.
+        sqlx::query(
+            "UPDATE events SET payload = '{\"erased\":true}' WHERE member_id = $1 AND type = $2",
+        )
+        .bind(member_id)
+        .bind(super::events::kinds::MEMBER_CREATED)
+        .execute(&mut *tx)
+        .await?;
+        let erased = super::events::NewEvent::new(
+            super::events::kinds::MEMBER_ERASED,
+            member_id,
+            serde_json::json!({"fields": e.fields, "card_ended": e.card_ended}),
+        );
+        self.record_events(&mut tx, &[erased], now).await?;
         tx.commit().await?;
         drop(turn);
         self.forget(super::cache::Stale::Members(vec![member_id.to_string()]));

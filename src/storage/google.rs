@@ -302,6 +302,7 @@ impl Store {
         event_type: &str,
         now: i64,
     ) -> Result<bool> {
+        let (_turn, mut tx) = self.write_tx().await?;
         let done = sqlx::query(
             "INSERT INTO google_events (nonce, object_id, member_id, event_type, received_at)
              SELECT $1, $2, (SELECT member_id FROM google_objects WHERE object_id = $2), $3, $4
@@ -311,8 +312,29 @@ impl Store {
         .bind(object_id)
         .bind(event_type)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let kind = match event_type {
+            "save" => Some(super::events::kinds::CARD_INSTALLED),
+            "del" | "delete" => Some(super::events::kinds::CARD_REMOVED),
+            _ => None,
+        };
+        if let (1, Some(kind)) = (done.rows_affected(), kind) {
+            let member = sqlx::query("SELECT member_id FROM google_objects WHERE object_id = $1")
+                .bind(object_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(member) = member {
+                let member: String = member.try_get("member_id")?;
+                let event = super::events::NewEvent::new(
+                    kind,
+                    &member,
+                    serde_json::json!({"wallet": "google", "object_id": object_id}),
+                );
+                self.record_events(&mut tx, &[event], now).await?;
+            }
+        }
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

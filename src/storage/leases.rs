@@ -91,7 +91,12 @@ impl Store {
         if !self.claims() {
             return Ok(());
         }
-        for table in ["outbox", "google_pending", "google_messages"] {
+        for table in [
+            "outbox",
+            "google_pending",
+            "google_messages",
+            "webhook_deliveries",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE {table} SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1"
             )))
@@ -108,7 +113,12 @@ impl Store {
 
     /// Rows of `table` claimed by any instance and not yet released, for tests and metrics.
     pub async fn claimed_rows(&self, table: &str, owner: Option<&str>) -> Result<i64> {
-        let allowed = ["outbox", "google_pending", "google_messages"];
+        let allowed = [
+            "outbox",
+            "google_pending",
+            "google_messages",
+            "webhook_deliveries",
+        ];
         let table = allowed
             .iter()
             .find(|t| **t == table)

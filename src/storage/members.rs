@@ -42,6 +42,18 @@ impl Store {
                 })
             })?;
             insert_passes(&mut tx, chunk.iter().map(|(_, p)| p), now).await?;
+            let created: Vec<_> = chunk
+                .iter()
+                .map(|(m, _)| (m.id.clone(), created_payload(m, "api", 0)))
+                .collect();
+            self.record_program_events(
+                &mut tx,
+                &program.id,
+                super::events::kinds::MEMBER_CREATED,
+                &created,
+                now,
+            )
+            .await?;
             self.queue_google(&mut tx, chunk.iter().map(|(m, _)| m.id.as_str()), now)
                 .await?;
         }
@@ -58,7 +70,7 @@ impl Store {
     ) -> Result<(Member, Pass)> {
         let (member, pass) = new_member_and_pass(program, template, m, now_ms());
         let (_turn, mut tx) = self.write_tx().await?;
-        self.insert_member_rows(&mut tx, &member, &pass, None)
+        self.insert_member_rows(&mut tx, &member, &pass, None, "api")
             .await?;
         tx.commit().await?;
         Ok((member, pass))
@@ -71,6 +83,7 @@ impl Store {
         member: &Member,
         pass: &Pass,
         contact: Option<(&Option<String>, &Option<String>, &Option<String>)>,
+        source: &str,
     ) -> Result<()> {
         let (email, phone, birthday) = contact.unwrap_or((&None, &None, &None));
         let ((email, email_hash), (phone, phone_hash)) = if email.is_some() || phone.is_some() {
@@ -107,6 +120,13 @@ impl Store {
             })
         })?;
         insert_pass(tx, pass).await?;
+        let created = super::events::NewEvent::new(
+            super::events::kinds::MEMBER_CREATED,
+            &member.id,
+            created_payload(member, source, 0),
+        );
+        self.record_events(tx, &[created], member.created_at)
+            .await?;
         self.queue_google(tx, std::iter::once(member.id.as_str()), pass.created_at)
             .await
     }
@@ -287,6 +307,16 @@ pub(super) fn new_pass(member_id: &str, template_id: &str, pass_type: &str, now:
         download_token: random_token(32),
         ended_at: None,
     }
+}
+
+/// `member.created`'s payload: ids and the opening balance, never contact details.
+pub(super) fn created_payload(m: &Member, source: &str, balance: i64) -> serde_json::Value {
+    serde_json::json!({
+        "source": source,
+        "external_id": m.external_id,
+        "balance": balance,
+        "tier": serde_json::Value::Null,
+    })
 }
 
 /// Rows per multi-row INSERT of `insert_members_bulk` (at most 6 parameters each, under SQLite's

@@ -14,6 +14,7 @@ mod changes;
 mod designer;
 mod enrollment;
 mod erasure;
+pub mod events;
 mod export;
 mod google;
 mod leases;
@@ -30,6 +31,7 @@ mod sealed;
 mod staff;
 mod stats;
 mod throttles;
+pub mod webhooks;
 mod withdrawal;
 
 pub use api_keys::{ApiKeyRecord, Role};

@@ -47,6 +47,17 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 1 {
+            let payload = serde_json::json!({"wallet": "apple", "serial_number": serial});
+            self.record_pass_event(
+                &mut tx,
+                serial,
+                super::events::kinds::CARD_INSTALLED,
+                payload,
+                now,
+            )
+            .await?;
+        }
         tx.commit().await?;
         self.forget(Stale::Devices(vec![device.to_owned()]));
         Ok(inserted.rows_affected() == 1)
@@ -97,6 +108,7 @@ impl Store {
 
     /// Removes a registration, and the device once it holds no registrations [UPD].
     pub async fn unregister_device(&self, device: &str, serial: &str) -> Result<()> {
+        let now = crate::domain::now_ms();
         let (_turn, mut tx) = self.write_tx().await?;
         let removed = sqlx::query(
             "DELETE FROM registrations WHERE device_library_identifier = $1 AND serial_number = $2",
@@ -113,6 +125,17 @@ impl Store {
         .bind(device)
         .execute(&mut *tx)
         .await?;
+        if removed > 0 {
+            let payload = serde_json::json!({"wallet": "apple", "serial_number": serial});
+            self.record_pass_event(
+                &mut tx,
+                serial,
+                super::events::kinds::CARD_REMOVED,
+                payload,
+                now,
+            )
+            .await?;
+        }
         tx.commit().await?;
         if removed > 0 {
             self.forget(Stale::Devices(vec![device.to_owned()]));

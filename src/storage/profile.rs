@@ -104,6 +104,22 @@ impl Store {
                 "a member with this external_id exists already in this program".into()
             })
         })?;
+        let fields: Vec<&str> = [
+            ("display_name", change.display_name.is_some()),
+            ("external_id", change.external_id.is_some()),
+            ("email", change.email.is_some()),
+            ("phone", change.phone.is_some()),
+            ("birthday", change.birthday.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+        .collect();
+        let updated = super::events::NewEvent::new(
+            super::events::kinds::MEMBER_UPDATED,
+            member_id,
+            serde_json::json!({"fields": fields, "version": current + 1}),
+        );
+        self.record_events(&mut tx, &[updated], now).await?;
         if change.display_name.is_some() || change.external_id.is_some() {
             let payload = serde_json::json!({"version": current + 1}).to_string();
             self.cards_changed(

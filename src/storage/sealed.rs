@@ -121,7 +121,7 @@ impl Store {
             q = q.bind(format!("v1.{id}.%"));
         }
         let Some(r) = q.fetch_optional(&self.pool).await? else {
-            return Ok(());
+            return self.check_webhook_secrets(&ring).await;
         };
         let mut missing = "?".to_string();
         for (value, hash) in [("email", "email_hash"), ("phone", "phone_hash")] {
@@ -208,6 +208,9 @@ impl Store {
                 break;
             }
         }
+        if !only_plain {
+            self.reseal_webhook_secrets(&ring).await?;
+        }
         let sql = format!("SELECT COUNT(*) AS n FROM members WHERE id > $1 AND {pending}");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind("")
@@ -219,5 +222,51 @@ impl Store {
             self.scrub().await?;
         }
         Ok(done)
+    }
+
+    /// Refuses a ring that cannot open some webhook's signing secret (`check_key_ring`).
+    async fn check_webhook_secrets(&self, ring: &KeyRing) -> Result<()> {
+        let rows = sqlx::query("SELECT id, secret FROM webhooks")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in &rows {
+            let secret: String = r.try_get("secret")?;
+            let id = KeyRing::key_of(&secret).unwrap_or("?");
+            if !ring.ids().contains(&id) {
+                return Err(StorageError::Privacy(format!(
+                    "webhook signing secrets are sealed with key {id}, which the key ring ({}) lacks: restore the key file that holds it, or add that key to [privacy] after the current one",
+                    ring.ids().join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-seals every webhook's signing secret under the ring's current key, in one
+    /// transaction (a handful of rows).
+    async fn reseal_webhook_secrets(&self, ring: &KeyRing) -> Result<()> {
+        let (_turn, mut tx) = self.write_tx().await?;
+        let sql = format!(
+            "SELECT id, secret FROM webhooks WHERE secret NOT LIKE $1{}",
+            self.for_update()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(format!("v1.{}.%", ring.current()))
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let sealed: String = r.try_get("secret")?;
+            let plain = ring
+                .open(Field::WebhookSecret, &id, &sealed)
+                .map_err(|e| StorageError::Privacy(format!("the secret of webhook {id}: {e}")))?;
+            sqlx::query("UPDATE webhooks SET secret = $1 WHERE id = $2")
+                .bind(ring.seal(Field::WebhookSecret, &id, &plain))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

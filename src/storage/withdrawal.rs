@@ -54,6 +54,22 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        let events: Vec<_> = withdrawals
+            .iter()
+            .map(|c| {
+                super::events::NewEvent::new(
+                    super::events::kinds::CONSENT_CHANGED,
+                    member_id,
+                    serde_json::json!({"kind": c.kind, "granted": c.granted, "source": c.source}),
+                )
+            })
+            .collect();
+        let now = withdrawals
+            .iter()
+            .map(|c| c.recorded_at)
+            .max()
+            .unwrap_or_else(crate::domain::now_ms);
+        self.record_events(&mut tx, &events, now).await?;
         tx.commit().await?;
         Ok(dropped)
     }

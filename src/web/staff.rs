@@ -381,13 +381,39 @@ struct HomePage {
     email: String,
     role: &'static str,
     csrf: String,
+    /// Webhook endpoints disabled for failing (admins only): description and host, never the
+    /// whole URL (it may carry the receiver's token).
+    disabled_webhooks: Vec<String>,
 }
 
-async fn home(staff: Staff) -> HomePage {
+async fn home(State(state): State<AppState>, staff: Staff) -> HomePage {
+    let role = staff.session.user.role.as_str();
+    let disabled_webhooks = if role == "admin" {
+        match state.store.list_webhooks().await {
+            Ok(hooks) => hooks
+                .into_iter()
+                .filter(|w| w.disabled_at.is_some())
+                .map(|w| {
+                    let host = reqwest::Url::parse(&w.url)
+                        .ok()
+                        .and_then(|u| u.host_str().map(String::from))
+                        .unwrap_or_default();
+                    format!("{} ({host}, id {})", w.description, w.id)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing webhooks for the staff page failed");
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
     HomePage {
         email: staff.session.user.email.clone(),
-        role: staff.session.user.role.as_str(),
+        role,
         csrf: staff.session.csrf_token.clone(),
+        disabled_webhooks,
     }
 }
 

@@ -494,6 +494,26 @@ async fn callbacks_are_verified_recorded_once_and_forgeries_refused() {
     );
     assert_eq!(post(del).await.0, 200);
     assert_eq!(saved().await, json!(false));
+    // The save and the delete are the card's events, once each (not the replay, no forgery).
+    let events = app
+        .state
+        .store
+        .events_after(
+            Default::default(),
+            &["card.installed".into(), "card.removed".into()],
+            10,
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.payload["wallet"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("card.installed", "google"), ("card.removed", "google")]
+    );
+    assert!(events.iter().all(|e| e.member_id == member_id));
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod cli;
 mod deploy;
 mod designer;
 mod enrollment;
+mod events;
 mod google;
 mod helpers;
 mod holds;

@@ -232,6 +232,14 @@ async fn rotating_keeps_every_member_readable_and_found(db: TestDb) {
     let mut old = TestApp::spawn_with(db, with_file(file.clone())).await;
     let first = issue_member(&old, "coffee").await;
     let program_id = first["program_id"].as_str().unwrap().to_string();
+    // A webhook's signing secret is sealed by the ring too, and rotated with the members.
+    let (s, hook) = old
+        .post(
+            "/api/v1/webhooks",
+            json!({"url": "https://crm.example/hook"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{hook}");
     open_join_page(&old, &program_id).await;
     let mut people = vec![Person {
         id: join(&old, "Ada", "ada@example.org", "+31 20 123 4567").await,
@@ -272,6 +280,14 @@ async fn rotating_keeps_every_member_readable_and_found(db: TestDb) {
     std::fs::write(&file, text.lines().next().unwrap()).unwrap();
     assert_eq!(ring_ids(&file), [ring[0].clone()]);
     let new = app.peer(with_file(file.clone())).await;
+    assert_eq!(
+        new.state
+            .store
+            .webhook_secret(hook["id"].as_str().unwrap())
+            .await
+            .unwrap(),
+        hook["secret"].as_str().unwrap()
+    );
     assert_readable_and_found(&new, &people[..40]).await;
     assert_readable_and_found(&new, &people[people.len() - 5..]).await;
     let mut sampled = 0;

@@ -58,6 +58,16 @@ impl Store {
                 reverses_entry_id: None,
                 created_at: now,
             };
+            let outcome = crate::ledger::Outcome {
+                balance: member.points - total,
+                tier: member
+                    .rules
+                    .tier_name(member.tier.as_deref())
+                    .map(String::from),
+                entry: entry.clone(),
+                uncollected: 0,
+            };
+            let events = super::ledger_events(&outcome, member.tier.as_deref(), None, false);
             let change = Change {
                 entry: &entry,
                 api_key_id: None,
@@ -66,6 +76,7 @@ impl Store {
                 tier: None,
                 balance: member.points - total,
                 idempotency: None,
+                events,
             };
             self.write_change(&mut tx, &change, false).await?;
             tx.commit().await?;

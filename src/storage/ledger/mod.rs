@@ -325,6 +325,7 @@ impl Store {
             entry,
             uncollected,
         };
+        let events = ledger_events(&outcome, tier, member.tier.as_deref(), promoted.is_some());
         let change = Change {
             entry: &outcome.entry,
             api_key_id: by.id,
@@ -339,6 +340,7 @@ impl Store {
                     serde_json::to_string(&outcome).expect("outcome serialises"),
                 )
             }),
+            events,
         };
         self.write_change(conn, &change, script_tx).await?;
         Ok((outcome, false))
@@ -399,6 +401,46 @@ impl Store {
             earlier,
         })
     }
+}
+
+/// The events of a posting: its `points.*` event with the new balance and tier, and
+/// `tier.changed` when it promoted the member.
+pub(super) fn ledger_events(
+    outcome: &Outcome,
+    tier_id: Option<&str>,
+    was: Option<&str>,
+    promoted: bool,
+) -> Vec<crate::storage::events::NewEvent> {
+    use crate::storage::events::{NewEvent, kinds, points_event};
+    let e = &outcome.entry;
+    let mut events = vec![NewEvent::new(
+        points_event(e.kind),
+        &e.member_id,
+        serde_json::json!({
+            "entry_id": e.id,
+            "points": e.points,
+            "amount_minor": e.amount_minor,
+            "external_ref": e.origin.external_ref,
+            "reverses_entry_id": e.reverses_entry_id,
+            "balance": outcome.balance,
+            "tier": outcome.tier,
+            "tier_id": tier_id,
+        }),
+    )];
+    if promoted {
+        events.push(NewEvent::new(
+            kinds::TIER_CHANGED,
+            &e.member_id,
+            serde_json::json!({
+                "entry_id": e.id,
+                "from_tier_id": was,
+                "tier_id": tier_id,
+                "tier": outcome.tier,
+                "balance": outcome.balance,
+            }),
+        ));
+    }
+    events
 }
 
 /// The stored outcome of an earlier request with the same key: `(outcome, true)`, or

@@ -4,6 +4,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::ledger::{Entry, Idempotency, Lot, consume};
 use crate::storage::changes::{OUTBOX_SQL, POINTS_CHANGED, bump_member_sql};
+use crate::storage::events::{NewEvent, insert_sql};
 use crate::storage::{Backend, Result, StorageError, Store, new_id, rows};
 
 /// Everything one change writes, computed before anything is written.
@@ -19,6 +20,8 @@ pub(super) struct Change<'a> {
     /// The balance after the change.
     pub(super) balance: i64,
     pub(super) idempotency: Option<(&'a Idempotency, String)>,
+    /// The change's events (`storage::events`), written in the same round trip.
+    pub(super) events: Vec<NewEvent>,
 }
 
 /// One SQL text with numbered parameters, built from statements that each take the next ones.
@@ -134,6 +137,20 @@ impl Store {
                     Arg::Int(Some(e.created_at)),
                 ],
             );
+        }
+        if !c.events.is_empty() {
+            let mut args = Vec::with_capacity(6 * c.events.len());
+            for ev in &c.events {
+                args.extend([
+                    text(new_id()),
+                    text(ev.kind.to_string()),
+                    text(ev.member_id.clone()),
+                    text(ev.member_id.clone()),
+                    text(ev.payload.to_string()),
+                    Arg::Int(Some(e.created_at)),
+                ]);
+            }
+            b.push(&insert_sql(self.backend, c.events.len()), args);
         }
         if self.google_sync() {
             b.push(
