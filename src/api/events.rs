@@ -30,6 +30,9 @@ pub const READERS: &[Role] = &[Role::Admin, Role::Marketer, Role::Integration];
 /// - `tier.changed`: `entry_id`, `from_tier_id`, `tier_id`, `tier`, `balance`
 /// - `consent.changed`: `kind`, `granted`, `source`
 /// - `scan.performed`: `by` (`staff:<id>`), `balance`
+/// - `hold.created`, `hold.captured`, `hold.voided`, `hold.expired`: `hold_id`, `points` (held),
+///   `captured` and `entry_id` (a capture, whose redemption is also a `points.redeemed`),
+///   `external_ref`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum EventType {
     #[serde(rename = "member.created")]
@@ -60,6 +63,14 @@ pub enum EventType {
     ConsentChanged,
     #[serde(rename = "scan.performed")]
     ScanPerformed,
+    #[serde(rename = "hold.created")]
+    HoldCreated,
+    #[serde(rename = "hold.captured")]
+    HoldCaptured,
+    #[serde(rename = "hold.voided")]
+    HoldVoided,
+    #[serde(rename = "hold.expired")]
+    HoldExpired,
 }
 
 /// One event. Consumers deduplicate on `id`.

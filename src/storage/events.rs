@@ -34,6 +34,10 @@ pub mod kinds {
     pub const TIER_CHANGED: &str = "tier.changed";
     pub const CONSENT_CHANGED: &str = "consent.changed";
     pub const SCAN_PERFORMED: &str = "scan.performed";
+    pub const HOLD_CREATED: &str = "hold.created";
+    pub const HOLD_CAPTURED: &str = "hold.captured";
+    pub const HOLD_VOIDED: &str = "hold.voided";
+    pub const HOLD_EXPIRED: &str = "hold.expired";
 }
 
 /// Every event type, in the catalogue's order.
@@ -52,6 +56,10 @@ pub const CATALOGUE: &[&str] = &[
     kinds::TIER_CHANGED,
     kinds::CONSENT_CHANGED,
     kinds::SCAN_PERFORMED,
+    kinds::HOLD_CREATED,
+    kinds::HOLD_CAPTURED,
+    kinds::HOLD_VOIDED,
+    kinds::HOLD_EXPIRED,
 ];
 
 /// The `points.*` event of a ledger entry kind.

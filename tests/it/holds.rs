@@ -181,6 +181,26 @@ async fn hold_capture_and_void_over_http(db: TestDb) {
         [(EntryKind::Earn, 100), (EntryKind::Redeem, -25)],
         "holds write no entry; a capture writes one redemption"
     );
+    // Each step is an event, in its own transaction's order.
+    let kinds: Vec<String> = ["hold.created", "hold.captured", "hold.voided"]
+        .map(String::from)
+        .to_vec();
+    let events = store
+        .events_after(Default::default(), &kinds, 100)
+        .await
+        .unwrap();
+    let count = |k: &str| events.iter().filter(|e| e.kind == k).count();
+    assert_eq!(
+        (
+            count("hold.created"),
+            count("hold.captured"),
+            count("hold.voided")
+        ),
+        (12, 1, 1)
+    );
+    let captured = events.iter().find(|e| e.kind == "hold.captured").unwrap();
+    assert_eq!(captured.payload["captured"], 25);
+    assert_eq!(captured.payload["external_ref"], "basket-1");
 }
 
 /// On a controlled clock: an open hold past its expiry is released; one not yet due is not;

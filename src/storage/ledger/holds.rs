@@ -262,6 +262,7 @@ impl Store {
             },
             outcome,
         };
+        self.hold_event(&mut tx, &captured.hold, now).await?;
         if let Some(i) = idempotency {
             let response = serde_json::to_string(&captured).expect("a capture serialises");
             record_key(&mut tx, i, &response, now).await?;
@@ -456,13 +457,37 @@ impl Store {
         Ok(())
     }
 
-    /// The card shows the available balance: a new pass version, an outbox row, a Google sync.
+    /// The hold's event (`hold.created`, `.captured`, `.voided`, `.expired`) in `tx`.
+    async fn hold_event(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        hold: &Hold,
+        now: i64,
+    ) -> Result<()> {
+        use crate::storage::events::{NewEvent, kinds};
+        let kind = match hold.state {
+            HoldState::Held => kinds::HOLD_CREATED,
+            HoldState::Captured => kinds::HOLD_CAPTURED,
+            HoldState::Voided => kinds::HOLD_VOIDED,
+            HoldState::Expired => kinds::HOLD_EXPIRED,
+        };
+        let payload = serde_json::json!({
+            "hold_id": hold.id, "points": hold.points, "captured": hold.captured,
+            "entry_id": hold.entry_id, "external_ref": hold.external_ref,
+        });
+        self.record_events(tx, &[NewEvent::new(kind, &hold.member_id, payload)], now)
+            .await
+    }
+
+    /// The card shows the available balance: a new pass version, an outbox row, a Google sync;
+    /// and the hold's event.
     async fn hold_changed(
         &self,
         tx: &mut Transaction<'static, Any>,
         hold: &Hold,
         now: i64,
     ) -> Result<()> {
+        self.hold_event(tx, hold, now).await?;
         let payload = serde_json::json!({"hold_id": hold.id, "state": hold.state.as_str(), "points": hold.points});
         self.cards_changed(
             tx,
