@@ -47,6 +47,16 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 1 {
+            super::cockpit::record_wallet_events(
+                &mut *tx,
+                "install",
+                now,
+                "r.device_library_identifier = $2 AND r.serial_number = $3",
+                &[device, serial],
+            )
+            .await?;
+        }
         tx.commit().await?;
         self.forget(Stale::Devices(vec![device.to_owned()]));
         Ok(inserted.rows_affected() == 1)
@@ -98,6 +108,14 @@ impl Store {
     /// Removes a registration, and the device once it holds no registrations [UPD].
     pub async fn unregister_device(&self, device: &str, serial: &str) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
+        super::cockpit::record_wallet_events(
+            &mut *tx,
+            "remove",
+            crate::domain::now_ms(),
+            "r.device_library_identifier = $2 AND r.serial_number = $3",
+            &[device, serial],
+        )
+        .await?;
         let removed = sqlx::query(
             "DELETE FROM registrations WHERE device_library_identifier = $1 AND serial_number = $2",
         )
@@ -168,6 +186,7 @@ impl Store {
     /// older than the one stored is ignored.
     pub async fn mark_fetched(&self, fetches: &[(String, i64)]) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
+        super::cockpit::count_fetches_after_push(&mut *tx, fetches).await?;
         for chunk in fetches.chunks(CHUNK / 2) {
             let sql = format!(
                 "UPDATE passes SET last_fetched_at = v.column2
@@ -392,7 +411,22 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
         }
+        let day = super::cockpit::day_of(now);
+        let (sent, failed): (Vec<_>, Vec<_>) =
+            s.results.iter().partition(|(_, _, r)| r == "delivered");
+        for (name, pushes) in [("pushes_sent", sent), ("pushes_failed", failed)] {
+            let serials: Vec<&str> = pushes.iter().map(|(_, s, _)| s.as_str()).collect();
+            super::cockpit::count_for_serials(&mut *tx, name, day, &serials).await?;
+        }
         for (device, serial) in &s.gone {
+            super::cockpit::record_wallet_events(
+                &mut *tx,
+                "remove",
+                now,
+                "r.device_library_identifier = $2 AND r.serial_number = $3",
+                &[device, serial],
+            )
+            .await?;
             sqlx::query("DELETE FROM registrations WHERE device_library_identifier = $1 AND serial_number = $2")
                 .bind(device)
                 .bind(serial)
