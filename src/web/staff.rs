@@ -47,7 +47,6 @@ pub const MAX_EMAIL: usize = 254;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/staff", get(home))
         .route("/staff/login", get(login_page).post(login))
         .route("/staff/logout", post(logout))
 }
@@ -378,22 +377,6 @@ async fn login(
     r.headers_mut()
         .append(SET_COOKIE, set_cookie(&state, CSRF_COOKIE, "", 0));
     r
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "pages/staff_home.html")]
-struct HomePage {
-    email: String,
-    role: &'static str,
-    csrf: String,
-}
-
-async fn home(staff: Staff) -> HomePage {
-    HomePage {
-        email: staff.session.user.email.clone(),
-        role: staff.session.user.role.as_str(),
-        csrf: staff.session.csrf_token.clone(),
-    }
 }
 
 #[derive(Deserialize)]
