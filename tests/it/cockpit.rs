@@ -779,3 +779,122 @@ async fn staff_find_members_and_adjust_points(db: TestDb) {
 }
 
 on_both_backends!(staff_find_members_and_adjust_points);
+
+/// In headless Chromium: an admin signs in, reads the dashboard (numbers and a chart), finds a
+/// member by e-mail, adjusts their points with a reason and sees the entry and the balance;
+/// every input is labelled and no page scrolls sideways at 390 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_uses_the_cockpit_in_a_browser() {
+    use crate::browser::Browser;
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn_with(TestDb::sqlite().await, |c| {
+        c.enrollment.joins_per_minute = 1000
+    })
+    .await;
+    let a = issue_member(&app, "coffee").await;
+    let pid = a["program_id"].as_str().unwrap().to_string();
+    open_join_page(&app, &pid).await;
+    let http = no_redirects();
+    let (csrf, _) = join_form(&app, &http).await;
+    let r = submit(
+        &app,
+        &http,
+        &csrf,
+        &[
+            ("name", "Bea Smith"),
+            ("email", "bea@example.com"),
+            ("data_consent", "yes"),
+        ],
+    )
+    .await;
+    assert!(r.status().is_redirection());
+    post_tx(
+        &app,
+        &a,
+        "p1",
+        json!({"type": "earn", "amount_minor": 4200}),
+    )
+    .await;
+    tessera::jobs::cockpit_once(&app.state.store, tessera::domain::now_ms())
+        .await
+        .unwrap();
+    tessera::web::staff::create_user(
+        &app.state.store,
+        "owner@example.com",
+        Role::Admin,
+        "correct horse battery",
+    )
+    .await
+    .unwrap();
+
+    b.goto(&app.url("/staff/login")).await;
+    b.type_into("#email", "owner@example.com").await;
+    b.type_into("#password", "correct horse battery").await;
+    b.click("button[type=submit]").await;
+    b.wait_for(
+        "the dashboard",
+        "return document.querySelector('svg.chart rect') !== null",
+    )
+    .await;
+    assert_eq!(b.text("[data-figure=new_members]").await, "2");
+    assert_eq!(
+        b.text("[data-figure=earned]").await,
+        "67",
+        "42 + the welcome 25"
+    );
+    let fits = |page: &'static str| {
+        let b = &b;
+        async move {
+            b.set_window(390, 844).await;
+            let unlabelled = b
+                .js(
+                    "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')].filter(e => e.labels.length === 0).map(e => e.name || e.id)",
+                    json!([]),
+                )
+                .await;
+            assert_eq!(unlabelled, json!([]), "{page}: inputs without a label");
+            let fits = b
+                .js(
+                    "return document.documentElement.scrollWidth <= window.innerWidth",
+                    json!([]),
+                )
+                .await;
+            assert_eq!(fits, json!(true), "{page} scrolls sideways at 390 px");
+            b.set_window(1280, 900).await;
+        }
+    };
+    fits("the dashboard").await;
+
+    b.goto(&app.url("/staff/members")).await;
+    fits("the member list").await;
+    b.type_into("#q", "bea@example.com").await;
+    b.click("#search button[type=submit]").await;
+    b.wait_for(
+        "the member found",
+        "return document.querySelector('#how') !== null && document.querySelectorAll('#members tbody tr').length === 1",
+    )
+    .await;
+    assert!(b.text("#members").await.contains("Bea Smith"));
+    b.click("#members a").await;
+    b.wait_for(
+        "the member page",
+        "return document.querySelector('#adjust') !== null",
+    )
+    .await;
+    assert_eq!(b.text("#balance").await, "25");
+    fits("the member page").await;
+    b.type_into("#points", "12").await;
+    b.type_into("#reason", "birthday gift").await;
+    b.click("#adjust button[type=submit]").await;
+    b.wait_for(
+        "the adjustment",
+        "return document.querySelector('#message') !== null",
+    )
+    .await;
+    assert_eq!(b.text("#balance").await, "37");
+    assert!(b.text("#entries").await.contains("birthday gift"));
+    b.screenshot("cockpit-member").await;
+    b.quit().await;
+}
