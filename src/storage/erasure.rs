@@ -102,7 +102,7 @@ impl Store {
         .map(|r| r.try_get("device_library_identifier"))
         .collect::<std::result::Result<_, _>>()?;
         super::cockpit::record_wallet_events(
-            &mut *tx,
+            &mut tx,
             "remove",
             now,
             "p.member_id = $2",

@@ -218,7 +218,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         super::cockpit::record_wallet_events(
-            &mut *tx,
+            &mut tx,
             "remove",
             crate::domain::now_ms(),
             &format!("r.serial_number IN ({shifted})"),

@@ -49,7 +49,7 @@ impl Store {
         .await?;
         if inserted.rows_affected() == 1 {
             super::cockpit::record_wallet_events(
-                &mut *tx,
+                &mut tx,
                 "install",
                 now,
                 "r.device_library_identifier = $2 AND r.serial_number = $3",
@@ -109,7 +109,7 @@ impl Store {
     pub async fn unregister_device(&self, device: &str, serial: &str) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
         super::cockpit::record_wallet_events(
-            &mut *tx,
+            &mut tx,
             "remove",
             crate::domain::now_ms(),
             "r.device_library_identifier = $2 AND r.serial_number = $3",
@@ -186,7 +186,7 @@ impl Store {
     /// older than the one stored is ignored.
     pub async fn mark_fetched(&self, fetches: &[(String, i64)]) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
-        super::cockpit::count_fetches_after_push(&mut *tx, fetches).await?;
+        super::cockpit::count_fetches_after_push(&mut tx, fetches).await?;
         for chunk in fetches.chunks(CHUNK / 2) {
             let sql = format!(
                 "UPDATE passes SET last_fetched_at = v.column2
@@ -416,11 +416,11 @@ impl Store {
             s.results.iter().partition(|(_, _, r)| r == "delivered");
         for (name, pushes) in [("pushes_sent", sent), ("pushes_failed", failed)] {
             let serials: Vec<&str> = pushes.iter().map(|(_, s, _)| s.as_str()).collect();
-            super::cockpit::count_for_serials(&mut *tx, name, day, &serials).await?;
+            super::cockpit::count_for_serials(&mut tx, name, day, &serials).await?;
         }
         for (device, serial) in &s.gone {
             super::cockpit::record_wallet_events(
-                &mut *tx,
+                &mut tx,
                 "remove",
                 now,
                 "r.device_library_identifier = $2 AND r.serial_number = $3",
