@@ -207,8 +207,19 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
 
 /// Unknown paths: the API's error shape under `/api/`, so clients parse every answer alike.
 /// The code differs from a handler's `not_found`, which names a missing resource.
-async fn no_route(uri: axum::http::Uri) -> axum::response::Response {
+/// Under `/staff/` a signed-in staff member gets a page with the navigation.
+async fn no_route(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let (mut parts, _) = req.into_parts();
+    let uri = parts.uri.clone();
+    if uri.path().starts_with("/staff/")
+        && let Some(page) = crate::cockpit::not_found(&mut parts, &state).await
+    {
+        return page;
+    }
     if uri.path().starts_with("/api/") {
         crate::api::error::ApiError::new(
             axum::http::StatusCode::NOT_FOUND,

@@ -155,6 +155,16 @@ impl PageError {
     }
 }
 
+/// A page for an unknown `/staff/` path with the navigation, when a staff member is signed in.
+pub async fn not_found(
+    parts: &mut axum::http::request::Parts,
+    state: &AppState,
+) -> Option<Response> {
+    use axum::extract::FromRequestParts;
+    let staff = Staff::from_request_parts(parts, state).await.ok()?;
+    Some(PageError::NotFound("page").page(&staff))
+}
+
 #[derive(Deserialize, Default)]
 pub struct DashboardQuery {
     program: Option<String>,
