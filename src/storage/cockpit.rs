@@ -248,6 +248,10 @@ pub(super) async fn count_fetches_after_push(
     Ok(())
 }
 
+// The day's reads put the time-indexed table first and join `members` by id (`CROSS JOIN`
+// fixes that order on SQLite, whose planner has no statistics unless ANALYZE ran and would
+// otherwise walk every member of the program); PostgreSQL plans them freely.
+
 impl Store {
     /// Adds join-page views: `(program id, day, views)`.
     pub async fn add_join_views(&self, views: &[(String, i64, i64)]) -> Result<()> {
@@ -348,8 +352,8 @@ impl Store {
         };
         let n = |r: AnyRow| super::rows::int(&r, "n");
         f.issued = n(count(
-            "SELECT COUNT(*) AS n FROM passes p JOIN members m ON m.id = p.member_id
-             WHERE p.created_at >= $1 AND p.created_at < $2 AND m.program_id = $3",
+            "SELECT COUNT(*) AS n FROM passes p CROSS JOIN members m
+             WHERE m.id = p.member_id AND p.created_at >= $1 AND p.created_at < $2 AND m.program_id = $3",
         )
         .await?)?;
         f.new_members = n(count(
@@ -358,20 +362,21 @@ impl Store {
         )
         .await?)?;
         f.joins = n(count(
-            "SELECT COUNT(*) AS n FROM consents c JOIN members m ON m.id = c.member_id
-             WHERE c.recorded_at >= $1 AND c.recorded_at < $2 AND c.source = 'join'
+            "SELECT COUNT(*) AS n FROM consents c CROSS JOIN members m
+             WHERE m.id = c.member_id AND c.recorded_at >= $1 AND c.recorded_at < $2 AND c.source = 'join'
                AND c.kind = 'data' AND m.program_id = $3",
         )
         .await?)?;
         f.first_installs = n(count(
-            "SELECT COUNT(*) AS n FROM members m
-             WHERE m.program_id = $3
-               AND m.id IN (SELECT member_id FROM wallet_events
-                            WHERE kind = 'install' AND at >= $1 AND at < $2
-                            UNION
-                            SELECT member_id FROM google_events
-                            WHERE event_type = 'save' AND received_at >= $1 AND received_at < $2
-                              AND member_id IS NOT NULL)
+            "SELECT COUNT(*) AS n
+             FROM (SELECT member_id FROM wallet_events
+                   WHERE kind = 'install' AND at >= $1 AND at < $2
+                   UNION
+                   SELECT member_id FROM google_events
+                   WHERE event_type = 'save' AND received_at >= $1 AND received_at < $2
+                     AND member_id IS NOT NULL) t
+             CROSS JOIN members m
+             WHERE m.id = t.member_id AND m.program_id = $3
                AND NOT EXISTS (SELECT 1 FROM wallet_events w
                                WHERE w.member_id = m.id AND w.kind = 'install' AND w.at < $1)
                AND NOT EXISTS (SELECT 1 FROM google_events g
@@ -388,8 +393,8 @@ impl Store {
         ] {
             let sql = format!(
                 "SELECT COUNT(DISTINCT e.member_id) AS n FROM ledger_entries e
-                 JOIN members m ON m.id = e.member_id
-                 WHERE e.created_at >= $1 AND e.created_at < $2 AND m.program_id = $3
+                 CROSS JOIN members m
+                 WHERE m.id = e.member_id AND e.created_at >= $1 AND e.created_at < $2 AND m.program_id = $3
                    AND {e}
                    AND NOT EXISTS (SELECT 1 FROM ledger_entries e2
                                    WHERE e2.member_id = e.member_id AND e2.created_at < $1
@@ -424,8 +429,8 @@ impl Store {
         }
         let rows = sqlx::query(
             "SELECT g.event_type, COUNT(*) AS n FROM google_events g
-             JOIN members m ON m.id = g.member_id
-             WHERE g.received_at >= $1 AND g.received_at < $2 AND m.program_id = $3
+             CROSS JOIN members m
+             WHERE m.id = g.member_id AND g.received_at >= $1 AND g.received_at < $2 AND m.program_id = $3
              GROUP BY g.event_type",
         )
         .bind(from)
@@ -444,8 +449,8 @@ impl Store {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT e.kind, CAST(COALESCE(SUM(e.points), 0) AS BIGINT) AS points,
                     CAST(COALESCE(SUM(CASE WHEN {PURCHASE} THEN 1 ELSE 0 END), 0) AS BIGINT) AS purchases
-             FROM ledger_entries e JOIN members m ON m.id = e.member_id
-             WHERE e.created_at >= $1 AND e.created_at < $2 AND m.program_id = $3
+             FROM ledger_entries e CROSS JOIN members m
+             WHERE m.id = e.member_id AND e.created_at >= $1 AND e.created_at < $2 AND m.program_id = $3
              GROUP BY e.kind"
         )))
         .bind(from)
@@ -497,8 +502,8 @@ impl Store {
                               SUM(CASE WHEN e.created_at >= $1 THEN 1 ELSE 0 END) AS c7,
                               SUM(CASE WHEN e.created_at >= $2 THEN 1 ELSE 0 END) AS c30,
                               COUNT(*) AS c90
-                       FROM ledger_entries e JOIN members m ON m.id = e.member_id
-                       WHERE e.created_at >= $3 AND e.created_at < $4 AND m.program_id = $5
+                       FROM ledger_entries e CROSS JOIN members m
+                       WHERE m.id = e.member_id AND e.created_at >= $3 AND e.created_at < $4 AND m.program_id = $5
                          AND {PURCHASE}
                        GROUP BY e.member_id) t"
             )))
