@@ -347,7 +347,9 @@ pub async fn cockpit_loop(state: AppState, beat: Beat) {
 
 /// One round of the cockpit job as of `now`, under the `cockpit` lease (one instance at a
 /// time): recomputes today's and yesterday's figures of every program from the raw tables
-/// (so a commit that landed after midnight with an earlier time still counts), and up to
+/// (so a commit that landed after midnight with an earlier time still counts; the 7/30/90-day
+/// windows and tiers, which read 90 days of purchases, every 15 minutes and once after the day
+/// ended: `storage::cockpit::windows_due`), and up to
 /// `COCKPIT_BACKFILL` days marked dirty; a program seen for the first time has its whole
 /// history marked. Older days are final. Returns the days computed, `None` when a step failed.
 pub async fn cockpit_once(store: &crate::storage::Store, now: i64) -> Option<usize> {
@@ -383,10 +385,18 @@ pub async fn cockpit_once(store: &crate::storage::Store, now: i64) -> Option<usi
             }
         }
         for day in [today - DAY_MS, today] {
-            let computed = match store.compute_day(&program, day, true, now).await {
-                Ok(f) => store.store_day(&f).await,
-                Err(e) => Err(e),
-            };
+            let computed = async {
+                let stored = store.daily_figures(&program, day, day).await?.pop();
+                let due = crate::storage::windows_due(stored.as_ref(), day, now);
+                let mut f = store.compute_day(&program, day, due, now).await?;
+                if let (false, Some(s)) = (due, stored) {
+                    // Kept from the last computation of the windows.
+                    (f.active, f.repeat, f.tiers, f.windows_at) =
+                        (s.active, s.repeat, s.tiers, s.windows_at);
+                }
+                store.store_day(&f).await
+            }
+            .await;
             match computed {
                 Ok(()) => done += 1,
                 Err(e) => {

@@ -37,6 +37,9 @@ CREATE TABLE daily_figures (
     repeat_30           BIGINT,
     repeat_90           BIGINT,
     tiers               TEXT,
+    -- When the windows and tiers were computed (they cost a read of 90 days of purchases, so
+    -- the job refreshes them every 15 minutes, and once more after the day ended).
+    windows_at          BIGINT,
     computed_at         BIGINT NOT NULL,
     PRIMARY KEY (program_id, day)
 );

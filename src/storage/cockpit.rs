@@ -59,11 +59,27 @@ pub struct DailyFigures {
     pub repeat: [Option<i64>; 3],
     /// Tier id ("" for none) -> members, when computed.
     pub tiers: Option<BTreeMap<String, i64>>,
+    /// When `active`, `repeat` and `tiers` were computed.
+    pub windows_at: Option<i64>,
     pub computed_at: i64,
 }
 
 /// The window lengths of `DailyFigures::active`, in days.
 pub const WINDOWS: [i64; 3] = [7, 30, 90];
+
+/// How often today's windows and tiers are recomputed.
+pub const WINDOWS_EVERY_MS: i64 = 15 * 60_000;
+/// A day's windows computed this long after it ended are final.
+const WINDOWS_FINAL_MS: i64 = 5 * 60_000;
+
+/// Whether a day's windows and tiers should be recomputed now, given its stored row: never
+/// computed, or not final yet and older than `WINDOWS_EVERY_MS`.
+pub fn windows_due(stored: Option<&DailyFigures>, day: i64, now: i64) -> bool {
+    match stored.and_then(|s| s.windows_at) {
+        None => true,
+        Some(at) => at < day + DAY_MS + WINDOWS_FINAL_MS && now - at >= WINDOWS_EVERY_MS,
+    }
+}
 
 /// Sums of every day up to a period's end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -154,6 +170,7 @@ impl DailyFigures {
             active: [opt("active_7")?, opt("active_30")?, opt("active_90")?],
             repeat: [opt("repeat_7")?, opt("repeat_30")?, opt("repeat_90")?],
             tiers: tiers.and_then(|t| serde_json::from_str(&t).ok()),
+            windows_at: opt("windows_at")?,
             computed_at: get("computed_at")?,
         })
     }
@@ -328,7 +345,8 @@ impl Store {
     }
 
     /// Computes one program's figures for one day from the raw tables; `recent` adds the
-    /// distinct-member windows and the members per tier (today's and yesterday's rows).
+    /// distinct-member windows and the members per tier (today's and yesterday's rows, when
+    /// `windows_due`).
     pub async fn compute_day(
         &self,
         program_id: &str,
@@ -529,6 +547,7 @@ impl Store {
                 tiers.insert(r.try_get::<String, _>("tier")?, n(r)?);
             }
             f.tiers = Some(tiers);
+            f.windows_at = Some(now);
         }
         Ok(f)
     }
@@ -557,15 +576,16 @@ impl Store {
         let updates = COLUMNS
             .iter()
             .chain(extra.iter())
-            .chain(["tiers"].iter())
+            .chain(["tiers", "windows_at"].iter())
             .map(|c| format!("{c} = excluded.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "INSERT INTO daily_figures (program_id, day, {names}, {extra}, tiers)
-             VALUES ($1, $2, {marks}, {extra_marks}, ${tiers_mark})
+            "INSERT INTO daily_figures (program_id, day, {names}, {extra}, tiers, windows_at)
+             VALUES ($1, $2, {marks}, {extra_marks}, ${tiers_mark}, ${windows_mark})
              ON CONFLICT (program_id, day) DO UPDATE SET {updates}",
-            extra = extra.join(", ")
+            extra = extra.join(", "),
+            windows_mark = tiers_mark + 1,
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
             .bind(&f.program_id)
@@ -581,6 +601,7 @@ impl Store {
                 .as_ref()
                 .map(|t| serde_json::to_string(t).expect("a map of counts")),
         );
+        q = q.bind(f.windows_at);
         let (_turn, mut tx) = self.write_tx().await?;
         q.execute(&mut *tx).await?;
         sqlx::query("DELETE FROM cockpit_dirty WHERE program_id = $1 AND day = $2")
@@ -634,5 +655,35 @@ impl Store {
             members_installed: g("installed")?,
             members_purchased: g("purchased")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_refreshed_every_15_minutes_until_a_while_after_the_day() {
+        let day = 100 * DAY_MS;
+        let row = |at| DailyFigures {
+            windows_at: Some(at),
+            ..DailyFigures::default()
+        };
+        assert!(windows_due(None, day, day + 1));
+        assert!(!windows_due(Some(&row(day + 1)), day, day + 60_000));
+        assert!(windows_due(
+            Some(&row(day + 1)),
+            day,
+            day + WINDOWS_EVERY_MS + 1
+        ));
+        // Computed after the day ended (and its grace): final.
+        let last = day + DAY_MS + WINDOWS_FINAL_MS;
+        assert!(!windows_due(Some(&row(last)), day, last + 10 * DAY_MS));
+        // Computed just before midnight: once more after it.
+        assert!(windows_due(
+            Some(&row(day + DAY_MS - 1)),
+            day,
+            day + DAY_MS + WINDOWS_EVERY_MS
+        ));
     }
 }

@@ -95,8 +95,10 @@ impl Store {
                 conds.push(format!("({})", ors.join(" OR ")));
             } else {
                 // A barcode or an external id, exactly: each is one index probe.
+                // Two statements: an OR of the two makes SQLite scan when it has statistics.
                 let exact = sqlx::query(
-                    "SELECT id FROM members WHERE program_id = $1 AND (barcode = $2 OR external_id = $2)",
+                    "SELECT id FROM members WHERE barcode = $2 AND program_id = $1
+                     UNION SELECT id FROM members WHERE program_id = $1 AND external_id = $2",
                 )
                 .bind(&f.program_id)
                 .bind(q)

@@ -36,7 +36,7 @@ mod withdrawal;
 
 pub use api_keys::{ApiKeyRecord, Role};
 pub use audit::{AffectedMember, AuditEntry, AuditFilter};
-pub use cockpit::{Cumulative, DAY_MS, DailyFigures, WINDOWS, day_of};
+pub use cockpit::{Cumulative, DAY_MS, DailyFigures, WINDOWS, day_of, windows_due};
 pub use designer::{BUSY as PUBLISH_BUSY, Draft, PublishJob, TemplateSummary, VersionInfo};
 pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
 pub use erasure::Erasure;
