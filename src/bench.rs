@@ -147,6 +147,9 @@ pub struct LedgerBench {
     pub bare_insert_tx_per_sec: f64,
     pub ledger_earn_tx_per_sec: f64,
     pub ratio: f64,
+    /// Checkout transactions: a hold of 1 point, then its capture (two transactions each).
+    pub hold_capture_tx_per_sec: f64,
+    pub hold_capture_ratio: f64,
 }
 
 /// `tessera bench ledger`: idempotent earn postings per second through the storage layer next to
@@ -255,6 +258,7 @@ async fn ledger_on(
         let rounds = 3;
         let per_round = Duration::from_secs_f64(seconds / rounds as f64 / 2.0);
         let (mut bare, mut ledger) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
+        let mut checkout = (0u64, Duration::ZERO);
         for round in 0..rounds {
             let s = store.clone();
             let r = run_writers(writers, per_round, move |w, i| {
@@ -267,6 +271,7 @@ async fn ledger_on(
             })
             .await?;
             bare = (bare.0 + r.0, bare.1 + r.1);
+            let checkout_members = members.clone();
             let (s, members) = (store.clone(), members.clone());
             let r = run_writers(writers, per_round, move |w, i| {
                 let (s, members) = (s.clone(), members.clone());
@@ -297,15 +302,56 @@ async fn ledger_on(
             })
             .await?;
             ledger = (ledger.0 + r.0, ledger.1 + r.1);
+            // A checkout: reserve a point (idempotent), then capture it, as a till would.
+            let (s, members) = (store.clone(), checkout_members);
+            let r = run_writers(writers, per_round, move |w, i| {
+                let (s, members) = (s.clone(), members.clone());
+                async move {
+                    let key = format!("hold-{writers}-{round}-{w}-{i}");
+                    let idem = |key: String| Idempotency {
+                        api_key_id: "bench".into(),
+                        key,
+                        request_hash: "h".into(),
+                    };
+                    let by = crate::storage::Actor {
+                        id: Some("bench"),
+                        ..Default::default()
+                    };
+                    let now = now_ms();
+                    let new = crate::storage::NewHold {
+                        points: 1,
+                        expires_at: now + 600_000,
+                        external_ref: Some(&key),
+                    };
+                    let (hold, _) = s
+                        .create_hold(&members[w], &new, by, Some(&idem(key.clone())), now)
+                        .await?;
+                    s.capture_hold(
+                        &hold.id,
+                        None,
+                        by,
+                        Some(&idem(format!("{key}-c"))),
+                        now_ms(),
+                    )
+                    .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            // Two transactions per checkout.
+            checkout = (checkout.0 + 2 * r.0, checkout.1 + r.1);
         }
         let bare_rate = bare.0 as f64 / bare.1.as_secs_f64();
         let ledger_rate = ledger.0 as f64 / ledger.1.as_secs_f64();
+        let checkout_rate = checkout.0 as f64 / checkout.1.as_secs_f64();
         rows.push(LedgerBench {
             backend,
             writers,
             bare_insert_tx_per_sec: bare_rate.round(),
             ledger_earn_tx_per_sec: ledger_rate.round(),
             ratio: (ledger_rate / bare_rate * 1000.0).round() / 1000.0,
+            hold_capture_tx_per_sec: checkout_rate.round(),
+            hold_capture_ratio: (checkout_rate / bare_rate * 1000.0).round() / 1000.0,
         });
     }
     Ok(rows)

@@ -1,5 +1,6 @@
 //! Outgoing e-mail over SMTP (`[email]`): the card link a returning customer asked for, sent
-//! to the address stored with their membership, never to whoever typed it.
+//! to the address stored with their membership, never to whoever typed it; and the link that
+//! confirms a new join's address (double opt-in) before any card exists.
 //!
 //! Each message is plain text and HTML, rendered per program and language from
 //! `templates/email/`.
@@ -111,6 +112,48 @@ impl CardLink {
     }
 }
 
+/// What a join confirmation says: the program and the link that issues the card. Nothing the
+/// visitor typed (a name could carry a spammer's text to any address).
+pub struct JoinConfirm {
+    pub program_name: String,
+    pub link: String,
+    pub valid_hours: u32,
+}
+
+#[derive(Template)]
+#[template(path = "email/join_confirm_en.txt")]
+struct ConfirmEnText<'a>(&'a JoinConfirm);
+#[derive(Template)]
+#[template(path = "email/join_confirm_en.html")]
+struct ConfirmEnHtml<'a>(&'a JoinConfirm);
+#[derive(Template)]
+#[template(path = "email/join_confirm_fr.txt")]
+struct ConfirmFrText<'a>(&'a JoinConfirm);
+#[derive(Template)]
+#[template(path = "email/join_confirm_fr.html")]
+struct ConfirmFrHtml<'a>(&'a JoinConfirm);
+
+impl JoinConfirm {
+    /// (subject, plain text, HTML) in `lang`.
+    pub fn render(&self, lang: Lang) -> Result<(String, String, String), askama::Error> {
+        Ok(match lang {
+            Lang::En => (
+                format!("Confirm your e-mail to get your {} card", self.program_name),
+                ConfirmEnText(self).render()?,
+                ConfirmEnHtml(self).render()?,
+            ),
+            Lang::Fr => (
+                format!(
+                    "Confirmez votre e-mail pour recevoir votre carte {}",
+                    self.program_name
+                ),
+                ConfirmFrText(self).render()?,
+                ConfirmFrHtml(self).render()?,
+            ),
+        })
+    }
+}
+
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
@@ -151,7 +194,24 @@ impl Mailer {
         mail: &CardLink,
         lang: Lang,
     ) -> Result<(), EmailError> {
-        let (subject, text, html) = mail.render(lang)?;
+        self.send(to, mail.render(lang)?).await
+    }
+
+    /// Sends the link confirming a join to the address it gave, in `lang`.
+    pub async fn send_join_confirm(
+        &self,
+        to: &str,
+        mail: &JoinConfirm,
+        lang: Lang,
+    ) -> Result<(), EmailError> {
+        self.send(to, mail.render(lang)?).await
+    }
+
+    async fn send(
+        &self,
+        to: &str,
+        (subject, text, html): (String, String, String),
+    ) -> Result<(), EmailError> {
         let message = Message::builder()
             .from(self.from.clone())
             .to(to.parse().map_err(EmailError::To)?)
@@ -179,6 +239,20 @@ mod tests {
             assert!(subject.contains("Café <Bleu>"));
             assert!(text.contains("https://x.example/card/abc.def") && text.contains("Ada"));
             assert!(html.contains(r#"href="https://x.example/card/abc.def""#));
+            assert!(html.contains("Café &#60;Bleu&#62;"), "{html}");
+        }
+        let confirm = JoinConfirm {
+            program_name: "Café <Bleu>".into(),
+            link: "https://x.example/join/cafe/confirm/tok".into(),
+            valid_hours: 24,
+        };
+        for lang in [Lang::En, Lang::Fr] {
+            let (subject, text, html) = confirm.render(lang).unwrap();
+            assert!(subject.contains("Café <Bleu>"));
+            assert!(
+                text.contains("https://x.example/join/cafe/confirm/tok") && text.contains("24")
+            );
+            assert!(html.contains(r#"href="https://x.example/join/cafe/confirm/tok""#));
             assert!(html.contains("Café &#60;Bleu&#62;"), "{html}");
         }
         assert_eq!(

@@ -216,6 +216,23 @@ pub async fn run_once(state: &AppState) -> Option<usize> {
         tracing::error!(error = %e, "purging spent throttle state failed");
         failed = true;
     }
+    // Holds open past their expiry release their points (each in its member's transaction, so
+    // a capture racing the expiry resolves the hold once).
+    loop {
+        match state.store.expire_holds(now_ms(), EXPIRY_BATCH).await {
+            Ok(n) if (n as i64) < EXPIRY_BATCH => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "releasing expired holds failed; retrying next tick");
+                failed = true;
+                break;
+            }
+        }
+    }
+    if let Err(e) = state.store.purge_pending_joins(now_ms()).await {
+        tracing::error!(error = %e, "purging expired join confirmations failed");
+        failed = true;
+    }
     let retention = state.config.ledger.idempotency_retention_hours as i64 * 3_600_000;
     if let Err(e) = state
         .store

@@ -38,6 +38,8 @@ pub const DEFAULT_KEY_FILE: &str = "privacy-key";
 pub enum Field {
     Email,
     Phone,
+    /// A join waiting for its e-mail to be confirmed, bound to its token's hash.
+    PendingJoin,
 }
 
 impl Field {
@@ -45,6 +47,7 @@ impl Field {
         match self {
             Field::Email => "members.email",
             Field::Phone => "members.phone",
+            Field::PendingJoin => "pending_joins.payload",
         }
     }
 }

@@ -40,6 +40,13 @@ pub fn random_barcode(bytes: usize) -> String {
     random_token(bytes).to_ascii_uppercase()
 }
 
+/// The SHA-256 of a random secret, as lowercase hex: what is stored of session tokens, API keys
+/// and join confirmation links, so a copy of the database opens nothing.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    data_encoding::HEXLOWER.encode(&Sha256::digest(token.as_bytes()))
+}
+
 /// Compares two secrets without leaking where they differ through timing.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && openssl::memcmp::eq(a, b)

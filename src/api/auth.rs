@@ -4,12 +4,11 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::ledger::PointLimits;
-use crate::secret::{constant_time_eq, random_token};
+use crate::secret::{constant_time_eq, random_token, token_hash as hash_secret};
 use crate::storage::{Role, StorageError, Store};
 
 /// The authenticated caller of an API request.
@@ -52,10 +51,6 @@ pub async fn create_key(
         .insert_api_key(&id, name, role, &hash_secret(&secret), limits)
         .await?;
     Ok((id.clone(), format!("tsk_{id}_{secret}")))
-}
-
-fn hash_secret(secret: &str) -> String {
-    data_encoding::HEXLOWER.encode(&Sha256::digest(secret.as_bytes()))
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -46,6 +46,7 @@ pub async fn member_view(state: &AppState, m: &Member) -> Result<MemberView, Api
     let next = program.rules.next_tier(m.tier.as_deref());
     Ok(MemberView {
         member: MemberSummary::new(m, &program.rules),
+        available_points: m.points - standing.held,
         tier_progress: TierProgress {
             basis: program.rules.tiers.basis,
             window_days: program.rules.tiers.window_days,

@@ -7,6 +7,7 @@ mod enrollment;
 pub mod error;
 mod export;
 mod google;
+mod holds;
 mod keys;
 mod lifecycle;
 mod members;
@@ -96,6 +97,10 @@ fn documented() -> OpenApiRouter<AppState> {
             transactions::post_transaction,
             transactions::list_transactions
         ))
+        .routes(routes!(holds::create_hold))
+        .routes(routes!(holds::get_hold))
+        .routes(routes!(holds::capture_hold))
+        .routes(routes!(holds::void_hold))
         .routes(routes!(
             enrollment::get_enrollment,
             enrollment::put_enrollment

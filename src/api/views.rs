@@ -209,6 +209,8 @@ pub struct NextExpiry {
 pub struct MemberView {
     #[serde(flatten)]
     pub member: MemberSummary,
+    /// `points` less what open holds reserve: what the member can spend now.
+    pub available_points: i64,
     pub tier_progress: TierProgress,
     pub next_expiry: Option<NextExpiry>,
     pub pass: PassView,
@@ -351,4 +353,46 @@ pub struct MessagesQueued {
     pub message_id: String,
     /// Cards newly queued (0 for a retry).
     pub queued: u64,
+}
+
+/// A hold: points reserved for a checkout until captured, voided or expired.
+#[derive(Serialize, ToSchema)]
+pub struct HoldView {
+    pub id: String,
+    pub member_id: String,
+    /// The points reserved.
+    pub points: i64,
+    pub state: crate::ledger::HoldState,
+    /// The points a capture redeemed; the rest was released.
+    pub captured_points: Option<i64>,
+    /// The redemption entry a capture posted.
+    pub entry_id: Option<String>,
+    pub external_ref: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub resolved_at: Option<i64>,
+}
+
+impl From<&crate::ledger::Hold> for HoldView {
+    fn from(h: &crate::ledger::Hold) -> Self {
+        HoldView {
+            id: h.id.clone(),
+            member_id: h.member_id.clone(),
+            points: h.points,
+            state: h.state,
+            captured_points: h.captured,
+            entry_id: h.entry_id.clone(),
+            external_ref: h.external_ref.clone(),
+            created_at: h.created_at,
+            expires_at: h.expires_at,
+            resolved_at: h.resolved_at,
+        }
+    }
+}
+
+/// A capture: the hold as resolved and the redemption it posted.
+#[derive(Serialize, ToSchema)]
+pub struct CaptureView {
+    pub hold: HoldView,
+    pub transaction: TransactionView,
 }

@@ -118,7 +118,7 @@ pub struct JoinInput {
 
 /// A checked join: details normalised for matching (lower-case e-mail, digits-only phone with
 /// its leading `+`), the consents as given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Join {
     pub name: String,
     pub phone: Option<String>,

@@ -34,10 +34,12 @@ pub const PLACEHOLDERS: &[&str] = &[
     "points_to_next_tier",
     "next_expiry_date",
     "next_expiry_points",
+    "available",
 ];
 
 /// Placeholders whose values need the member's standing (tier progress, expiry) from the ledger.
 const STANDING_PLACEHOLDERS: &[&str] = &[
+    "available",
     "next_tier",
     "points_to_next_tier",
     "next_expiry_date",
@@ -520,6 +522,8 @@ pub struct Standing<'a> {
     pub points_to_next_tier: i64,
     /// The earliest expiry (milliseconds) and the points lapsing then.
     pub next_expiry: Option<(i64, i64)>,
+    /// Points reserved by open holds: `{{available}}` is the balance less these.
+    pub held: i64,
 }
 
 /// A W3C date-time at midnight UTC of an instant, as Wallet requires (`apple-wallet.md` §4.3).
@@ -543,6 +547,7 @@ impl Substitutions<'_> {
     pub fn fill(&self, template: &str) -> FieldValue {
         match template.trim() {
             "{{balance}}" => return FieldValue::Number(self.balance),
+            "{{available}}" => return FieldValue::Number(self.balance - self.standing.held),
             "{{points_to_next_tier}}" => {
                 return FieldValue::Number(self.standing.points_to_next_tier);
             }
@@ -562,6 +567,7 @@ impl Substitutions<'_> {
             };
             match after[..end].trim() {
                 "balance" => out.push_str(&self.balance.to_string()),
+                "available" => out.push_str(&(self.balance - self.standing.held).to_string()),
                 "tier" => out.push_str(self.tier),
                 "member_name" => out.push_str(self.member_name),
                 "external_id" => out.push_str(self.external_id),

@@ -7,6 +7,11 @@
 //! duplicate and never hands over that member's card: the card link is e-mailed to the
 //! member's stored address (`crate::email`), and the visitor gets the same page whatever
 //! matched. Submissions are throttled per client address.
+//!
+//! With e-mail configured, a join that gives an address is confirmed first (double opt-in):
+//! the visitor always sees "check your e-mail", whether or not the address is a member's, and
+//! nothing is made until the link sent to that address is opened (`/join/<slug>/confirm/…`).
+//! So the page tells a stranger nothing, and nobody can take a card in someone else's name.
 
 use std::net::SocketAddr;
 
@@ -41,6 +46,10 @@ const JOIN_CSRF_COOKIE: &str = "tessera_join";
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/join/{slug}", get(join_page).post(join))
+        .route(
+            "/join/{slug}/confirm/{token}",
+            get(confirm_page).post(confirm),
+        )
         .route("/join/{slug}/qr.svg", get(qr_svg))
         .route("/join/{slug}/qr.png", get(qr_png))
         .route("/join/{slug}/logo.png", get(logo))
@@ -266,36 +275,310 @@ async fn join(
                 .into_response();
         }
     };
-    match join_member(&state, &open, &checked).await {
+    let lang = headers
+        .get(ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Lang::En, Lang::from_accept_language);
+    let consents = consents_shown(&open, &checked, now_ms());
+    if let (Some(mailer), Some(email)) = (state.mailer.clone(), checked.email.clone()) {
+        // Double opt-in: the same answer whatever the address is, decided and sent off the
+        // answer's path so it also takes as long.
+        confirm_by_email(&state, &open.program, mailer, checked, consents, lang);
+        return JoinCheckPage {
+            program_name: open.program.name.clone(),
+            background: open.template.design.colors.background.clone(),
+            foreground: open.template.design.colors.foreground.clone(),
+            email,
+            valid_hours: CONFIRM_HOURS,
+        }
+        .into_response();
+    }
+    joined(&state, &open, &checked, &consents, lang).await
+}
+
+/// Answers a join the visitor may see the outcome of: a new member goes to their card; a
+/// returning one is e-mailed their card link at their stored address and sees a page that says
+/// so, whatever matched.
+async fn joined(
+    state: &AppState,
+    open: &Open,
+    join: &crate::domain::enrollment::Join,
+    consents: &[ConsentRecord],
+    lang: Lang,
+) -> Response {
+    match join_member(state, open, join, consents).await {
         Ok((member, true)) => {
             // A new member: their first card. `?welcome` greets them and names the welcome
             // bonus on the card page.
             let (url, _) = state.install_url(&member.id, 0);
-            let path = format!(
-                "{}?welcome=1",
-                url.strip_prefix(state.config.public_base()).unwrap_or(&url)
-            );
-            (StatusCode::SEE_OTHER, [(LOCATION, path)]).into_response()
+            redirect_to(state, &format!("{url}?welcome=1"))
         }
         Ok((member, false)) => {
             // Typing someone's e-mail or phone proves nothing: the card link goes to the
             // address the member registered with, and the visitor sees the same page whatever
             // matched and whether the member has an address at all.
-            let lang = headers
-                .get(ACCEPT_LANGUAGE)
-                .and_then(|v| v.to_str().ok())
-                .map_or(Lang::En, Lang::from_accept_language);
-            send_card_link(&state, &open.program, member, lang);
-            JoinSentPage {
-                program_name: open.program.name.clone(),
-                background: open.template.design.colors.background.clone(),
-                foreground: open.template.design.colors.foreground.clone(),
-                emailed: state.mailer.is_some(),
-            }
-            .into_response()
+            send_card_link(state, &open.program, member, lang);
+            sent_page(state, open)
         }
         Err(e) => page_error(e),
     }
+}
+
+fn sent_page(state: &AppState, open: &Open) -> Response {
+    JoinSentPage {
+        program_name: open.program.name.clone(),
+        background: open.template.design.colors.background.clone(),
+        foreground: open.template.design.colors.foreground.clone(),
+        emailed: state.mailer.is_some(),
+    }
+    .into_response()
+}
+
+/// 303 to `url`, made relative to the public base.
+fn redirect_to(state: &AppState, url: &str) -> Response {
+    let path = url
+        .strip_prefix(state.config.public_base())
+        .unwrap_or(url)
+        .to_string();
+    (StatusCode::SEE_OTHER, [(LOCATION, path)]).into_response()
+}
+
+/// How long the link confirming a join works.
+const CONFIRM_HOURS: u32 = 24;
+
+/// A join waiting for its address to be confirmed, as kept (sealed) in `pending_joins`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingJoin {
+    join: crate::domain::enrollment::Join,
+    /// The consents as shown and answered on the form, recorded if the join is confirmed.
+    consents: Vec<ConsentRecord>,
+    fr: bool,
+}
+
+/// Sends the visitor's address either a link confirming the join (a new address) or, when the
+/// e-mail or phone matches a member, that member their card link at their own stored address.
+/// Runs in the background; per address, confirmations share the card-link budget per hour.
+fn confirm_by_email(
+    state: &AppState,
+    program: &Program,
+    mailer: std::sync::Arc<crate::email::Mailer>,
+    join: crate::domain::enrollment::Join,
+    consents: Vec<ConsentRecord>,
+    lang: Lang,
+) {
+    let state = state.clone();
+    let program = program.clone();
+    tokio::spawn(async move {
+        let Some(to) = join.email.clone() else { return };
+        match state.store.member_matching(&program.id, &join).await {
+            Ok(Some(member_id)) => {
+                match state.store.get_member(&member_id).await {
+                    Ok(member) => send_card_link(&state, &program, member, lang),
+                    Err(e) => tracing::error!(error = %e, "loading a returning member failed"),
+                }
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "matching a join failed");
+                return;
+            }
+        }
+        match state.store.email_key(&to) {
+            Ok(key)
+                if state
+                    .card_link_throttle
+                    .check(&format!("join:{key}"))
+                    .await
+                    .is_ok() => {}
+            Ok(_) => {
+                tracing::info!(program = %program.id, "join confirmation e-mail throttled");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "naming an address for the throttle failed");
+                return;
+            }
+        }
+        let token = random_token(32);
+        let now = now_ms();
+        let pending = PendingJoin {
+            join,
+            consents,
+            fr: lang == Lang::Fr,
+        };
+        let payload = serde_json::to_string(&pending).expect("a pending join serialises");
+        if let Err(e) = state
+            .store
+            .add_pending_join(
+                &crate::secret::token_hash(&token),
+                &program.id,
+                &payload,
+                now,
+                now + i64::from(CONFIRM_HOURS) * 3_600_000,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "keeping a join for confirmation failed");
+            return;
+        }
+        let mail = crate::email::JoinConfirm {
+            program_name: program.name.clone(),
+            link: format!(
+                "{}/join/{}/confirm/{token}",
+                state.config.public_base(),
+                program.slug
+            ),
+            valid_hours: CONFIRM_HOURS,
+        };
+        match mailer.send_join_confirm(&to, &mail, lang).await {
+            Ok(()) => tracing::info!(program = %program.id, "join confirmation e-mailed"),
+            Err(e) => {
+                tracing::warn!(program = %program.id, error = %e, "sending a join confirmation failed")
+            }
+        }
+    });
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/join_check.html")]
+struct JoinCheckPage {
+    program_name: String,
+    background: String,
+    foreground: String,
+    /// The address the visitor typed, shown back to them.
+    email: String,
+    valid_hours: u32,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pages/join_confirm.html")]
+struct JoinConfirmPage {
+    program_name: String,
+    background: String,
+    foreground: String,
+    /// The form posts back to the link itself: opening the link (or a mail scanner fetching it)
+    /// changes nothing; the button makes the card.
+    action: String,
+    /// What was typed with this address, shown to its owner before they confirm.
+    name: String,
+    email: String,
+    phone: Option<String>,
+}
+
+/// The link's join, if it is one of this program's and has not expired.
+async fn pending_for(state: &AppState, open: &Open, token: &str) -> Result<PendingJoin, Response> {
+    let expired = || {
+        (
+            StatusCode::NOT_FOUND,
+            [(CACHE_CONTROL, "no-store")],
+            "this link has expired or is not one of ours; please join again\n",
+        )
+            .into_response()
+    };
+    let found = state
+        .store
+        .pending_join(&crate::secret::token_hash(token), now_ms())
+        .await
+        .map_err(page_error)?;
+    let Some((program_id, payload)) = found else {
+        return Err(expired());
+    };
+    if program_id != open.program.id {
+        return Err(expired());
+    }
+    serde_json::from_str(&payload).map_err(|e| {
+        tracing::error!(error = %e, "a pending join does not read back");
+        expired()
+    })
+}
+
+async fn confirm_page(
+    State(state): State<AppState>,
+    Path((slug, token)): Path<(String, String)>,
+) -> Response {
+    let open = match open_program(&state, &slug).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let pending = match pending_for(&state, &open, &token).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let mut r = JoinConfirmPage {
+        program_name: open.program.name.clone(),
+        background: open.template.design.colors.background.clone(),
+        foreground: open.template.design.colors.foreground.clone(),
+        action: format!("/join/{}/confirm/{token}", open.program.slug),
+        name: pending.join.name,
+        email: pending.join.email.unwrap_or_default(),
+        phone: pending.join.phone,
+    }
+    .into_response();
+    let headers = r.headers_mut();
+    headers.insert(CACHE_CONTROL, "no-store".parse().expect("a header value"));
+    headers.insert(
+        axum::http::header::REFERRER_POLICY,
+        "no-referrer".parse().expect("a header value"),
+    );
+    r
+}
+
+/// Confirms a join from its e-mailed link: the address is the visitor's, so a new member gets
+/// their card, and so does the member registered with that very address. A member found by
+/// the phone alone is e-mailed their card link at their own address, as on the join page.
+/// Opening the link again finds the member the first click made: one member, one bonus.
+async fn confirm(
+    State(state): State<AppState>,
+    Path((slug, token)): Path<(String, String)>,
+    ClientAddr(addr): ClientAddr,
+) -> Response {
+    if let Err(wait) = state.join_throttle.check(&addr).await {
+        return too_many(
+            wait,
+            "too many attempts from your network; please wait a minute and try again",
+        );
+    }
+    let open = match open_program(&state, &slug).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let pending = match pending_for(&state, &open, &token).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let lang = if pending.fr { Lang::Fr } else { Lang::En };
+    let (member, created) = match join_member(&state, &open, &pending.join, &pending.consents).await
+    {
+        Ok(j) => j,
+        Err(e) => return page_error(e),
+    };
+    if created {
+        let (url, _) = state.install_url(&member.id, 0);
+        return redirect_to(&state, &format!("{url}?welcome=1"));
+    }
+    let stored = match state.store.member_contact(&member.id).await {
+        Ok((email, _, _)) => email,
+        Err(e) => return page_error(e),
+    };
+    let same_address = match (&stored, &pending.join.email) {
+        (Some(a), Some(b)) => a.trim().to_lowercase() == *b,
+        _ => false,
+    };
+    if same_address {
+        let generation = match state
+            .store
+            .card_generations(std::slice::from_ref(&member.id))
+            .await
+        {
+            Ok(g) => g.get(&member.id).copied().unwrap_or(0),
+            Err(e) => return page_error(e),
+        };
+        let (url, _) = state.install_url(&member.id, generation);
+        return redirect_to(&state, &url);
+    }
+    send_card_link(&state, &open.program, member, lang);
+    sent_page(&state, &open)
 }
 
 #[derive(Template, WebTemplate)]
@@ -362,14 +645,13 @@ fn send_card_link(state: &AppState, program: &Program, member: Member, lang: Lan
     });
 }
 
-/// Records the join: a new member with both consents as shown and the welcome bonus (credited
-/// once), or finds the member the e-mail or phone matches, changing nothing of theirs.
-async fn join_member(
-    state: &AppState,
+/// The consents a join form showed, as answered: data processing (required to join) and, when
+/// the program asks, marketing.
+fn consents_shown(
     open: &Open,
     join: &crate::domain::enrollment::Join,
-) -> Result<(Member, bool), StorageError> {
-    let now = now_ms();
+    now: i64,
+) -> Vec<ConsentRecord> {
     let s = &open.settings;
     let mut consents = vec![ConsentRecord {
         kind: "data".into(),
@@ -391,6 +673,18 @@ async fn join_member(
             recorded_at: now,
         });
     }
+    consents
+}
+
+/// Records the join: a new member with the consents as shown and the welcome bonus (credited
+/// once), or finds the member the e-mail or phone matches, changing nothing of theirs.
+async fn join_member(
+    state: &AppState,
+    open: &Open,
+    join: &crate::domain::enrollment::Join,
+    consents: &[ConsentRecord],
+) -> Result<(Member, bool), StorageError> {
+    let s = &open.settings;
     let welcome = Operation::EarnPoints {
         points: s.welcome_bonus,
     };
@@ -404,7 +698,7 @@ async fn join_member(
             &open.program,
             &open.template,
             join,
-            &consents,
+            consents,
             (s.welcome_bonus > 0).then_some((&welcome, &origin)),
         )
         .await?;

@@ -611,6 +611,7 @@ mod tests {
             next_tier: "Gold",
             points_to_next_tier: 40,
             next_expiry: Some((1_800_000_000_000, 12)),
+            held: 0,
         };
         let object = loyalty_object_with(
             "1.o",

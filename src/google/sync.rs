@@ -168,6 +168,7 @@ impl Google {
             next_tier: next.map_or("", |t| t.name.as_str()),
             points_to_next_tier: next.map_or(0, |t| (t.threshold - s.qualifying).max(0)),
             next_expiry: s.next_expiry,
+            held: s.held,
         });
         let object = model::loyalty_object_with(
             &object_id,

@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod hold;
+pub use hold::{Hold, HoldState, MAX_HOLD_SECONDS};
+
 use crate::domain::{Checker, Invalid};
 
 /// The largest amount in minor currency units one request may name: far above any real

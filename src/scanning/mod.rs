@@ -31,6 +31,9 @@ pub fn router() -> Router<AppState> {
         .route("/scan", get(page))
         .route("/scan/lookup", post(lookup))
         .route("/scan/members/{id}/operations", post(operate))
+        .route("/scan/members/{id}/holds", post(hold))
+        .route("/scan/holds/{id}/capture", post(capture))
+        .route("/scan/holds/{id}/void", post(void))
         .route("/scan/assets/scan.js", get(script))
 }
 
@@ -118,6 +121,7 @@ async fn member_json(state: &AppState, m: &Member) -> Result<serde_json::Value, 
         "name": m.display_name,
         "program": program.name,
         "points": m.points,
+        "available": m.points - standing.held,
         "tier": program.rules.tier_name(m.tier.as_deref()),
         "next_expiry": standing.next_expiry.map(|(at, points)| json!({
             "date": crate::domain::template::w3c_date(at).get(..10).unwrap_or_default().to_string(),
@@ -207,13 +211,10 @@ async fn operate(
     if let Err(r) = cashier(&staff, &req.csrf) {
         return r.into_response();
     }
-    let key = req.key.trim();
-    if !(8..=255).contains(&key.len()) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "the operation key must have 8 to 255 characters",
-        );
-    }
+    let key = match operation_key(&req.key) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
+    };
     let in_range = |v: Option<i64>, max: i64| v.filter(|n| (1..=max).contains(n));
     let op = match (
         &req.kind,
@@ -236,7 +237,7 @@ async fn operate(
         }
     };
     let user = &staff.session.user;
-    let actor = format!("staff:{}", user.id);
+    let (actor, limits) = staff_actor(&staff);
     let canonical = json!({
         "member_id": member_id, "kind": req.kind, "amount_minor": req.amount_minor, "points": req.points,
     });
@@ -249,10 +250,7 @@ async fn operate(
     // limits, and checks them in the posting's own transaction.
     let by = Actor {
         id: Some(&actor),
-        limits: PointLimits {
-            per_operation: user.max_points_per_operation,
-            per_day: user.max_points_per_day,
-        },
+        limits,
     };
     match points::post(
         &state.store,
@@ -276,42 +274,208 @@ async fn operate(
                     "entry_id": outcome.entry.id,
                     "points": outcome.entry.points,
                     "balance": outcome.balance,
+                    "available": outcome.balance - state.store.held_points(&member_id).await.unwrap_or(0),
                     "tier": outcome.tier,
                     "replayed": replayed,
                 })),
             )
                 .into_response()
         }
-        Err(StorageError::Insufficient { available }) => refuse(
+        Err(e) => refusal(e),
+    }
+}
+
+/// The cashier's key for a page operation: 8 to 255 characters, made once per operation.
+fn operation_key(key: &str) -> Result<&str, Refused> {
+    let key = key.trim();
+    if !(8..=255).contains(&key.len()) {
+        return Err(Refused(
+            StatusCode::BAD_REQUEST,
+            "the operation key must have 8 to 255 characters".into(),
+        ));
+    }
+    Ok(key)
+}
+
+/// `staff:<id>`, the cashier as the ledger records them, and their limits.
+fn staff_actor(staff: &Staff) -> (String, PointLimits) {
+    let user = &staff.session.user;
+    (
+        format!("staff:{}", user.id),
+        PointLimits {
+            per_operation: user.max_points_per_operation,
+            per_day: user.max_points_per_day,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct HoldRequest {
+    csrf: String,
+    points: i64,
+    key: String,
+}
+
+/// Pay with points, step one: the points are reserved while the customer confirms.
+async fn hold(
+    State(state): State<AppState>,
+    staff: Staff,
+    audit: crate::web::audit::Audit,
+    Path(member_id): Path<String>,
+    Json(req): Json<HoldRequest>,
+) -> Response {
+    if let Err(r) = cashier(&staff, &req.csrf) {
+        return r.into_response();
+    }
+    let key = match operation_key(&req.key) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
+    };
+    if !(1..=MAX_POINTS).contains(&req.points) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "enter the points to pay with, more than 0",
+        );
+    }
+    audit.members([member_id.as_str()]);
+    let (actor, limits) = staff_actor(&staff);
+    let canonical = json!({"hold_for": member_id, "points": req.points});
+    let idempotency = points::idempotency(&actor, key, &canonical);
+    let now = now_ms();
+    let new = crate::storage::NewHold {
+        points: req.points,
+        expires_at: now + HOLD_MS,
+        external_ref: None,
+    };
+    let by = Actor {
+        id: Some(&actor),
+        limits,
+    };
+    match state
+        .store
+        .create_hold(&member_id, &new, by, Some(&idempotency), now)
+        .await
+    {
+        Ok((hold, _)) => Json(json!({"hold_id": hold.id, "points": hold.points})).into_response(),
+        Err(e) => refusal(e),
+    }
+}
+
+/// A cashier's hold lasts while the customer confirms at the till.
+const HOLD_MS: i64 = 10 * 60 * 1000;
+
+#[derive(Deserialize)]
+struct ResolveRequest {
+    csrf: String,
+    /// The capture's own key (a retry sends the same); unused by a void.
+    #[serde(default)]
+    key: String,
+}
+
+/// Pay with points, confirmed: the held points are redeemed, within the cashier's limits.
+async fn capture(
+    State(state): State<AppState>,
+    staff: Staff,
+    audit: crate::web::audit::Audit,
+    Path(hold_id): Path<String>,
+    Json(req): Json<ResolveRequest>,
+) -> Response {
+    if let Err(r) = cashier(&staff, &req.csrf) {
+        return r.into_response();
+    }
+    let key = match operation_key(&req.key) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
+    };
+    let (actor, limits) = staff_actor(&staff);
+    let idempotency = points::idempotency(&actor, key, &json!({"capture": hold_id}));
+    let by = Actor {
+        id: Some(&actor),
+        limits,
+    };
+    match state
+        .store
+        .capture_hold(&hold_id, None, by, Some(&idempotency), now_ms())
+        .await
+    {
+        Ok((c, replayed)) => {
+            audit.members([c.hold.member_id.as_str()]);
+            tracing::info!(hold = %hold_id, staff = %staff.session.user.id, replayed, "paid with points");
+            Json(json!({
+                "entry_id": c.outcome.entry.id,
+                "points": c.outcome.entry.points,
+                "balance": c.outcome.balance,
+                "available": c.outcome.balance - state.store.held_points(&c.hold.member_id).await.unwrap_or(0),
+                "tier": c.outcome.tier,
+            }))
+            .into_response()
+        }
+        Err(e) => refusal(e),
+    }
+}
+
+/// Pay with points, cancelled: the held points are released.
+async fn void(
+    State(state): State<AppState>,
+    staff: Staff,
+    audit: crate::web::audit::Audit,
+    Path(hold_id): Path<String>,
+    Json(req): Json<ResolveRequest>,
+) -> Response {
+    if let Err(r) = cashier(&staff, &req.csrf) {
+        return r.into_response();
+    }
+    match state.store.void_hold(&hold_id, now_ms()).await {
+        Ok(hold) => {
+            audit.members([hold.member_id.as_str()]);
+            let member = state.store.get_member(&hold.member_id).await;
+            let held = state.store.held_points(&hold.member_id).await;
+            match (member, held) {
+                (Ok(m), Ok(held)) => Json(json!({
+                    "hold_id": hold.id, "state": hold.state.as_str(), "available": m.points - held,
+                }))
+                .into_response(),
+                (Err(e), _) | (_, Err(e)) => internal(e),
+            }
+        }
+        Err(e) => refusal(e),
+    }
+}
+
+/// What the page says of a refused operation.
+fn refusal(e: StorageError) -> Response {
+    match e {
+        StorageError::Insufficient { available } => refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("the card has {available} points; that is not enough for this redemption"),
+            format!("the card has {available} points available; that is not enough"),
         ),
-        Err(StorageError::IdempotencyMismatch) => refuse(
+        StorageError::IdempotencyMismatch => refuse(
             StatusCode::CONFLICT,
             "this operation was already recorded with other details; start a new one",
         ),
-        Err(StorageError::OverLimit {
+        StorageError::OverLimit {
             limit,
             points,
             moved_today: None,
-        }) => refuse(
+        } => refuse(
             StatusCode::FORBIDDEN,
             format!(
                 "this operation moves {points} points; your account may move at most {limit} points in one operation. Ask a manager."
             ),
         ),
-        Err(StorageError::OverLimit {
+        StorageError::OverLimit {
             limit,
             points,
             moved_today: Some(moved),
-        }) => refuse(
+        } => refuse(
             StatusCode::FORBIDDEN,
             format!(
                 "your account may move at most {limit} points a day (UTC); {moved} moved today, and this operation moves {points}. Ask a manager."
             ),
         ),
-        Err(StorageError::NotFound(_)) => refuse(StatusCode::NOT_FOUND, "no such member"),
-        Err(StorageError::Rejected(why)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, why),
-        Err(e) => internal(e),
+        StorageError::NotFound(what) => refuse(StatusCode::NOT_FOUND, format!("no such {what}")),
+        StorageError::Rejected(why) => refuse(StatusCode::UNPROCESSABLE_ENTITY, why),
+        StorageError::Conflict(why) => refuse(StatusCode::CONFLICT, why),
+        e => internal(e),
     }
 }

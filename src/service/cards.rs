@@ -276,6 +276,7 @@ impl Cards {
             next_tier: next.map_or("", |t| t.name.as_str()),
             points_to_next_tier: next.map_or(0, |t| (t.threshold - s.qualifying).max(0)),
             next_expiry: s.next_expiry,
+            held: s.held,
         });
         let json = pass_json::render(&PassContent {
             program: &program,

@@ -10,7 +10,7 @@ use crate::ledger::{Operation, Origin};
 use crate::privacy::Field;
 
 /// One consent as recorded: what was shown and what was answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConsentRecord {
     /// `data` (processing, required to join) or `marketing`.
     pub kind: String,
@@ -92,42 +92,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Found by the keyed hashes of the e-mail and phone, under every key of the ring (a
-        // rotation may be under way).
-        let ring = self.key_ring()?;
-        let mut hashes = Vec::new();
-        if let Some(e) = &join.email {
-            hashes.extend(
-                ring.lookups(Field::Email, e)
-                    .into_iter()
-                    .map(|h| ("email_hash", h)),
-            );
-        }
-        if let Some(p) = &join.phone {
-            hashes.extend(
-                ring.lookups(Field::Phone, p)
-                    .into_iter()
-                    .map(|h| ("phone_hash", h)),
-            );
-        }
-        let existing = if hashes.is_empty() {
-            None
-        } else {
-            let matches = hashes
-                .iter()
-                .enumerate()
-                .map(|(k, (column, _))| format!("{column} = ${}", k + 2))
-                .collect::<Vec<_>>()
-                .join(" OR ");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT id FROM members WHERE program_id = $1 AND ({matches})
-                 ORDER BY created_at LIMIT 1"
-            )))
-            .bind(&program.id);
-            for (_, h) in &hashes {
-                q = q.bind(h);
+        let existing = match self.contact_match(join)? {
+            None => None,
+            Some((sql, hashes)) => {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&program.id);
+                for h in hashes {
+                    q = q.bind(h);
+                }
+                q.fetch_optional(&mut *tx).await?
             }
-            q.fetch_optional(&mut *tx).await?
         };
         let (member_id, created) = match existing {
             Some(r) => (r.try_get::<String, _>("id")?, false),
@@ -184,6 +157,120 @@ impl Store {
         let member = self.get_member(&member_id).await?;
         let pass = self.pass_for_member(&member_id).await?;
         Ok((member, pass, created))
+    }
+
+    /// The query finding the program's member whose e-mail or phone is the join's, by the keyed
+    /// hashes under every key of the ring (a rotation may be under way): its SQL (`$1` the
+    /// program) and the hashes to bind after it; `None` when the join gives neither.
+    fn contact_match(&self, join: &Join) -> Result<Option<(String, Vec<String>)>> {
+        let ring = self.key_ring()?;
+        let mut hashes = Vec::new();
+        if let Some(e) = &join.email {
+            hashes.extend(
+                ring.lookups(Field::Email, e)
+                    .into_iter()
+                    .map(|h| ("email_hash", h)),
+            );
+        }
+        if let Some(p) = &join.phone {
+            hashes.extend(
+                ring.lookups(Field::Phone, p)
+                    .into_iter()
+                    .map(|h| ("phone_hash", h)),
+            );
+        }
+        if hashes.is_empty() {
+            return Ok(None);
+        }
+        let matches = hashes
+            .iter()
+            .enumerate()
+            .map(|(k, (column, _))| format!("{column} = ${}", k + 2))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        Ok(Some((
+            format!(
+                "SELECT id FROM members WHERE program_id = $1 AND ({matches})
+                 ORDER BY created_at LIMIT 1"
+            ),
+            hashes.into_iter().map(|(_, h)| h).collect(),
+        )))
+    }
+
+    /// The id of the program's member a join's e-mail or phone matches, if any (what
+    /// `join_member` would find, read outside its transaction).
+    pub async fn member_matching(&self, program_id: &str, join: &Join) -> Result<Option<String>> {
+        let Some((sql, hashes)) = self.contact_match(join)? else {
+            return Ok(None);
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(program_id);
+        for h in hashes {
+            q = q.bind(h);
+        }
+        Ok(match q.fetch_optional(&self.pool).await? {
+            Some(r) => Some(r.try_get("id")?),
+            None => None,
+        })
+    }
+
+    /// Keeps a join until its e-mailed link is opened: `payload` (the form as submitted) sealed
+    /// by the key ring, bound to `token_hash`.
+    pub async fn add_pending_join(
+        &self,
+        token_hash: &str,
+        program_id: &str,
+        payload: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        let sealed = self
+            .key_ring()?
+            .seal(Field::PendingJoin, token_hash, payload);
+        sqlx::query(
+            "INSERT INTO pending_joins (token_hash, program_id, payload, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash)
+        .bind(program_id)
+        .bind(sealed)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A join waiting for confirmation under `token_hash`, not expired at `now`: its program
+    /// and its payload, opened. It stays until it expires, so a second click on the link finds
+    /// it again (and `join_member` finds the member the first made).
+    pub async fn pending_join(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT program_id, payload FROM pending_joins WHERE token_hash = $1 AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: String = row.try_get("payload")?;
+        let payload = self
+            .key_ring()?
+            .open(Field::PendingJoin, token_hash, &sealed)
+            .map_err(|e| StorageError::Corrupt(format!("a pending join: {e}")))?;
+        Ok(Some((row.try_get("program_id")?, payload)))
+    }
+
+    /// Deletes joins whose link expired before `now`; returns how many.
+    pub async fn purge_pending_joins(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM pending_joins WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// A member's consents, oldest first.

@@ -42,7 +42,7 @@ pub use enrollment::{ConsentRecord, ImportBatch, ImportRow};
 pub use erasure::Erasure;
 pub use export::{SentMessage, WalletEvent};
 pub use google::{GoogleMessage, GoogleObject, GooglePending, GoogleSyncStatus};
-pub use ledger::{Actor, MemberStanding, OutboxRow};
+pub use ledger::{Actor, Captured, MemberStanding, NewHold, OutboxRow};
 pub use member_search::{MemberFilter, MemberLine, QueryKind};
 pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use passkit::{DueChange, PushSettlement, PushTarget, Registration};

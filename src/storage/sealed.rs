@@ -37,6 +37,12 @@ impl Store {
         *self.keys.write().expect("key ring lock") = Some(ring);
     }
 
+    /// A keyed hash naming an e-mail address without holding it (the current key's lookup
+    /// hash), for throttles that count per address.
+    pub fn email_key(&self, email: &str) -> Result<String> {
+        Ok(self.key_ring()?.lookup(crate::privacy::Field::Email, email))
+    }
+
     pub(super) fn key_ring(&self) -> Result<Arc<KeyRing>> {
         self.keys
             .read()

@@ -28,12 +28,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::domain::now_ms;
 use crate::enrollment::ClientAddr;
-use crate::secret::{constant_time_eq, random_token};
+use crate::secret::{constant_time_eq, random_token, token_hash};
 use crate::storage::{Role, StaffSession, StaffUser, StorageError, Store};
 
 pub const SESSION_COOKIE: &str = "tessera_session";
@@ -113,10 +112,6 @@ pub async fn create_user(
     Ok(store
         .insert_staff_user(email, role, &hash, now_ms())
         .await?)
-}
-
-fn token_hash(token: &str) -> String {
-    data_encoding::HEXLOWER.encode(&Sha256::digest(token.as_bytes()))
 }
 
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

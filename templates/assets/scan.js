@@ -1,7 +1,8 @@
 // The cashier page: find a card by its code (typed, or read by the camera where the browser
 // has BarcodeDetector), then record a purchase or a redemption after a confirmation. Each
 // operation gets one idempotency key when it is prepared; retries and double taps reuse it, so
-// the server posts it once.
+// the server posts it once. Paying with points reserves them first (a hold), then the cashier
+// confirms (the hold is captured) or cancels (it is voided); an abandoned hold lapses.
 (() => {
   "use strict";
   const root = document.getElementById("scan");
@@ -9,7 +10,7 @@
   const csrf = root.dataset.csrf;
   const $ = (id) => document.getElementById(id);
   let member = null;
-  let pending = null; // {path, body} of the operation awaiting confirmation or a retry
+  let pending = null; // {path, body, cancel?} of the operation awaiting confirmation or a retry
   let inFlight = false;
 
   const say = (el, text, kind) => {
@@ -36,6 +37,7 @@
     $("member").hidden = false;
     $("member-name").textContent = m.name;
     $("member-points").textContent = new Intl.NumberFormat().format(m.points);
+    $("member-available").textContent = new Intl.NumberFormat().format(m.available ?? m.points);
     $("member-tier").textContent = m.tier || "—";
     $("member-expiry").textContent = m.next_expiry ? `${m.next_expiry.points} points on ${m.next_expiry.date}` : "—";
   }
@@ -80,7 +82,38 @@
     if (!Number.isInteger(points) || points <= 0) return say("op-msg", "enter the points as a whole number", "error");
     prepare(`Redeem ${points} points from ${member.name}?`, { kind: "redeem", points });
   });
-  $("confirm-no").addEventListener("click", () => { pending = null; $("confirm").hidden = true; });
+  $("pay").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const points = Number($("pay-points").value.trim());
+    if (!Number.isInteger(points) || points <= 0) return say("op-msg", "enter the points as a whole number", "error");
+    const r = await post(`/scan/members/${member.id}/holds`, { points, key: key() });
+    if (!r.ok) return say("op-msg", r.body.error || `refused (${r.status})`, "error");
+    member.available = (member.available ?? member.points) - points;
+    show(member);
+    pending = {
+      path: `/scan/holds/${r.body.hold_id}/capture`,
+      body: { key: key() },
+      cancel: `/scan/holds/${r.body.hold_id}/void`,
+    };
+    $("confirm-text").textContent = `${points} points are reserved. Pay ${points} points for ${member.name}?`;
+    $("confirm").hidden = false;
+    $("confirm-yes").focus();
+  });
+  $("confirm-no").addEventListener("click", async () => {
+    const cancel = pending && pending.cancel;
+    pending = null;
+    $("confirm").hidden = true;
+    if (cancel) {
+      const r = await post(cancel, {});
+      if (r.ok) {
+        member.available = r.body.available;
+        show(member);
+        say("op-msg", "Cancelled: the points are released.", "ok");
+      } else {
+        say("op-msg", r.body.error || "releasing the points failed; they lapse in 10 minutes", "warning");
+      }
+    }
+  });
   $("confirm-yes").addEventListener("click", async () => {
     if (!pending || inFlight) return;
     inFlight = true;
@@ -90,6 +123,7 @@
       if (r.ok) {
         const b = r.body;
         member.points = b.balance;
+        member.available = b.available ?? b.balance;
         if (b.tier !== undefined) member.tier = b.tier;
         show(member);
         const moved = b.points >= 0 ? `+${b.points}` : `${b.points}`;
@@ -98,6 +132,7 @@
         $("confirm").hidden = true;
         $("amount").value = "";
         $("redeem-points").value = "";
+        $("pay-points").value = "";
       } else if (r.status >= 500 || r.status === 0) {
         say("op-msg", "no answer from the server; press Confirm again to retry (it will not post twice)", "warning");
       } else {

@@ -19,7 +19,21 @@ fn card_link(message: &str) -> String {
         .to_string()
 }
 
-async fn rejoining_emails_the_card_link_to_the_members_own_address(db: TestDb) {
+/// The messages at `sink` addressed to `to`.
+fn to(sink: &SmtpSink, to: &str) -> Vec<String> {
+    sink.messages()
+        .into_iter()
+        .filter(|m| m.contains(&format!("To: {to}")))
+        .collect()
+}
+
+/// The member id in a `/card/<member id>.<expiry>.<mac>` location or link.
+fn card_member(link: &str) -> String {
+    let at = link.find("/card/").expect("a card link") + "/card/".len();
+    link[at..].split('.').next().unwrap().to_string()
+}
+
+async fn joining_with_an_email_is_confirmed_and_never_tells_or_hands_over_a_card(db: TestDb) {
     let Some(sink) = SmtpSink::start().await else {
         return;
     };
@@ -30,6 +44,7 @@ async fn rejoining_emails_the_card_link_to_the_members_own_address(db: TestDb) {
         c.email.tls = SmtpTls::None;
         c.email.from = Some("Coffee <cards@coffee.example>".into());
         c.email.card_links_per_hour = 2;
+        c.enrollment.joins_per_minute = 1000;
     })
     .await;
     let first = issue_member(&app, "coffee").await;
@@ -42,17 +57,49 @@ async fn rejoining_emails_the_card_link_to_the_members_own_address(db: TestDb) {
         .bearer_auth(&app.admin_key)
         .json(&serde_json::json!({
             "privacy_policy_url": crate::enrollment::POLICY, "email": "optional", "phone": "optional",
+            "welcome_bonus": 25,
         }))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let store = &app.state.store;
+    let members_before = store.program_totals(program_id).await.unwrap()[0];
     let http = no_redirects();
     let (csrf, _) = join_form(&app, &http).await;
     let join = |fields: &'static [(&'static str, &'static str)]| {
         let (app, http, csrf) = (&app, &http, csrf.clone());
         async move { submit(app, http, &csrf, fields).await }
     };
+
+    // A stranger who types Ada's address first gets no card and makes no member: the page
+    // says "check your e-mail", and the link goes to Ada.
+    let r = join(&[
+        ("name", "Mallory"),
+        ("email", "ada@example.com"),
+        ("phone", "+31 20 123 4567"),
+        ("data_consent", "yes"),
+    ])
+    .await;
+    assert_eq!(r.status(), 200, "no card before the address is confirmed");
+    let stranger_page = r.text().await.unwrap();
+    assert!(
+        stranger_page.contains("Check your e-mail") && stranger_page.contains("ada@example.com")
+    );
+    assert!(!stranger_page.contains("/card/") && !stranger_page.contains("/passes/"));
+    eventually("the confirmation at Ada's address", || {
+        !to(&sink, "ada@example.com").is_empty()
+    })
+    .await;
+    assert_eq!(
+        store.program_totals(program_id).await.unwrap()[0],
+        members_before
+    );
+    let confirmation = to(&sink, "ada@example.com").remove(0);
+    assert!(!confirmation.contains("Mallory"), "nothing typed is sent");
+    assert!(card_link(&confirmation).starts_with(&app.url("/join/coffee/confirm/")));
+
+    // Ada ignores it and joins herself; her own link makes her card.
     let r = join(&[
         ("name", "Ada Lovelace"),
         ("email", "ada@example.com"),
@@ -60,13 +107,64 @@ async fn rejoining_emails_the_card_link_to_the_members_own_address(db: TestDb) {
         ("data_consent", "yes"),
     ])
     .await;
-    assert_eq!(r.status(), 303, "a new member gets their card");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        stranger_page,
+        "the same page, whoever typed it"
+    );
+    eventually("Ada's own confirmation", || {
+        to(&sink, "ada@example.com").len() == 2
+    })
+    .await;
+    let link = to(&sink, "ada@example.com")
+        .into_iter()
+        .map(|m| card_link(&m))
+        .find(|l| *l != card_link(&confirmation))
+        .unwrap();
+
+    // Opening the link changes nothing (a mail scanner may fetch it); the button makes the card.
+    let r = http.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Get my card") && page.contains("Ada Lovelace"),
+        "{page}"
+    );
+    assert_eq!(
+        store.program_totals(program_id).await.unwrap()[0],
+        members_before
+    );
+    let r = http.post(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
     let card = r.headers()[LOCATION].to_str().unwrap().to_string();
-    let member_id = card["/card/".len()..]
-        .split('.')
-        .next()
-        .unwrap()
-        .to_string();
+    assert!(
+        card.starts_with("/card/") && card.ends_with("?welcome=1"),
+        "{card}"
+    );
+    let ada = card_member(&card);
+    let member = store.get_member(&ada).await.unwrap();
+    assert_eq!(
+        (member.points, member.display_name.as_str()),
+        (25, "Ada Lovelace")
+    );
+    // A second click finds the same member: no second member, no second bonus.
+    let r = http.post(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let again = r.headers()[LOCATION].to_str().unwrap().to_string();
+    assert_eq!(card_member(&again), ada);
+    assert!(!again.contains("welcome"));
+    assert_eq!(store.get_member(&ada).await.unwrap().points, 25);
+    assert_eq!(
+        store.program_totals(program_id).await.unwrap()[0],
+        members_before + 1
+    );
+    // A forged or foreign token opens nothing.
+    let forged = format!("{}x", &link[..link.len() - 1]);
+    assert_eq!(http.post(&forged).send().await.unwrap().status(), 404);
+
+    // A phone-only join cannot be confirmed: a new member gets their card at once.
     let r = join(&[
         ("name", "Bob"),
         ("phone", "+44 20 7946 0000"),
@@ -74,60 +172,62 @@ async fn rejoining_emails_the_card_link_to_the_members_own_address(db: TestDb) {
     ])
     .await;
     assert_eq!(r.status(), 303);
-    let store = &app.state.store;
-    let consents_before = store.consents(&member_id).await.unwrap();
+    let consents_before = store.consents(&ada).await.unwrap();
+    let mails_before = sink.messages().len();
 
-    // A phone-only member, Ada by e-mail, Ada by phone with a stranger's e-mail: one page.
+    // Ada's address again, a new address, and Ada's phone with a stranger's address: one page
+    // but for the address shown back; the card link goes only to Ada's own address.
     let mut pages = Vec::new();
-    for fields in [
-        &[
-            ("name", "Eve"),
-            ("phone", "+442079460000"),
-            ("data_consent", "yes"),
-        ][..],
-        &[
-            ("name", "Eve"),
-            ("email", "ADA@example.com"),
-            ("data_consent", "yes"),
-            ("marketing_consent", "yes"),
-        ],
-        &[
-            ("name", "Eve"),
-            ("email", "eve@evil.example"),
-            ("phone", "+31201234567"),
-            ("data_consent", "yes"),
-        ],
-        // A third try for Ada within the hour: the same page, but no third e-mail.
-        &[
-            ("name", "Eve"),
-            ("email", "ada@example.com"),
-            ("data_consent", "yes"),
-        ],
+    for (fields, typed) in [
+        (
+            &[
+                ("name", "Eve"),
+                ("email", "ADA@example.com"),
+                ("data_consent", "yes"),
+                ("marketing_consent", "yes"),
+            ][..],
+            "ada@example.com",
+        ),
+        (
+            &[
+                ("name", "Eve"),
+                ("email", "nobody@example.com"),
+                ("data_consent", "yes"),
+            ],
+            "nobody@example.com",
+        ),
+        (
+            &[
+                ("name", "Eve"),
+                ("email", "eve@evil.example"),
+                ("phone", "+31201234567"),
+                ("data_consent", "yes"),
+            ],
+            "eve@evil.example",
+        ),
     ] {
         let r = join(fields).await;
         assert_eq!(r.status(), 200);
         let html = r.text().await.unwrap();
         assert!(!html.contains("/card/") && !html.contains("/passes/"));
-        assert!(
-            html.contains("we have sent your card link to the e-mail address you registered with")
-        );
-        pages.push(html);
+        pages.push(html.replace(typed, "ADDRESS"));
     }
-    assert!(pages.iter().all(|p| *p == pages[0]));
+    assert!(pages.iter().all(|p| *p == pages[0]), "{pages:#?}");
 
-    eventually("two messages at the sink", || sink.messages().len() >= 2).await;
-    let messages = sink.messages();
-    assert_eq!(messages.len(), 2, "email.card_links_per_hour = 2");
-    for message in messages {
-        assert!(message.contains("To: ada@example.com"), "{message}");
-        assert!(!message.contains("evil.example"));
-        assert!(message.contains("Your Coffee card") || message.contains("Coffee"));
-        // The link opens Ada's card.
-        let link = card_link(&message);
-        assert!(
-            link.starts_with(&app.url(&format!("/card/{member_id}."))),
-            "{link}"
-        );
+    // Two card links for Ada (her budget is 2 an hour), one confirmation for the new address,
+    // nothing for the stranger.
+    eventually("three more messages", || {
+        sink.messages().len() >= mails_before + 3
+    })
+    .await;
+    let links: Vec<String> = to(&sink, "ada@example.com")
+        .into_iter()
+        .filter(|m| m.contains("/card/"))
+        .collect();
+    assert_eq!(links.len(), 2, "email.card_links_per_hour = 2");
+    for message in &links {
+        let link = card_link(message);
+        assert_eq!(card_member(&link), ada);
         let html = app
             .client
             .get(&link)
@@ -142,14 +242,20 @@ async fn rejoining_emails_the_card_link_to_the_members_own_address(db: TestDb) {
             "{html}"
         );
     }
-    assert_eq!(store.consents(&member_id).await.unwrap(), consents_before);
+    assert_eq!(to(&sink, "nobody@example.com").len(), 1);
+    assert!(to(&sink, "eve@evil.example").is_empty());
+    assert_eq!(store.consents(&ada).await.unwrap(), consents_before);
     assert_eq!(
-        store.get_member(&member_id).await.unwrap().display_name,
-        "Ada Lovelace"
+        store.program_totals(program_id).await.unwrap()[0],
+        members_before + 2
     );
+    // The stranger's link, opened by Ada, is Ada's card: the address is hers either way.
+    let r = http.post(card_link(&confirmation)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(card_member(r.headers()[LOCATION].to_str().unwrap()), ada);
 }
 
-on_both_backends!(rejoining_emails_the_card_link_to_the_members_own_address);
+on_both_backends!(joining_with_an_email_is_confirmed_and_never_tells_or_hands_over_a_card);
 
 /// Sends `req` and returns (status, body text).
 async fn answer(req: reqwest::RequestBuilder) -> (u16, String) {

@@ -13,6 +13,7 @@ mod designer;
 mod enrollment;
 mod google;
 mod helpers;
+mod holds;
 mod ledger;
 mod ledger_props;
 mod lifecycle;

@@ -65,6 +65,7 @@ pub fn sample_substitutions<'a>(program_name: &'a str, now_ms: i64) -> Substitut
             next_tier: "Platinum",
             points_to_next_tier: 2_520,
             next_expiry: Some((now_ms + 30 * 86_400_000, 340)),
+            held: 480,
         },
     }
 }

@@ -103,8 +103,14 @@ fn placeholders_fill() {
             points_to_next_tier: 760,
             // 2027-01-31T10:00:00Z
             next_expiry: Some((1_801_389_600_000, 40)),
+            held: 240,
         },
     };
+    assert_eq!(s.fill("{{available}}"), FieldValue::Number(1000));
+    assert_eq!(
+        s.fill("{{available}} of {{balance}} available"),
+        FieldValue::Text("1000 of 1240 available".into())
+    );
     assert_eq!(s.fill("{{balance}}"), FieldValue::Number(1240));
     assert_eq!(s.fill("{{points_to_next_tier}}"), FieldValue::Number(760));
     assert_eq!(s.fill("{{next_expiry_points}}"), FieldValue::Number(40));

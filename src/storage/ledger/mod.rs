@@ -10,6 +10,8 @@
 
 mod checks;
 mod expiry;
+mod holds;
+pub use holds::{Captured, NewHold};
 mod reads;
 mod write;
 
@@ -30,7 +32,7 @@ const DAY_MS: i64 = 86_400_000;
 /// The member read on SQLite (a macro so `concat!` can put `BEGIN IMMEDIATE` in front of it).
 macro_rules! lock_member_sqlite {
     () => {
-        "SELECT m.points, m.tier, p.rules, i.request_hash, i.response
+        "SELECT m.points, m.held, m.tier, p.rules, i.request_hash, i.response
          FROM members m JOIN programs p ON p.id = m.program_id
          LEFT JOIN idempotency_keys i ON i.api_key_id = $2 AND i.key = $3
          WHERE m.id = $1"
@@ -61,11 +63,20 @@ pub struct Actor<'a> {
 /// the idempotency key if it was used before.
 struct Locked {
     points: i64,
+    /// Points reserved by open holds: spends may take only `points - held`.
+    held: i64,
     /// The tier's id.
     tier: Option<String>,
     rules: LoyaltyRules,
     /// `(request_hash, response)` of an earlier request with the same key.
     earlier: Option<(String, String)>,
+}
+
+impl Locked {
+    /// The points a spend may take: the balance less what open holds reserve.
+    fn available(&self) -> i64 {
+        self.points - self.held
+    }
 }
 
 /// A change announced for push and webhooks, written in the change's own transaction.
@@ -85,6 +96,8 @@ pub struct MemberStanding {
     pub qualifying: i64,
     /// The earliest expiry and the points lapsing then.
     pub next_expiry: Option<(i64, i64)>,
+    /// Points reserved by open holds.
+    pub held: i64,
 }
 
 impl Store {
@@ -262,7 +275,8 @@ impl Store {
                 let due = self
                     .refund_due(conn, member_id, origin, *amount_minor)
                     .await?;
-                let take = due.min(member.points);
+                // Held points are promised to a checkout: a refund takes back only the rest.
+                let take = due.min(member.available());
                 uncollected = due - take;
                 entry.points = -take;
                 entry.amount_minor = Some(*amount_minor);
@@ -279,9 +293,9 @@ impl Store {
                 grouped(MAX_POINTS)
             )));
         }
-        if entry.points < -member.points {
+        if entry.points < -member.available() {
             return Err(StorageError::Insufficient {
-                available: member.points,
+                available: member.available(),
             });
         }
         if member.points + entry.points > MAX_BALANCE {
@@ -359,7 +373,7 @@ impl Store {
             Backend::Sqlite if begin => concat!("BEGIN IMMEDIATE;\n", lock_member_sqlite!()),
             Backend::Sqlite => lock_member_sqlite!(),
             Backend::Postgres => {
-                "SELECT m.points, m.tier, p.rules, i.request_hash, i.response
+                "SELECT m.points, m.held, m.tier, p.rules, i.request_hash, i.response
                  FROM members m JOIN programs p ON p.id = m.program_id
                  LEFT JOIN idempotency_keys i ON i.api_key_id = $2 AND i.key = $3
                  WHERE m.id = $1 FOR NO KEY UPDATE OF m FOR KEY SHARE OF p"
@@ -379,6 +393,7 @@ impl Store {
         };
         Ok(Locked {
             points: row.try_get("points")?,
+            held: row.try_get("held")?,
             tier: row.try_get("tier")?,
             rules: rows::rules(row)?,
             earlier,

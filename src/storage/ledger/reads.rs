@@ -16,11 +16,13 @@ impl Store {
     ) -> Result<MemberStanding> {
         let qualifying = qualifying_total(&self.pool, member_id, rules, now).await?;
         let row = sqlx::query(
-            "SELECT MIN(expires_at) AS at FROM point_lots WHERE member_id = $1 AND remaining > 0 AND expires_at IS NOT NULL",
+            "SELECT MIN(expires_at) AS at, (SELECT held FROM members WHERE id = $1) AS held
+             FROM point_lots WHERE member_id = $1 AND remaining > 0 AND expires_at IS NOT NULL",
         )
         .bind(member_id)
         .fetch_one(&self.pool)
         .await?;
+        let held = row.try_get::<Option<i64>, _>("held")?.unwrap_or(0);
         let next_expiry = match row.try_get::<Option<i64>, _>("at")? {
             None => None,
             Some(at) => {
@@ -38,6 +40,7 @@ impl Store {
         Ok(MemberStanding {
             qualifying,
             next_expiry,
+            held,
         })
     }
 
