@@ -55,6 +55,8 @@ pub struct AppState {
     pub card_link_throttle: Arc<crate::ratelimit::Throttle>,
     /// Outgoing e-mail, when `[email]` is configured.
     pub mailer: Option<Arc<crate::email::Mailer>>,
+    /// Join-page views not yet written (`cockpit::JoinViews`).
+    pub join_views: Arc<crate::cockpit::JoinViews>,
 }
 
 impl AppState {
@@ -127,6 +129,7 @@ impl AppState {
             google,
             links,
             workers: Arc::default(),
+            join_views: Arc::default(),
         })
     }
 
@@ -166,6 +169,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .merge(crate::api::router())
         .merge(crate::web::router())
+        .merge(crate::cockpit::router())
         .merge(crate::designer::router())
         .merge(crate::enrollment::router())
         .merge(crate::scanning::router())
@@ -203,8 +207,19 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
 
 /// Unknown paths: the API's error shape under `/api/`, so clients parse every answer alike.
 /// The code differs from a handler's `not_found`, which names a missing resource.
-async fn no_route(uri: axum::http::Uri) -> axum::response::Response {
+/// Under `/staff/` a signed-in staff member gets a page with the navigation.
+async fn no_route(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let (mut parts, _) = req.into_parts();
+    let uri = parts.uri.clone();
+    if uri.path().starts_with("/staff/")
+        && let Some(page) = crate::cockpit::not_found(&mut parts, &state).await
+    {
+        return page;
+    }
     if uri.path().starts_with("/api/") {
         crate::api::error::ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
@@ -236,6 +251,7 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<Vec<tokio::task::JoinHa
             with_state(state, crate::jobs::retention_loop),
         ),
         supervise(w, "memory", crate::jobs::memory_loop),
+        supervise(w, "cockpit", with_state(state, crate::jobs::cockpit_loop)),
     ];
     if state.store.backend() == crate::storage::Backend::Postgres {
         workers.push(supervise(

@@ -44,8 +44,15 @@ pub async fn fetch_log_loop(state: AppState, beat: Beat) {
                 false
             }
         };
+        let viewed = match state.join_views.flush(&state.store).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "recording join-page views failed; retrying");
+                false
+            }
+        };
         let swept = drop_ended_registrations(&state).await;
-        if flushed && audited && swept {
+        if flushed && audited && viewed && swept {
             beat.ok();
         }
     }
@@ -355,4 +362,105 @@ pub async fn retention_once(state: &AppState, now: i64) -> Option<RetentionRound
         }
     }
     (!failed).then_some(round)
+}
+
+/// How often the dashboard's figures are recomputed.
+const COCKPIT_EVERY: Duration = Duration::from_secs(60);
+/// Back-filled days per round of the cockpit job (a program's history, the first time).
+const COCKPIT_BACKFILL: i64 = 62;
+
+/// Keeps the dashboard's daily figures (`storage::cockpit`) up to date, every minute.
+pub async fn cockpit_loop(state: AppState, beat: Beat) {
+    let mut tick = tokio::time::interval(COCKPIT_EVERY);
+    loop {
+        tick.tick().await;
+        if cockpit_once(&state.store, now_ms()).await.is_some() {
+            beat.ok();
+        }
+    }
+}
+
+/// One round of the cockpit job as of `now`, under the `cockpit` lease (one instance at a
+/// time): recomputes today's and yesterday's figures of every program from the raw tables
+/// (so a commit that landed after midnight with an earlier time still counts; the 7/30/90-day
+/// windows and tiers, which read 90 days of purchases, every 15 minutes and once after the day
+/// ended: `storage::cockpit::windows_due`), and up to
+/// `COCKPIT_BACKFILL` days marked dirty; a program seen for the first time has its whole
+/// history marked. Older days are final. Returns the days computed, `None` when a step failed.
+pub async fn cockpit_once(store: &crate::storage::Store, now: i64) -> Option<usize> {
+    use crate::storage::{DAY_MS, day_of};
+    match store.claim_job("cockpit", now).await {
+        Ok(true) => {}
+        Ok(false) => return Some(0),
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming the cockpit job failed; retrying");
+            return None;
+        }
+    }
+    let today = day_of(now);
+    let programs = match store.cockpit_programs().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading programs for the dashboard failed; retrying");
+            return None;
+        }
+    };
+    let mut done = 0;
+    let mut failed = false;
+    for (program, first_day, has_rows) in programs {
+        if !has_rows {
+            let history: Vec<i64> = (0..)
+                .map(|k| first_day + k * DAY_MS)
+                .take_while(|d| *d < today - DAY_MS)
+                .collect();
+            if let Err(e) = store.mark_cockpit_dirty(&program, &history).await {
+                tracing::warn!(error = %e, "marking a program's history for the dashboard failed");
+                failed = true;
+                continue;
+            }
+        }
+        for day in [today - DAY_MS, today] {
+            let computed = async {
+                let stored = store.daily_figures(&program, day, day).await?.pop();
+                let due = crate::storage::windows_due(stored.as_ref(), day, now);
+                let mut f = store.compute_day(&program, day, due, now).await?;
+                if let (false, Some(s)) = (due, stored) {
+                    // Kept from the last computation of the windows.
+                    (f.active, f.repeat, f.tiers, f.windows_at) =
+                        (s.active, s.repeat, s.tiers, s.windows_at);
+                }
+                store.store_day(&f).await
+            }
+            .await;
+            match computed {
+                Ok(()) => done += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, program = %program, "computing the dashboard's figures failed");
+                    failed = true;
+                }
+            }
+        }
+    }
+    match store.cockpit_dirty(COCKPIT_BACKFILL).await {
+        Ok(days) => {
+            for (program, day) in days {
+                let computed = match store.compute_day(&program, day, false, now).await {
+                    Ok(f) => store.store_day(&f).await,
+                    Err(e) => Err(e),
+                };
+                match computed {
+                    Ok(()) => done += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, program = %program, "back-filling the dashboard's figures failed");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the dashboard's dirty days failed");
+            failed = true;
+        }
+    }
+    (!failed).then_some(done)
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod cockpit;
 pub mod config;
 pub mod demo;
 pub mod designer;

@@ -202,6 +202,7 @@ async fn join_page(State(state): State<AppState>, Path(slug): Path<String>) -> R
         Ok(o) => o,
         Err(r) => return r,
     };
+    state.join_views.count(&open.program.id);
     let csrf = random_token(32);
     let mut r =
         join_page_for(&open, csrf.clone(), JoinInput::default(), Vec::new()).into_response();

@@ -101,6 +101,14 @@ impl Store {
         .iter()
         .map(|r| r.try_get("device_library_identifier"))
         .collect::<std::result::Result<_, _>>()?;
+        super::cockpit::record_wallet_events(
+            &mut tx,
+            "remove",
+            now,
+            "p.member_id = $2",
+            &[member_id],
+        )
+        .await?;
         e.registrations = sqlx::query(
             "DELETE FROM registrations WHERE serial_number IN
              (SELECT serial_number FROM passes WHERE member_id = $1)",

@@ -212,6 +212,19 @@ impl Store {
             .iter()
             .map(|r| r.try_get("device_library_identifier"))
             .collect::<std::result::Result<_, _>>()?;
+        let binds: Vec<&str> = serials.iter().map(String::as_str).collect();
+        let shifted = (2..serials.len() + 2)
+            .map(|k| format!("${k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        super::cockpit::record_wallet_events(
+            &mut tx,
+            "remove",
+            crate::domain::now_ms(),
+            &format!("r.serial_number IN ({shifted})"),
+            &binds,
+        )
+        .await?;
         let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM registrations WHERE serial_number IN ({marks})"
         )));

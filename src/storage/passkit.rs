@@ -57,6 +57,14 @@ impl Store {
                 now,
             )
             .await?;
+            super::cockpit::record_wallet_events(
+                &mut tx,
+                "install",
+                now,
+                "r.device_library_identifier = $2 AND r.serial_number = $3",
+                &[device, serial],
+            )
+            .await?;
         }
         tx.commit().await?;
         self.forget(Stale::Devices(vec![device.to_owned()]));
@@ -110,6 +118,14 @@ impl Store {
     pub async fn unregister_device(&self, device: &str, serial: &str) -> Result<()> {
         let now = crate::domain::now_ms();
         let (_turn, mut tx) = self.write_tx().await?;
+        super::cockpit::record_wallet_events(
+            &mut tx,
+            "remove",
+            crate::domain::now_ms(),
+            "r.device_library_identifier = $2 AND r.serial_number = $3",
+            &[device, serial],
+        )
+        .await?;
         let removed = sqlx::query(
             "DELETE FROM registrations WHERE device_library_identifier = $1 AND serial_number = $2",
         )
@@ -191,6 +207,7 @@ impl Store {
     /// older than the one stored is ignored.
     pub async fn mark_fetched(&self, fetches: &[(String, i64)]) -> Result<()> {
         let (_turn, mut tx) = self.write_tx().await?;
+        super::cockpit::count_fetches_after_push(&mut tx, fetches).await?;
         for chunk in fetches.chunks(CHUNK / 2) {
             let sql = format!(
                 "UPDATE passes SET last_fetched_at = v.column2
@@ -415,7 +432,22 @@ impl Store {
                 q.execute(&mut *tx).await?;
             }
         }
+        let day = super::cockpit::day_of(now);
+        let (sent, failed): (Vec<_>, Vec<_>) =
+            s.results.iter().partition(|(_, _, r)| r == "delivered");
+        for (name, pushes) in [("pushes_sent", sent), ("pushes_failed", failed)] {
+            let serials: Vec<&str> = pushes.iter().map(|(_, s, _)| s.as_str()).collect();
+            super::cockpit::count_for_serials(&mut tx, name, day, &serials).await?;
+        }
         for (device, serial) in &s.gone {
+            super::cockpit::record_wallet_events(
+                &mut tx,
+                "remove",
+                now,
+                "r.device_library_identifier = $2 AND r.serial_number = $3",
+                &[device, serial],
+            )
+            .await?;
             sqlx::query("DELETE FROM registrations WHERE device_library_identifier = $1 AND serial_number = $2")
                 .bind(device)
                 .bind(serial)

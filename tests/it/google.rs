@@ -12,11 +12,11 @@ use tessera::google::{Credentials, TokenProvider, WalletClient};
 use crate::helpers::{TestApp, TestDb, another_member, eventually, futures_join_all, issue_member};
 use crate::on_both_backends;
 
-const ISSUER: &str = "3388000000012345678";
-const EMAIL: &str = "tessera@test-project.iam.gserviceaccount.com";
+pub(crate) const ISSUER: &str = "3388000000012345678";
+pub(crate) const EMAIL: &str = "tessera@test-project.iam.gserviceaccount.com";
 
 /// A service-account key pair and its JSON key file in `dir`.
-fn service_account(dir: &std::path::Path) -> (PKey<Private>, std::path::PathBuf) {
+pub(crate) fn service_account(dir: &std::path::Path) -> (PKey<Private>, std::path::PathBuf) {
     let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
     let pem = String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     let path = dir.join("service-account.json");
@@ -31,7 +31,7 @@ fn service_account(dir: &std::path::Path) -> (PKey<Private>, std::path::PathBuf)
     (key, path)
 }
 
-fn public(key: &PKey<Private>) -> PKey<openssl::pkey::Public> {
+pub(crate) fn public(key: &PKey<Private>) -> PKey<openssl::pkey::Public> {
     PKey::public_key_from_pem(&key.public_key_to_pem().unwrap()).unwrap()
 }
 

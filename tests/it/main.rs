@@ -7,6 +7,7 @@ mod audit;
 mod browser;
 mod card_changes;
 mod cli;
+mod cockpit;
 mod deploy;
 mod designer;
 mod enrollment;

@@ -1,0 +1,5 @@
+-- The staff member list (issue 17): keyset pages of a program's members by id (UUIDv7, so
+-- newest first) and the name search by prefix, case-insensitive through lower(): a
+-- text_pattern_ops index serves `lower(display_name) LIKE 'prefix%'` whatever the collation.
+CREATE INDEX members_program_id ON members(program_id, id);
+CREATE INDEX members_name ON members(program_id, lower(display_name) text_pattern_ops);
