@@ -51,6 +51,26 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         for chunk in members.chunks(CHUNK) {
+            if self.backend == super::Backend::Postgres {
+                // Lock order: the member rows first, in id order, as every posting does (it
+                // locks its member before it writes the pass, outbox and Google rows). Without
+                // it a publish step (pass, then Google row) and a posting (whose one statement
+                // writes in no set order) could each hold what the other waits for.
+                let mut ids: Vec<&String> = chunk.iter().collect();
+                ids.sort();
+                let marks = (0..ids.len())
+                    .map(|k| format!("${}", 1 + k))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT id FROM members WHERE id IN ({marks}) ORDER BY id FOR NO KEY UPDATE"
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for m in ids {
+                    q = q.bind(m);
+                }
+                q.fetch_all(&mut **tx).await?;
+            }
             let marks = (0..chunk.len())
                 .map(|k| format!("${}", 3 + k))
                 .collect::<Vec<_>>()

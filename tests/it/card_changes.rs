@@ -523,7 +523,7 @@ async fn a_panicking_worker_is_restarted() {
 }
 
 /// Tills earning while a rules change republishes every holder's card: on PostgreSQL the
-/// publish steps and the postings lock members and passes in the same order, so no earn dies in
+/// publish steps lock their members first, in id order, as postings do, so no earn dies in
 /// a deadlock (40P01) or waits out a lock timeout; every earn lands once and every card changes.
 async fn earns_during_a_publish_all_land(db: TestDb) {
     const HOLDERS: usize = 2_000;
@@ -555,12 +555,13 @@ async fn earns_during_a_publish_all_land(db: TestDb) {
         let path = format!("/api/v1/members/{id}/transactions");
         let app = &app;
         async move {
-            app.post_idem(
-                &path,
-                &format!("busy-{k}"),
-                json!({"type": "earn", "points": 7}),
-            )
-            .await
+            // Fixed points and purchases (7.00 earns 7 under the new rules) alike.
+            let body = if k % 2 == 0 {
+                json!({"type": "earn", "points": 7})
+            } else {
+                json!({"type": "earn", "amount_minor": 700, "external_ref": format!("r{k}")})
+            };
+            app.post_idem(&path, &format!("busy-{k}"), body).await
         }
     }))
     .await;
